@@ -1,0 +1,30 @@
+//! The `.vitb` weight blob: one versioned, checksummed, 64-byte-aligned file that the runtime maps
+//! with memmap2 and reads zero-copy. The byte layout is specified in `FORMAT.md` at the repository root.
+
+mod header;
+mod reader;
+mod writer;
+
+pub use header::{DType, Header, Layout, TensorInfo, FORMAT_NAME};
+pub use reader::{Blob, BlobError, TensorView};
+pub use writer::BlobWriter;
+
+/// The eight bytes every blob starts with.
+pub const MAGIC: [u8; 8] = *b"VITEDGE\0";
+/// The newest blob format version this build writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// The oldest blob format version this build still reads.
+pub const MIN_READ_VERSION: u32 = 1;
+/// Size of the fixed prelude before the JSON header.
+pub const PRELUDE_LEN: usize = 64;
+/// Alignment of the payload and of every tensor in it, in bytes.
+pub const ALIGN: usize = 64;
+/// Upper bound on the JSON header size; anything larger is treated as corruption.
+pub const MAX_HEADER_LEN: u64 = 64 << 20;
+/// Upper bound on the element count of one tensor (1 G elements); anything larger is corruption.
+pub const MAX_TENSOR_ELEMENTS: u64 = 1 << 30;
+
+/// Rounds `n` up to a multiple of `to`.
+pub const fn round_up(n: usize, to: usize) -> usize {
+    n.div_ceil(to) * to
+}

@@ -1,0 +1,95 @@
+//! Writing a blob: tensors are appended to an in-memory payload, then prelude, header and payload are
+//! written to a new file in one go.
+
+use std::io::Write;
+use std::path::Path;
+
+use super::{round_up, DType, Header, Layout, TensorInfo, ALIGN, FORMAT_VERSION, MAGIC, PRELUDE_LEN};
+
+/// Builds a blob file from a header template and tensors.
+pub struct BlobWriter {
+    header: Header,
+    payload: Vec<u8>,
+}
+
+impl BlobWriter {
+    /// Starts a blob; the header's `tensors` list is replaced by what [`BlobWriter::add`] appends.
+    pub fn new(mut header: Header) -> Self {
+        header.tensors.clear();
+        header.version = FORMAT_VERSION;
+        header.format = super::FORMAT_NAME.to_string();
+        BlobWriter { header, payload: Vec::new() }
+    }
+
+    /// Mutable access to the header template (labels, quantization info...).
+    pub fn header_mut(&mut self) -> &mut Header {
+        &mut self.header
+    }
+
+    /// Appends a tensor given as raw little-endian bytes, 64-byte aligned.
+    ///
+    /// Panics if `bytes` does not have the length `dtype`, `shape` and `layout` imply: that is a
+    /// programming error in the converter, not bad input.
+    pub fn add(&mut self, name: &str, dtype: DType, shape: &[usize], layout: Layout, bytes: &[u8]) {
+        let stored = layout.stored_elements(shape).expect("layout fits shape");
+        assert_eq!(bytes.len(), stored * dtype.size(), "tensor {name}: byte length does not match its shape");
+        let offset = round_up(self.payload.len(), ALIGN);
+        self.payload.resize(offset, 0);
+        self.payload.extend_from_slice(bytes);
+        self.header.tensors.push(TensorInfo {
+            name: name.to_string(),
+            dtype,
+            shape: shape.to_vec(),
+            layout,
+            offset: offset as u64,
+            length: bytes.len() as u64,
+            crc32: crc32fast::hash(bytes),
+        });
+    }
+
+    /// Appends an `f32` tensor.
+    pub fn add_f32(&mut self, name: &str, shape: &[usize], layout: Layout, data: &[f32]) {
+        self.add(name, DType::F32, shape, layout, bytemuck::cast_slice(data));
+    }
+
+    /// Appends an `f16` tensor.
+    pub fn add_f16(&mut self, name: &str, shape: &[usize], layout: Layout, data: &[half::f16]) {
+        self.add(name, DType::F16, shape, layout, bytemuck::cast_slice(data));
+    }
+
+    /// Appends an `i8` tensor.
+    pub fn add_i8(&mut self, name: &str, shape: &[usize], layout: Layout, data: &[i8]) {
+        self.add(name, DType::I8, shape, layout, bytemuck::cast_slice(data));
+    }
+
+    /// Serializes the whole blob to bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let header_json = serde_json::to_vec(&self.header).expect("header serializes");
+        let payload_offset = round_up(PRELUDE_LEN + header_json.len(), ALIGN);
+        let mut out = Vec::with_capacity(payload_offset + self.payload.len());
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes()); // flags
+        out.extend_from_slice(&(header_json.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(payload_offset as u64).to_le_bytes());
+        out.extend_from_slice(&(self.payload.len() as u64).to_le_bytes());
+        out.extend_from_slice(&crc32fast::hash(&header_json).to_le_bytes());
+        out.resize(PRELUDE_LEN, 0);
+        out.extend_from_slice(&header_json);
+        out.resize(payload_offset, 0);
+        out.extend_from_slice(&self.payload);
+        out
+    }
+
+    /// Writes the blob to `path` (through a temporary file renamed into place, so a crash never
+    /// leaves a half-written blob under the final name).
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("vitb.partial");
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&self.to_bytes())?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)
+    }
+}

@@ -1,0 +1,246 @@
+//! The native forward pass: pre-LN ViT blocks written against the kernel traits. All scratch memory
+//! is allocated once in [`NativeEngine::new`]; [`Engine::infer`] does not allocate.
+
+use super::{check_len, Engine, EngineError, EngineOptions};
+use crate::blob::round_up;
+use crate::kernels::{pack, Epilogue, GemmArgs, GemmU8I8Args, Kernels};
+use crate::model::{Linear, Matrix, Model, Norm, VitConfig, Weights};
+
+/// Scratch buffers sized from the model header.
+struct Arena {
+    patches: Vec<f32>,
+    x: Vec<f32>,
+    h: Vec<f32>,
+    qkv: Vec<f32>,
+    scores: Vec<f32>,
+    k_panels: Vec<f32>,
+    v_panels: Vec<f32>,
+    ctx: Vec<f32>,
+    mlp: Vec<f32>,
+    head_out: Vec<f32>,
+    a_u8: Vec<u8>,
+    a_scale: Vec<f32>,
+    a_zero: Vec<i32>,
+}
+
+/// vitedge's own engine.
+pub struct NativeEngine<'m> {
+    cfg: VitConfig,
+    weights: Weights<'m>,
+    kernels: Kernels,
+    /// Per-column weight sums of every int8 matrix, keyed by the weight slice's address.
+    w_sums: Vec<(usize, Vec<i32>)>,
+    arena: Arena,
+}
+
+impl<'m> NativeEngine<'m> {
+    /// Binds the model's weights and allocates all scratch memory.
+    pub fn new(model: &'m Model, opts: &EngineOptions) -> Result<Self, EngineError> {
+        let kernels = Kernels::by_name(&opts.kernels).map_err(EngineError::Backend)?;
+        let cfg = model.config().clone();
+        let weights = model.weights()?;
+        let (t, d, hd) = (cfg.num_tokens(), cfg.embed_dim, cfg.head_dim());
+        let max_k = cfg.patch_len().max(cfg.mlp_hidden).max(d);
+        let mut w_sums = Vec::new();
+        let mut linears: Vec<&Linear<'_>> = vec![&weights.patch_embed, &weights.head];
+        linears.extend(weights.head_dist.iter());
+        for b in &weights.blocks {
+            linears.extend([&b.qkv, &b.proj, &b.fc1, &b.fc2]);
+        }
+        for l in linears {
+            if let Matrix::I8 { w, .. } = l.weight {
+                let rows = pack::rows_from_panel16x4(w, l.n, l.k);
+                let sums = rows.chunks_exact(l.k).map(|r| r.iter().map(|&v| v as i32).sum()).collect();
+                w_sums.push((w.as_ptr() as usize, sums));
+            }
+        }
+        let arena = Arena {
+            patches: vec![0.0; cfg.num_patches() * cfg.patch_len()],
+            x: vec![0.0; t * d],
+            h: vec![0.0; t * d],
+            qkv: vec![0.0; t * 3 * d],
+            scores: vec![0.0; t * t],
+            k_panels: vec![0.0; round_up(t, 16) * hd],
+            v_panels: vec![0.0; round_up(hd, 16) * t],
+            ctx: vec![0.0; t * d],
+            mlp: vec![0.0; t * cfg.mlp_hidden],
+            head_out: vec![0.0; 2 * cfg.num_classes],
+            a_u8: vec![0; cfg.num_patches().max(t) * round_up(max_k, 4)],
+            a_scale: vec![0.0; t.max(cfg.num_patches())],
+            a_zero: vec![0; t.max(cfg.num_patches())],
+        };
+        log::debug!("native engine: kernels {kernels:?}");
+        Ok(NativeEngine { cfg, weights, kernels, w_sums, arena })
+    }
+}
+
+/// `out[i] = a[i] · Wᵀ + b` for `m` rows, dispatching on the weight precision.
+#[allow(clippy::too_many_arguments)]
+fn linear(
+    kernels: &Kernels,
+    w_sums: &[(usize, Vec<i32>)],
+    l: &Linear<'_>,
+    m: usize,
+    a: &[f32],
+    lda: usize,
+    out: &mut [f32],
+    ldc: usize,
+    epilogue: Epilogue,
+    q: (&mut [u8], &mut [f32], &mut [i32]),
+) {
+    let bias = Some(l.bias);
+    match l.weight {
+        Matrix::F32(w) => {
+            let args = GemmArgs { m, n: l.n, k: l.k, a, lda, w, bias, epilogue };
+            kernels.gemm_f32.gemm(&args, out, ldc);
+        }
+        Matrix::F16(w) => {
+            let args = GemmArgs { m, n: l.n, k: l.k, a, lda, w, bias, epilogue };
+            kernels.gemm_f16.gemm(&args, out, ldc);
+        }
+        Matrix::I8 { w, scale } => {
+            let (a_u8, a_scale, a_zero) = q;
+            let qlda = round_up(l.k, 4);
+            for i in 0..m {
+                let row = &mut a_u8[i * qlda..(i + 1) * qlda];
+                let (s, z) = kernels.vector.quantize_u8(&a[i * lda..i * lda + l.k], &mut row[..l.k]);
+                row[l.k..].fill(z as u8);
+                a_scale[i] = s;
+                a_zero[i] = z;
+            }
+            let w_sum = &w_sums
+                .iter()
+                .find(|(p, _)| *p == w.as_ptr() as usize)
+                .expect("weight sums are computed for every int8 matrix at construction")
+                .1;
+            let args = GemmU8I8Args {
+                m,
+                n: l.n,
+                k: l.k,
+                a: a_u8,
+                lda: qlda,
+                a_scale,
+                a_zero,
+                w,
+                w_scale: scale,
+                w_sum,
+                bias,
+                epilogue,
+            };
+            kernels.gemm_u8i8.gemm(&args, out, ldc);
+        }
+    }
+}
+
+fn layer_norm_rows(kernels: &Kernels, norm: &Norm<'_>, eps: f32, x: &[f32], out: &mut [f32], d: usize) {
+    for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        kernels.vector.layer_norm(xr, norm.weight, norm.bias, eps, or);
+    }
+}
+
+impl Engine for NativeEngine<'_> {
+    fn backend(&self) -> &'static str {
+        "native"
+    }
+
+    fn describe(&self) -> String {
+        format!("{:?}", self.kernels)
+    }
+
+    fn infer(&mut self, input: &[f32], logits: &mut [f32]) -> Result<(), EngineError> {
+        let c = &self.cfg;
+        check_len("input", c.input_len(), input.len())?;
+        check_len("logits", c.num_classes, logits.len())?;
+        let (t, d, hd, heads) = (c.num_tokens(), c.embed_dim, c.head_dim(), c.num_heads);
+        let (p, g, s, np, pl) = (c.patch_size, c.grid(), c.image_size, c.num_patches(), c.patch_len());
+        let prefix = c.num_prefix_tokens();
+        let eps = c.layer_norm_eps;
+        let k = &self.kernels;
+        let w = &self.weights;
+        let sums = &self.w_sums;
+        let ar = &mut self.arena;
+
+        // Patch embedding: unfold (c, y, x) patches, one matmul into token rows after the prefix.
+        for gy in 0..g {
+            for gx in 0..g {
+                let row = &mut ar.patches[(gy * g + gx) * pl..(gy * g + gx + 1) * pl];
+                for ch in 0..3 {
+                    for ky in 0..p {
+                        let src = ch * s * s + (gy * p + ky) * s + gx * p;
+                        let dst = ch * p * p + ky * p;
+                        row[dst..dst + p].copy_from_slice(&input[src..src + p]);
+                    }
+                }
+            }
+        }
+        let q = (&mut ar.a_u8[..], &mut ar.a_scale[..], &mut ar.a_zero[..]);
+        linear(k, sums, &w.patch_embed, np, &ar.patches, pl, &mut ar.x[prefix * d..], d, Epilogue::Store, q);
+        ar.x[..d].copy_from_slice(w.cls_token);
+        if let Some(dist) = w.dist_token {
+            ar.x[d..2 * d].copy_from_slice(dist);
+        }
+        for (xv, pv) in ar.x.iter_mut().zip(w.pos_embed) {
+            *xv += pv;
+        }
+
+        let scale = (hd as f32).powf(-0.5);
+        for b in &w.blocks {
+            layer_norm_rows(k, &b.norm1, eps, &ar.x, &mut ar.h, d);
+            let q = (&mut ar.a_u8[..], &mut ar.a_scale[..], &mut ar.a_zero[..]);
+            linear(k, sums, &b.qkv, t, &ar.h, d, &mut ar.qkv, 3 * d, Epilogue::Store, q);
+            for head in 0..heads {
+                let (qo, ko, vo) = (head * hd, d + head * hd, 2 * d + head * hd);
+                pack::panel16_from_rows(&ar.qkv[ko..], t, hd, 3 * d, &mut ar.k_panels);
+                let args = GemmArgs {
+                    m: t,
+                    n: t,
+                    k: hd,
+                    a: &ar.qkv[qo..],
+                    lda: 3 * d,
+                    w: &ar.k_panels,
+                    bias: None,
+                    epilogue: Epilogue::Store,
+                };
+                k.gemm_f32.gemm(&args, &mut ar.scores, t);
+                for row in ar.scores.chunks_exact_mut(t) {
+                    k.vector.softmax(row, scale);
+                }
+                pack::panel16_from_cols(&ar.qkv[vo..], hd, t, 3 * d, &mut ar.v_panels);
+                let args = GemmArgs {
+                    m: t,
+                    n: hd,
+                    k: t,
+                    a: &ar.scores,
+                    lda: t,
+                    w: &ar.v_panels,
+                    bias: None,
+                    epilogue: Epilogue::Store,
+                };
+                k.gemm_f32.gemm(&args, &mut ar.ctx[qo..], d);
+            }
+            let q = (&mut ar.a_u8[..], &mut ar.a_scale[..], &mut ar.a_zero[..]);
+            linear(k, sums, &b.proj, t, &ar.ctx, d, &mut ar.x, d, Epilogue::Accumulate, q);
+            layer_norm_rows(k, &b.norm2, eps, &ar.x, &mut ar.h, d);
+            let q = (&mut ar.a_u8[..], &mut ar.a_scale[..], &mut ar.a_zero[..]);
+            linear(k, sums, &b.fc1, t, &ar.h, d, &mut ar.mlp, c.mlp_hidden, Epilogue::Gelu, q);
+            let q = (&mut ar.a_u8[..], &mut ar.a_scale[..], &mut ar.a_zero[..]);
+            linear(k, sums, &b.fc2, t, &ar.mlp, c.mlp_hidden, &mut ar.x, d, Epilogue::Accumulate, q);
+        }
+
+        // Final norm on the prefix tokens only, then the head(s).
+        layer_norm_rows(k, &w.norm, eps, &ar.x[..prefix * d], &mut ar.h[..prefix * d], d);
+        let n = c.num_classes;
+        let q = (&mut ar.a_u8[..], &mut ar.a_scale[..], &mut ar.a_zero[..]);
+        linear(k, sums, &w.head, 1, &ar.h, d, &mut ar.head_out[..n], n, Epilogue::Store, q);
+        if let Some(hd_lin) = &w.head_dist {
+            let q = (&mut ar.a_u8[..], &mut ar.a_scale[..], &mut ar.a_zero[..]);
+            linear(k, sums, hd_lin, 1, &ar.h[d..], d, &mut ar.head_out[n..2 * n], n, Epilogue::Store, q);
+            for j in 0..n {
+                logits[j] = 0.5 * (ar.head_out[j] + ar.head_out[n + j]);
+            }
+        } else {
+            logits.copy_from_slice(&ar.head_out[..n]);
+        }
+        Ok(())
+    }
+}

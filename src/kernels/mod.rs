@@ -1,0 +1,180 @@
+//! Compute kernels behind one trait per kind (f32 GEMM, f16-weight GEMM, u8×i8 GEMM, vector ops),
+//! with one file per instruction set. [`scalar`] is the reference every SIMD kernel is tested against.
+//!
+//! All GEMMs compute `out[i, j] = epilogue(bias[j] + Σ_kk a[i, kk] · w[j, kk])` for `i < m`, `j < n`,
+//! with `a` row-major (row stride `lda`), `w` pre-packed in 16-column panels (see
+//! [`crate::blob::Layout`]) and `out` row-major (row stride `ldc`).
+
+pub mod pack;
+pub mod scalar;
+
+use half::f16;
+
+/// What a GEMM does with each result before storing it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Epilogue {
+    /// `out = r`
+    Store,
+    /// `out += r` (fused residual add)
+    Accumulate,
+    /// `out = gelu(r)` with the exact erf GELU
+    Gelu,
+}
+
+/// Operands of a GEMM whose weights are `W` values in the `Panel16` layout.
+#[derive(Clone, Copy)]
+pub struct GemmArgs<'a, W> {
+    /// Rows of `a` and `out`.
+    pub m: usize,
+    /// Columns of `out` (rows of the logical weight matrix).
+    pub n: usize,
+    /// Reduction length.
+    pub k: usize,
+    /// Left operand, `m` rows of at least `k` values, `lda` apart.
+    pub a: &'a [f32],
+    /// Row stride of `a`.
+    pub lda: usize,
+    /// Packed weights: `ceil(n/16)` panels of `k × 16`.
+    pub w: &'a [W],
+    /// Optional bias of length `n`.
+    pub bias: Option<&'a [f32]>,
+    /// What to do with each result.
+    pub epilogue: Epilogue,
+}
+
+/// Operands of an int8 GEMM: u8 activations with a per-row scale and zero point, i8 weights
+/// (`Panel16x4` layout) with a per-column scale. Result: `a_scale[i] · w_scale[j] ·
+/// (Σ a[i,kk]·w[j,kk] − a_zero[i]·w_sum[j]) + bias[j]`.
+#[derive(Clone, Copy)]
+pub struct GemmU8I8Args<'a> {
+    /// Rows of `a` and `out`.
+    pub m: usize,
+    /// Columns of `out`.
+    pub n: usize,
+    /// Reduction length; `a` rows hold `round_up(k, 4)` bytes (padding bytes are ignored because the
+    /// matching weights are zero).
+    pub k: usize,
+    /// Quantized activations.
+    pub a: &'a [u8],
+    /// Row stride of `a` in bytes (≥ `round_up(k, 4)`).
+    pub lda: usize,
+    /// Per-row activation scale.
+    pub a_scale: &'a [f32],
+    /// Per-row activation zero point.
+    pub a_zero: &'a [i32],
+    /// Packed weights.
+    pub w: &'a [i8],
+    /// Per-column weight scale (length `n`).
+    pub w_scale: &'a [f32],
+    /// Per-column sum of the int8 weights (length `n`).
+    pub w_sum: &'a [i32],
+    /// Optional bias of length `n`.
+    pub bias: Option<&'a [f32]>,
+    /// What to do with each result.
+    pub epilogue: Epilogue,
+}
+
+/// f32 × f32 GEMM.
+pub trait GemmF32: Send + Sync {
+    /// Instruction-set name, e.g. `avx512`.
+    fn name(&self) -> &'static str;
+    /// Computes `args` into `out` (row stride `ldc`).
+    fn gemm(&self, args: &GemmArgs<'_, f32>, out: &mut [f32], ldc: usize);
+}
+
+/// f32 activations × f16 weights GEMM (f32 accumulation).
+pub trait GemmF16: Send + Sync {
+    /// Instruction-set name.
+    fn name(&self) -> &'static str;
+    /// Computes `args` into `out` (row stride `ldc`).
+    fn gemm(&self, args: &GemmArgs<'_, f16>, out: &mut [f32], ldc: usize);
+}
+
+/// u8 activations × i8 weights GEMM (i32 accumulation, f32 epilogue).
+pub trait GemmU8I8: Send + Sync {
+    /// Instruction-set name.
+    fn name(&self) -> &'static str;
+    /// Computes `args` into `out` (row stride `ldc`).
+    fn gemm(&self, args: &GemmU8I8Args<'_>, out: &mut [f32], ldc: usize);
+}
+
+/// Row-wise element-wise kernels.
+pub trait VectorOps: Send + Sync {
+    /// Instruction-set name.
+    fn name(&self) -> &'static str;
+    /// `out = (x - mean(x)) / sqrt(var(x) + eps) * gamma + beta` over one row.
+    fn layer_norm(&self, x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32]);
+    /// In place `x = softmax(x * scale)` over one row.
+    fn softmax(&self, x: &mut [f32], scale: f32);
+    /// In place exact (erf) GELU.
+    fn gelu(&self, x: &mut [f32]);
+    /// Asymmetric per-row quantization to u8: returns `(scale, zero_point)` with
+    /// `x ≈ scale · (q − zero_point)`; the range always includes 0.
+    fn quantize_u8(&self, x: &[f32], out: &mut [u8]) -> (f32, i32);
+}
+
+/// The kernels one engine uses, chosen once at start-up.
+#[derive(Clone, Copy)]
+pub struct Kernels {
+    /// f32 GEMM.
+    pub gemm_f32: &'static dyn GemmF32,
+    /// f16-weight GEMM.
+    pub gemm_f16: &'static dyn GemmF16,
+    /// int8 GEMM.
+    pub gemm_u8i8: &'static dyn GemmU8I8,
+    /// Element-wise kernels.
+    pub vector: &'static dyn VectorOps,
+}
+
+impl std::fmt::Debug for Kernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "gemm_f32={} gemm_f16={} gemm_u8i8={} vector={}",
+            self.gemm_f32.name(),
+            self.gemm_f16.name(),
+            self.gemm_u8i8.name(),
+            self.vector.name()
+        )
+    }
+}
+
+impl Kernels {
+    /// The portable scalar reference kernels.
+    pub fn scalar() -> Kernels {
+        Kernels {
+            gemm_f32: &scalar::Scalar,
+            gemm_f16: &scalar::Scalar,
+            gemm_u8i8: &scalar::Scalar,
+            vector: &scalar::Scalar,
+        }
+    }
+
+    /// The fastest kernels this CPU supports.
+    pub fn auto() -> Kernels {
+        Kernels::scalar()
+    }
+
+    /// Kernels by name: `scalar`, `auto`, or an instruction-set name from [`Kernels::available`].
+    pub fn by_name(name: &str) -> Result<Kernels, String> {
+        match name {
+            "scalar" => Ok(Kernels::scalar()),
+            "auto" => Ok(Kernels::auto()),
+            other => Err(format!(
+                "unknown or unsupported kernel set `{other}` on this CPU; available: {}",
+                Kernels::available().join(", ")
+            )),
+        }
+    }
+
+    /// Names accepted by [`Kernels::by_name`] on this CPU.
+    pub fn available() -> Vec<&'static str> {
+        vec!["auto", "scalar"]
+    }
+}
+
+/// Exact GELU of one value (shared by the scalar kernels and the epilogues).
+#[inline]
+pub fn gelu_exact(x: f32) -> f32 {
+    0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
+}

@@ -1,0 +1,95 @@
+//! Conversions between row-major matrices and the panel layouts the GEMM kernels read.
+
+use crate::blob::round_up;
+
+/// Packs an `n × k` matrix whose element `(j, kk)` is `src[j * row_stride + kk]` into `Panel16`.
+/// `dst` must hold `round_up(n, 16) * k` values; padding columns are zeroed.
+pub fn panel16_from_rows<T: Copy + Default>(src: &[T], n: usize, k: usize, row_stride: usize, dst: &mut [T]) {
+    let dst = &mut dst[..round_up(n, 16) * k];
+    for (p, panel) in dst.chunks_exact_mut(16 * k).enumerate() {
+        for (kk, row) in panel.chunks_exact_mut(16).enumerate() {
+            for (jj, d) in row.iter_mut().enumerate() {
+                let j = p * 16 + jj;
+                *d = if j < n { src[j * row_stride + kk] } else { T::default() };
+            }
+        }
+    }
+}
+
+/// Packs an `n × k` matrix whose element `(j, kk)` is `src[kk * row_stride + j]` (i.e. the source is
+/// stored transposed, `k` rows of `n`) into `Panel16`. `dst` must hold `round_up(n, 16) * k` values.
+pub fn panel16_from_cols<T: Copy + Default>(src: &[T], n: usize, k: usize, row_stride: usize, dst: &mut [T]) {
+    let dst = &mut dst[..round_up(n, 16) * k];
+    for (p, panel) in dst.chunks_exact_mut(16 * k).enumerate() {
+        let j0 = p * 16;
+        let width = (n - j0).min(16);
+        for (kk, row) in panel.chunks_exact_mut(16).enumerate() {
+            let s = &src[kk * row_stride + j0..kk * row_stride + j0 + width];
+            row[..width].copy_from_slice(s);
+            row[width..].fill(T::default());
+        }
+    }
+}
+
+/// Unpacks a `Panel16` matrix back to row-major `n × k`.
+pub fn rows_from_panel16<T: Copy>(src: &[T], n: usize, k: usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(n * k);
+    for j in 0..n {
+        let (p, jj) = (j / 16, j % 16);
+        out.extend((0..k).map(|kk| src[p * 16 * k + kk * 16 + jj]));
+    }
+    out
+}
+
+/// Packs a row-major `n × k` int8 matrix into `Panel16x4`.
+pub fn panel16x4_from_rows(src: &[i8], n: usize, k: usize) -> Vec<i8> {
+    let kp = round_up(k, 4);
+    let mut dst = vec![0i8; round_up(n, 16) * kp];
+    for j in 0..n {
+        for kk in 0..k {
+            dst[(j / 16) * kp * 16 + (kk / 4) * 64 + (j % 16) * 4 + kk % 4] = src[j * k + kk];
+        }
+    }
+    dst
+}
+
+/// Unpacks a `Panel16x4` int8 matrix back to row-major `n × k`.
+pub fn rows_from_panel16x4(src: &[i8], n: usize, k: usize) -> Vec<i8> {
+    let kp = round_up(k, 4);
+    let mut out = Vec::with_capacity(n * k);
+    for j in 0..n {
+        out.extend((0..k).map(|kk| src[(j / 16) * kp * 16 + (kk / 4) * 64 + (j % 16) * 4 + kk % 4]));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panel16_round_trips_ragged_shapes() {
+        for (n, k) in [(1, 1), (15, 3), (16, 7), (17, 5), (40, 33)] {
+            let src: Vec<f32> = (0..n * k).map(|i| i as f32).collect();
+            let mut packed = vec![f32::NAN; round_up(n, 16) * k];
+            panel16_from_rows(&src, n, k, k, &mut packed);
+            assert_eq!(rows_from_panel16(&packed, n, k), src);
+            assert!(packed.iter().all(|v| !v.is_nan()), "padding must be written");
+            // transposed source gives the same panels
+            let t: Vec<f32> = (0..k).flat_map(|kk| (0..n).map(move |j| (j * k + kk) as f32)).collect();
+            let mut packed_t = vec![f32::NAN; round_up(n, 16) * k];
+            panel16_from_cols(&t, n, k, n, &mut packed_t);
+            assert_eq!(packed_t, packed);
+        }
+    }
+
+    #[test]
+    fn panel16x4_round_trips_ragged_shapes() {
+        for (n, k) in [(1, 1), (10, 6), (16, 8), (33, 13)] {
+            let src: Vec<i8> = (0..n * k).map(|i| (i % 251) as i8).collect();
+            let packed = panel16x4_from_rows(&src, n, k);
+            assert_eq!(packed.len(), round_up(n, 16) * round_up(k, 4));
+            assert_eq!(rows_from_panel16x4(&packed, n, k), src);
+        }
+    }
+}

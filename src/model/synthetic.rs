@@ -1,0 +1,148 @@
+//! Deterministic random ViT weights, for tests and benchmarks that must not depend on downloaded
+//! checkpoints.
+
+use crate::blob::{round_up, BlobWriter, Header, Layout, FORMAT_NAME, FORMAT_VERSION};
+use crate::kernels::pack;
+use crate::model::VitConfig;
+use crate::preprocess::PreprocessConfig;
+
+/// A small deterministic PRNG (SplitMix64) with a normal-distribution helper.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeds the generator.
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `[0, 1)`.
+    pub fn uniform(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+    /// Standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f32 {
+        let u1 = self.uniform().max(1e-7);
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
+    }
+    /// `n` normal values times `std`.
+    pub fn normals(&mut self, n: usize, std: f32) -> Vec<f32> {
+        (0..n).map(|_| self.normal() * std).collect()
+    }
+}
+
+/// A small ViT configuration for fast tests (`image_size` 32, 4 patches, 2 blocks).
+pub fn tiny_config(num_classes: usize) -> VitConfig {
+    VitConfig {
+        arch: "custom".into(),
+        image_size: 32,
+        patch_size: 16,
+        in_chans: 3,
+        embed_dim: 32,
+        depth: 2,
+        num_heads: 2,
+        mlp_hidden: 128,
+        num_classes,
+        distilled: false,
+        layer_norm_eps: 1e-6,
+    }
+}
+
+/// The ViT-Tiny/16 at 224 configuration (`vit_tiny_patch16_224`) with `num_classes` outputs.
+pub fn vit_tiny_config(num_classes: usize) -> VitConfig {
+    VitConfig {
+        arch: "vit_tiny_patch16_224".into(),
+        image_size: 224,
+        patch_size: 16,
+        in_chans: 3,
+        embed_dim: 192,
+        depth: 12,
+        num_heads: 3,
+        mlp_hidden: 768,
+        num_classes,
+        distilled: false,
+        layer_norm_eps: 1e-6,
+    }
+}
+
+/// Row-major timm-named f32 tensors of a random ViT (`patch_embed.proj.weight` already flattened to
+/// `[embed_dim, patch_len]`), in a deterministic order.
+pub fn random_tensors(cfg: &VitConfig, seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let mut rng = Rng::new(seed);
+    let d = cfg.embed_dim;
+    let mut out: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    let mut lin = |out: &mut Vec<_>, rng: &mut Rng, name: &str, n: usize, k: usize| {
+        let std = (1.0 / k as f32).sqrt();
+        out.push((format!("{name}.weight"), vec![n, k], rng.normals(n * k, std)));
+        out.push((format!("{name}.bias"), vec![n], rng.normals(n, 0.02)));
+    };
+    let norm = |out: &mut Vec<_>, rng: &mut Rng, name: &str| {
+        out.push((format!("{name}.weight"), vec![d], (0..d).map(|_| 1.0 + 0.1 * rng.normal()).collect()));
+        out.push((format!("{name}.bias"), vec![d], rng.normals(d, 0.05)));
+    };
+    lin(&mut out, &mut rng, "patch_embed.proj", d, cfg.patch_len());
+    out.push(("cls_token".into(), vec![1, 1, d], rng.normals(d, 0.5)));
+    if cfg.distilled {
+        out.push(("dist_token".into(), vec![1, 1, d], rng.normals(d, 0.5)));
+    }
+    out.push(("pos_embed".into(), vec![1, cfg.num_tokens(), d], rng.normals(cfg.num_tokens() * d, 0.2)));
+    for i in 0..cfg.depth {
+        let p = format!("blocks.{i}");
+        norm(&mut out, &mut rng, &format!("{p}.norm1"));
+        lin(&mut out, &mut rng, &format!("{p}.attn.qkv"), 3 * d, d);
+        lin(&mut out, &mut rng, &format!("{p}.attn.proj"), d, d);
+        norm(&mut out, &mut rng, &format!("{p}.norm2"));
+        lin(&mut out, &mut rng, &format!("{p}.mlp.fc1"), cfg.mlp_hidden, d);
+        lin(&mut out, &mut rng, &format!("{p}.mlp.fc2"), d, cfg.mlp_hidden);
+    }
+    norm(&mut out, &mut rng, "norm");
+    lin(&mut out, &mut rng, "head", cfg.num_classes, d);
+    if cfg.distilled {
+        lin(&mut out, &mut rng, "head_dist", cfg.num_classes, d);
+    }
+    out
+}
+
+/// Whether a tensor name is a weight matrix that blobs store in a panel layout.
+pub fn is_matrix(name: &str, shape: &[usize]) -> bool {
+    name.ends_with(".weight") && shape.len() == 2 && !name.contains("norm")
+}
+
+/// A header template for `cfg` with no tensors yet.
+pub fn header_for(cfg: &VitConfig, preprocess: PreprocessConfig, labels: Vec<String>, precision: &str) -> Header {
+    Header {
+        format: FORMAT_NAME.into(),
+        version: FORMAT_VERSION,
+        precision: precision.into(),
+        config: cfg.clone(),
+        preprocess,
+        labels,
+        quantization: None,
+        source: Default::default(),
+        tensors: Vec::new(),
+    }
+}
+
+/// A complete f32 blob with random weights (preprocessing: mean = std = 0.5, bicubic, crop 0.9).
+pub fn random_blob(cfg: &VitConfig, seed: u64) -> BlobWriter {
+    let mut w = BlobWriter::new(header_for(cfg, PreprocessConfig::augreg(cfg.image_size), Vec::new(), "f32"));
+    for (name, shape, data) in random_tensors(cfg, seed) {
+        if is_matrix(&name, &shape) {
+            let (n, k) = (shape[0], shape[1]);
+            let mut packed = vec![0.0; round_up(n, 16) * k];
+            pack::panel16_from_rows(&data, n, k, k, &mut packed);
+            w.add_f32(&name, &shape, Layout::Panel16, &packed);
+        } else {
+            w.add_f32(&name, &shape, Layout::RowMajor, &data);
+        }
+    }
+    w
+}
