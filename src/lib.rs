@@ -8,6 +8,7 @@
 pub mod blob;
 pub mod classify;
 pub mod engine;
+pub mod eval;
 pub mod kernels;
 pub mod model;
 pub mod preprocess;

@@ -1,1 +1,315 @@
-fn main() {}
+//! `vitedge`: classify images and camera frames with a quantized Vision Transformer.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use vitedge::classify::predictions;
+use vitedge::engine::{self, Backend, EngineOptions};
+use vitedge::kernels::Kernels;
+use vitedge::model::Model;
+
+/// Classify images and camera frames with a (quantized) Vision Transformer.
+///
+/// Models are .vitb blobs made by `vitedge-quant convert`.
+#[derive(Parser)]
+#[command(version, about, arg_required_else_help = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Engine choice shared by the commands that run the model.
+#[derive(clap::Args, Clone)]
+struct EngineArgs {
+    /// Inference engine: vitedge's own SIMD forward pass, or tract-core.
+    #[arg(long, value_enum, default_value = "native")]
+    backend: Backend,
+    /// Worker threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Kernel set for the native engine: auto, scalar, or an instruction set (see `vitedge info`).
+    #[arg(long, default_value = "auto")]
+    kernels: String,
+}
+
+impl EngineArgs {
+    fn options(&self) -> EngineOptions {
+        EngineOptions { kernels: self.kernels.clone(), threads: self.threads }
+    }
+    fn threads(&self) -> usize {
+        if self.threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.threads
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Classify JPEG/PNG images and print the top classes.
+    Classify {
+        /// Model blob (.vitb).
+        #[arg(long)]
+        model: PathBuf,
+        /// Images to classify.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// How many classes to print per image.
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+        /// One JSON object per image per line: {"image", "top": [{"index", "label", "score"}], "ms"}.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
+    /// Show a blob's header and tensor table; --verify checks every checksum.
+    Inspect {
+        /// Model blob (.vitb).
+        model: PathBuf,
+        /// Read every tensor and check its CRC-32.
+        #[arg(long)]
+        verify: bool,
+        /// Print the header as JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Time the forward pass: median and p90 milliseconds per image, and load time.
+    Bench {
+        /// Model blob (.vitb).
+        #[arg(long)]
+        model: PathBuf,
+        /// Timed iterations (after 3 warm-up runs).
+        #[arg(long, default_value_t = 50)]
+        iters: usize,
+        /// Image to use as input (default: a fixed synthetic input).
+        #[arg(long)]
+        image: Option<PathBuf>,
+        /// One JSON object with median_ms, p90_ms, load_ms, first_result_ms, threads, backend, precision.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
+    /// Top-1/top-5 accuracy on labelled images (file names start with the synset id), and agreement
+    /// with a reference model.
+    Eval {
+        /// Model blob (.vitb).
+        #[arg(long)]
+        model: PathBuf,
+        /// Folder of JPEG/PNG images named like `n01440764_tench.JPEG`.
+        #[arg(long)]
+        images: PathBuf,
+        /// Reference model (e.g. the f32 blob) for agreement and logit cosine.
+        #[arg(long)]
+        reference: Option<PathBuf>,
+        /// Skip the images the int8 quantizer calibrated on (recorded in the blob).
+        #[arg(long)]
+        exclude_calibration: bool,
+        /// Evaluate at most this many images.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// One JSON object: images, top1, top5, agreement, cosine_mean, cosine_min (fractions).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
+    /// CPU features seen and kernels chosen.
+    Info,
+}
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn classify(model: PathBuf, images: Vec<PathBuf>, top: usize, as_json: bool, ea: EngineArgs) -> Result<()> {
+    let model = Model::open(&model)?;
+    let mut engine = engine::create(&model, ea.backend, &ea.options())?;
+    let mut input = vec![0f32; model.config().input_len()];
+    let mut logits = vec![0f32; model.config().num_classes];
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut failures = 0;
+    for path in &images {
+        let decoded = vitedge::preprocess::load_rgb8(path);
+        let (rgb, w, h) = match decoded {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("error: {e}");
+                failures += 1;
+                continue;
+            }
+        };
+        let t = Instant::now();
+        vitedge::preprocess::preprocess_rgb8(&rgb, w, h, model.preprocess(), &mut input)?;
+        engine.infer(&input, &mut logits)?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        let preds = predictions(&logits, top.min(logits.len()), |i| model.label(i));
+        if as_json {
+            let line = json!({"image": path.display().to_string(), "top": preds, "ms": (ms * 1000.0).round() / 1000.0});
+            writeln!(out, "{line}")?;
+        } else {
+            writeln!(out, "{} ({ms:.1} ms)", path.display())?;
+            for p in &preds {
+                writeln!(out, "  {:6.2}%  {} ({})", 100.0 * p.score, p.label, p.index)?;
+            }
+        }
+        out.flush()?;
+    }
+    if failures > 0 {
+        return Err(format!("{failures} of {} images could not be read", images.len()).into());
+    }
+    Ok(())
+}
+
+fn inspect(path: PathBuf, verify: bool, as_json: bool) -> Result<()> {
+    let model = Model::open(&path)?;
+    let h = model.header();
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(h)?);
+    } else {
+        let c = &h.config;
+        println!("{}: vitedge blob v{}, {} bytes", path.display(), h.version, model.blob().file_len());
+        println!("  architecture  {} ({} blocks, width {}, {} heads, mlp {}, patch {}, {}x{} input{})",
+            c.arch, c.depth, c.embed_dim, c.num_heads, c.mlp_hidden, c.patch_size, c.image_size, c.image_size,
+            if c.distilled { ", distilled" } else { "" });
+        println!("  precision     {}", h.precision);
+        let p = &h.preprocess;
+        println!("  preprocess    {:?} resize to {}, crop {} (crop_pct {}), mean {:?}, std {:?}",
+            p.interpolation, p.resize_size(), p.input_size, p.crop_pct, p.mean, p.std);
+        println!("  classes       {} ({} labels{})", c.num_classes, h.labels.len(), if h.label_ids.is_empty() { "" } else { " with ids" });
+        for (k, v) in &h.source {
+            println!("  {k:<13} {v}");
+        }
+        if let Some(q) = &h.quantization {
+            println!("  quantization  {} layers", q.layers.len());
+            for l in &q.layers {
+                println!("    {:<22} weights {:<5} activations {:<18} sqnr {:6.1} dB", l.name, l.weights, l.activations, l.sqnr_db);
+            }
+        }
+        println!("  {:<28} {:<4} {:<14} {:<10} {:>10} {:>9}", "tensor", "type", "shape", "layout", "bytes", "crc32");
+        for t in &h.tensors {
+            println!("  {:<28} {:<4} {:<14} {:<10} {:>10} {:08x}",
+                t.name, format!("{:?}", t.dtype).to_lowercase(), format!("{:?}", t.shape), format!("{:?}", t.layout), t.length, t.crc32);
+        }
+    }
+    if verify {
+        let bytes = model.blob().verify()?;
+        eprintln!("verified: {} tensors, {bytes} bytes, all checksums match", h.tensors.len());
+    }
+    Ok(())
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    let idx = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn bench(path: PathBuf, iters: usize, image: Option<PathBuf>, as_json: bool, ea: EngineArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let model = Model::open(&path)?;
+    let mut engine = engine::create(&model, ea.backend, &ea.options())?;
+    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let c = model.config().clone();
+    let mut input = vec![0f32; c.input_len()];
+    match &image {
+        Some(p) => vitedge::preprocess::preprocess_file(p, model.preprocess(), &mut input)?,
+        None => {
+            let mut rng = vitedge::model::synthetic::Rng::new(42);
+            input.iter_mut().for_each(|v| *v = rng.normal());
+        }
+    }
+    let mut logits = vec![0f32; c.num_classes];
+    let t1 = Instant::now();
+    engine.infer(&input, &mut logits)?;
+    let first_ms = t1.elapsed().as_secs_f64() * 1e3;
+    for _ in 0..3 {
+        engine.infer(&input, &mut logits)?;
+    }
+    let mut times = Vec::with_capacity(iters.max(1));
+    for _ in 0..iters.max(1) {
+        let t = Instant::now();
+        engine.infer(&input, &mut logits)?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    let (median, p90) = (percentile(&times, 0.5), percentile(&times, 0.9));
+    let gflops = 2.0 * c.macs() as f64 / (median * 1e6);
+    if as_json {
+        let j = json!({
+            "model": path.display().to_string(), "backend": engine.backend(), "kernels": engine.describe(),
+            "precision": model.header().precision, "threads": ea.threads(), "iters": times.len(),
+            "median_ms": median, "p90_ms": p90, "min_ms": times[0], "load_ms": load_ms,
+            "first_result_ms": load_ms + first_ms, "gflops": gflops,
+        });
+        println!("{j}");
+    } else {
+        println!("{} [{} backend, {}, {} threads, {}]", path.display(), engine.backend(), model.header().precision, ea.threads(), engine.describe());
+        println!("  load {load_ms:.2} ms, first result {:.2} ms after open", load_ms + first_ms);
+        println!("  {} iterations: median {median:.3} ms, p90 {p90:.3} ms ({gflops:.1} GFLOP/s)", times.len());
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn eval(model: PathBuf, images: PathBuf, reference: Option<PathBuf>, exclude_calibration: bool, limit: Option<usize>, as_json: bool, ea: EngineArgs) -> Result<()> {
+    let m = Model::open(&model)?;
+    let r = reference.as_ref().map(Model::open).transpose()?;
+    let mut files = vitedge::eval::list_images(&images)?;
+    if exclude_calibration {
+        let calib: Vec<String> = m.header().quantization.as_ref().map(|q| q.calibration_images.clone()).unwrap_or_default();
+        files.retain(|p| !p.file_name().and_then(|n| n.to_str()).is_some_and(|n| calib.iter().any(|c| c == n)));
+    }
+    if let Some(l) = limit {
+        files.truncate(l);
+    }
+    let res = vitedge::eval::evaluate(&m, r.as_ref(), &files, ea.backend, &ea.options(), !as_json)?;
+    if as_json {
+        println!("{}", serde_json::to_string(&res)?);
+    } else {
+        println!("{}: {} images, top-1 {:.2}%, top-5 {:.2}%, {:.2} ms/image", model.display(), res.images, 100.0 * res.top1, 100.0 * res.top5, res.ms_mean);
+        if let (Some(a), Some(cm), Some(cmin)) = (res.agreement, res.cosine_mean, res.cosine_min) {
+            println!("  vs reference: top-1 agreement {:.2}%, logit cosine mean {cm:.6}, min {cmin:.6}", 100.0 * a);
+        }
+    }
+    Ok(())
+}
+
+fn info() -> Result<()> {
+    println!("vitedge {} ({})", env!("CARGO_PKG_VERSION"), std::env::consts::ARCH);
+    println!("cores: {}", std::thread::available_parallelism().map_or(1, |n| n.get()));
+    println!("tract backend: {}", if cfg!(feature = "tract") { "built in" } else { "not built (feature `tract` off)" });
+    println!("kernel sets available: {}", Kernels::available().join(", "));
+    println!("auto choice: {:?}", Kernels::auto());
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    // SAFETY: called first thing in main, before any thread exists; restores the default SIGPIPE
+    // action so that `vitedge … | head` ends quietly like other Unix tools instead of panicking.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Classify { model, images, top, json, engine } => classify(model, images, top, json, engine),
+        Command::Inspect { model, verify, json } => inspect(model, verify, json),
+        Command::Bench { model, iters, image, json, engine } => bench(model, iters, image, json, engine),
+        Command::Eval { model, images, reference, exclude_calibration, limit, json, engine } => {
+            eval(model, images, reference, exclude_calibration, limit, json, engine)
+        }
+        Command::Info => info(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

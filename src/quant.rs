@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 pub struct QuantInfo {
     /// Per weight matrix (by tensor name without `.weight`): how it is computed.
     pub layers: Vec<LayerQuant>,
+    /// File names of the calibration images (so evaluations can exclude them).
+    #[serde(default)]
+    pub calibration_images: Vec<String>,
 }
 
 /// How one linear layer is computed in an int8 blob.
@@ -22,4 +25,7 @@ pub struct LayerQuant {
     /// Output SQNR (dB) against float measured on the calibration set when this choice was made.
     #[serde(default)]
     pub sqnr_db: f32,
+    /// SmoothQuant migration strength used for this layer (0 = none).
+    #[serde(default)]
+    pub smooth_alpha: f32,
 }

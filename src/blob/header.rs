@@ -104,6 +104,9 @@ pub struct Header {
     pub preprocess: PreprocessConfig,
     /// Class names in logit order (may be empty; then indices are printed).
     pub labels: Vec<String>,
+    /// Optional class identifiers parallel to `labels` (e.g. ImageNet synset ids `n01440764`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub label_ids: Vec<String>,
     /// Quantization parameters and per-layer precision choices (int8 blobs only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantization: Option<QuantInfo>,

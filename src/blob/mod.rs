@@ -11,8 +11,9 @@ pub use writer::BlobWriter;
 
 /// The eight bytes every blob starts with.
 pub const MAGIC: [u8; 8] = *b"VITEDGE\0";
-/// The newest blob format version this build writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The blob format version this build writes. Version 2 added int8 tensors (`Panel16x4` layout,
+/// per-channel scales) and the header's `quantization` block; version 1 blobs (f32/f16) still read.
+pub const FORMAT_VERSION: u32 = 2;
 /// The oldest blob format version this build still reads.
 pub const MIN_READ_VERSION: u32 = 1;
 /// Size of the fixed prelude before the JSON header.

@@ -74,9 +74,15 @@ impl<'m> NativeEngine<'m> {
     }
 }
 
+/// Observer of every linear layer's input during [`NativeEngine::infer_tapped`]:
+/// `(layer index, a, m, k, lda)` with the layer's `m × k` input rows `lda` apart.
+pub type Tap<'t> = &'t mut dyn FnMut(usize, &[f32], usize, usize, usize);
+
 /// `out[i] = a[i] · Wᵀ + b` for `m` rows, dispatching on the weight precision.
 #[allow(clippy::too_many_arguments)]
 fn linear(
+    tap: &mut Option<Tap<'_>>,
+    layer: usize,
     kernels: &Kernels,
     w_sums: &[(usize, Vec<i32>)],
     l: &Linear<'_>,
@@ -88,6 +94,9 @@ fn linear(
     epilogue: Epilogue,
     q: (&mut [u8], &mut [f32], &mut [i32]),
 ) {
+    if let Some(t) = tap.as_mut() {
+        t(layer, a, m, l.k, lda);
+    }
     let bias = Some(l.bias);
     match l.weight {
         Matrix::F32(w) => {
@@ -138,16 +147,20 @@ fn layer_norm_rows(kernels: &Kernels, norm: &Norm<'_>, eps: f32, x: &[f32], out:
     }
 }
 
-impl Engine for NativeEngine<'_> {
-    fn backend(&self) -> &'static str {
-        "native"
+impl NativeEngine<'_> {
+    /// Names of the linear layers in the order [`Tap`] indices use: `patch_embed.proj`, then per
+    /// block `attn.qkv`, `attn.proj`, `mlp.fc1`, `mlp.fc2`, then `head` (and `head_dist`).
+    pub fn layer_names(&self) -> Vec<String> {
+        layer_names(&self.cfg)
     }
 
-    fn describe(&self) -> String {
-        format!("{:?}", self.kernels)
+    /// Like [`Engine::infer`], calling `tap` with the input of every linear layer.
+    pub fn infer_tapped(&mut self, input: &[f32], logits: &mut [f32], tap: Tap<'_>) -> Result<(), EngineError> {
+        self.forward(input, logits, Some(tap))
     }
 
-    fn infer(&mut self, input: &[f32], logits: &mut [f32]) -> Result<(), EngineError> {
+    fn forward(&mut self, input: &[f32], logits: &mut [f32], mut tap: Option<Tap<'_>>) -> Result<(), EngineError> {
+        let tap = &mut tap;
         let c = &self.cfg;
         check_len("input", c.input_len(), input.len())?;
         check_len("logits", c.num_classes, logits.len())?;
@@ -174,7 +187,7 @@ impl Engine for NativeEngine<'_> {
             }
         }
         let q = (&mut ar.a_u8[..], &mut ar.a_scale[..], &mut ar.a_zero[..]);
-        linear(k, sums, &w.patch_embed, np, &ar.patches, pl, &mut ar.x[prefix * d..], d, Epilogue::Store, q);
+        linear(tap, 0, k, sums, &w.patch_embed, np, &ar.patches, pl, &mut ar.x[prefix * d..], d, Epilogue::Store, q);
         ar.x[..d].copy_from_slice(w.cls_token);
         if let Some(dist) = w.dist_token {
             ar.x[d..2 * d].copy_from_slice(dist);
@@ -184,10 +197,10 @@ impl Engine for NativeEngine<'_> {
         }
 
         let scale = (hd as f32).powf(-0.5);
-        for b in &w.blocks {
+        for (bi, b) in w.blocks.iter().enumerate() {
             layer_norm_rows(k, &b.norm1, eps, &ar.x, &mut ar.h, d);
             let q = (&mut ar.a_u8[..], &mut ar.a_scale[..], &mut ar.a_zero[..]);
-            linear(k, sums, &b.qkv, t, &ar.h, d, &mut ar.qkv, 3 * d, Epilogue::Store, q);
+            linear(tap, 1 + 4 * bi, k, sums, &b.qkv, t, &ar.h, d, &mut ar.qkv, 3 * d, Epilogue::Store, q);
             for head in 0..heads {
                 let (qo, ko, vo) = (head * hd, d + head * hd, 2 * d + head * hd);
                 pack::panel16_from_rows(&ar.qkv[ko..], t, hd, 3 * d, &mut ar.k_panels);
@@ -219,22 +232,22 @@ impl Engine for NativeEngine<'_> {
                 k.gemm_f32.gemm(&args, &mut ar.ctx[qo..], d);
             }
             let q = (&mut ar.a_u8[..], &mut ar.a_scale[..], &mut ar.a_zero[..]);
-            linear(k, sums, &b.proj, t, &ar.ctx, d, &mut ar.x, d, Epilogue::Accumulate, q);
+            linear(tap, 2 + 4 * bi, k, sums, &b.proj, t, &ar.ctx, d, &mut ar.x, d, Epilogue::Accumulate, q);
             layer_norm_rows(k, &b.norm2, eps, &ar.x, &mut ar.h, d);
             let q = (&mut ar.a_u8[..], &mut ar.a_scale[..], &mut ar.a_zero[..]);
-            linear(k, sums, &b.fc1, t, &ar.h, d, &mut ar.mlp, c.mlp_hidden, Epilogue::Gelu, q);
+            linear(tap, 3 + 4 * bi, k, sums, &b.fc1, t, &ar.h, d, &mut ar.mlp, c.mlp_hidden, Epilogue::Gelu, q);
             let q = (&mut ar.a_u8[..], &mut ar.a_scale[..], &mut ar.a_zero[..]);
-            linear(k, sums, &b.fc2, t, &ar.mlp, c.mlp_hidden, &mut ar.x, d, Epilogue::Accumulate, q);
+            linear(tap, 4 + 4 * bi, k, sums, &b.fc2, t, &ar.mlp, c.mlp_hidden, &mut ar.x, d, Epilogue::Accumulate, q);
         }
 
         // Final norm on the prefix tokens only, then the head(s).
         layer_norm_rows(k, &w.norm, eps, &ar.x[..prefix * d], &mut ar.h[..prefix * d], d);
         let n = c.num_classes;
         let q = (&mut ar.a_u8[..], &mut ar.a_scale[..], &mut ar.a_zero[..]);
-        linear(k, sums, &w.head, 1, &ar.h, d, &mut ar.head_out[..n], n, Epilogue::Store, q);
+        linear(tap, 1 + 4 * c.depth, k, sums, &w.head, 1, &ar.h, d, &mut ar.head_out[..n], n, Epilogue::Store, q);
         if let Some(hd_lin) = &w.head_dist {
             let q = (&mut ar.a_u8[..], &mut ar.a_scale[..], &mut ar.a_zero[..]);
-            linear(k, sums, hd_lin, 1, &ar.h[d..], d, &mut ar.head_out[n..2 * n], n, Epilogue::Store, q);
+            linear(tap, 2 + 4 * c.depth, k, sums, hd_lin, 1, &ar.h[d..], d, &mut ar.head_out[n..2 * n], n, Epilogue::Store, q);
             for j in 0..n {
                 logits[j] = 0.5 * (ar.head_out[j] + ar.head_out[n + j]);
             }
@@ -242,5 +255,32 @@ impl Engine for NativeEngine<'_> {
             logits.copy_from_slice(&ar.head_out[..n]);
         }
         Ok(())
+    }
+}
+
+/// Linear-layer names of a ViT in forward order (see [`NativeEngine::layer_names`]).
+pub fn layer_names(c: &VitConfig) -> Vec<String> {
+    let mut v = vec!["patch_embed.proj".to_string()];
+    for i in 0..c.depth {
+        v.extend(crate::model::BLOCK_LINEARS.iter().map(|l| format!("blocks.{i}.{l}")));
+    }
+    v.push("head".into());
+    if c.distilled {
+        v.push("head_dist".into());
+    }
+    v
+}
+
+impl Engine for NativeEngine<'_> {
+    fn backend(&self) -> &'static str {
+        "native"
+    }
+
+    fn describe(&self) -> String {
+        format!("{:?}", self.kernels)
+    }
+
+    fn infer(&mut self, input: &[f32], logits: &mut [f32]) -> Result<(), EngineError> {
+        self.forward(input, logits, None)
     }
 }

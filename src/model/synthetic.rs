@@ -79,7 +79,7 @@ pub fn random_tensors(cfg: &VitConfig, seed: u64) -> Vec<(String, Vec<usize>, Ve
     let mut rng = Rng::new(seed);
     let d = cfg.embed_dim;
     let mut out: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
-    let mut lin = |out: &mut Vec<_>, rng: &mut Rng, name: &str, n: usize, k: usize| {
+    let lin = |out: &mut Vec<_>, rng: &mut Rng, name: &str, n: usize, k: usize| {
         let std = (1.0 / k as f32).sqrt();
         out.push((format!("{name}.weight"), vec![n, k], rng.normals(n * k, std)));
         out.push((format!("{name}.bias"), vec![n], rng.normals(n, 0.02)));
@@ -125,6 +125,7 @@ pub fn header_for(cfg: &VitConfig, preprocess: PreprocessConfig, labels: Vec<Str
         config: cfg.clone(),
         preprocess,
         labels,
+        label_ids: Vec::new(),
         quantization: None,
         source: Default::default(),
         tensors: Vec::new(),

@@ -2,7 +2,11 @@
 //! model's interpolation to `input_size / crop_pct`, center-crop `input_size`, scale to 0..1,
 //! normalize with mean and std, CHW layout.
 
+mod resize;
+
 use serde::{Deserialize, Serialize};
+
+pub use resize::{center_crop_offsets, resized_size, Preprocessor};
 
 /// Resampling filter used by the resize step (PIL semantics).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,8 +59,9 @@ impl PreprocessConfig {
     }
 
     /// Side the shorter image edge is resized to before cropping: `floor(input_size / crop_pct)`.
+    /// (`crop_pct` is stored as f32; a tiny epsilon keeps e.g. 32 / (32/36) at 36 as in Python.)
     pub fn resize_size(&self) -> usize {
-        (self.input_size as f64 / self.crop_pct as f64).floor() as usize
+        (self.input_size as f64 / self.crop_pct as f64 + 1e-4).floor() as usize
     }
 
     /// Checks the parameters are usable.
@@ -89,15 +94,18 @@ pub enum PreprocessError {
 }
 
 /// Preprocesses an interleaved RGB8 image (`width × height × 3` bytes) into `out`
-/// (`3 × input_size × input_size`, CHW, normalized).
+/// (`3 × input_size × input_size`, CHW, normalized). Allocates scratch; see [`Preprocessor`] to reuse it.
 pub fn preprocess_rgb8(rgb: &[u8], width: usize, height: usize, cfg: &PreprocessConfig, out: &mut [f32]) -> Result<(), PreprocessError> {
-    let _ = (rgb, width, height, cfg, out);
-    unimplemented!("being written")
+    Preprocessor::new(cfg.clone()).run(rgb, width, height, out)
 }
 
 /// Decodes a JPEG or PNG file to RGB8 (`(pixels, width, height)`).
 pub fn load_rgb8(path: &std::path::Path) -> Result<(Vec<u8>, usize, usize), PreprocessError> {
-    let img = image::open(path).map_err(|e| PreprocessError::Decode { path: path.display().to_string(), reason: e.to_string() })?;
+    let img = image::ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| PreprocessError::Decode { path: path.display().to_string(), reason: e.to_string() })?
+        .decode()
+        .map_err(|e| PreprocessError::Decode { path: path.display().to_string(), reason: e.to_string() })?;
     let rgb = img.to_rgb8();
     let (w, h) = rgb.dimensions();
     Ok((rgb.into_raw(), w as usize, h as usize))

@@ -1,0 +1,8 @@
+//! vitedge-quant: turns float ViT checkpoints (timm / Hugging Face `.safetensors`, PyTorch `.pth`,
+//! Lightning `.ckpt`) into vitedge blobs in f32, f16 or calibrated int8.
+
+pub mod arch;
+#[path = "checkpoint_interim.rs"]
+pub mod checkpoint;
+pub mod convert;
+pub mod int8;

@@ -1,0 +1,122 @@
+//! The `vitedge` binary as a user runs it: JSON keys scripts depend on, errors that say what to do.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use vitedge::model::synthetic::{random_blob, tiny_config};
+
+fn vitedge() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vitedge"))
+}
+
+fn tiny_model() -> std::path::PathBuf {
+    let p = scratch().join("tiny.vitb");
+    if !p.exists() {
+        random_blob(&tiny_config(10), 5).write(&p).unwrap();
+    }
+    p
+}
+
+fn tiny_png() -> std::path::PathBuf {
+    let p = scratch().join("img.png");
+    if !p.exists() {
+        let img = image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([(x * 6) as u8, (y * 8) as u8, 128]));
+        img.save(&p).unwrap();
+    }
+    p
+}
+
+#[test]
+fn classify_json_has_the_documented_keys() {
+    let out = vitedge().args(["classify", "--json", "--top", "3", "--model"]).arg(tiny_model()).arg(tiny_png()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line = String::from_utf8(out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert!(v["image"].as_str().unwrap().ends_with("img.png"));
+    assert!(v["ms"].as_f64().unwrap() >= 0.0);
+    let top = v["top"].as_array().unwrap();
+    assert_eq!(top.len(), 3);
+    for t in top {
+        assert!(t["index"].as_u64().unwrap() < 10);
+        assert!(t["label"].is_string());
+        let s = t["score"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&s));
+    }
+    assert!(top[0]["score"].as_f64() >= top[1]["score"].as_f64());
+}
+
+#[test]
+fn bench_json_has_the_documented_keys() {
+    let out = vitedge().args(["bench", "--json", "--iters", "5", "--threads", "1", "--model"]).arg(tiny_model()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in ["median_ms", "p90_ms", "load_ms"] {
+        assert!(v[key].as_f64().unwrap() > 0.0, "{key}");
+    }
+    assert_eq!(v["threads"], 1);
+    assert_eq!(v["backend"], "native");
+    assert_eq!(v["precision"], "f32");
+}
+
+#[test]
+fn inspect_verify_passes_on_a_good_blob_and_fails_on_a_damaged_one() {
+    let out = vitedge().args(["inspect", "--verify"]).arg(tiny_model()).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("blocks.0.attn.qkv.weight") && text.contains("panel16".to_string().as_str()) || text.contains("Panel16"), "{text}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("all checksums match"));
+
+    let mut bytes = std::fs::read(tiny_model()).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 1;
+    let bad = scratch().join("damaged.vitb");
+    std::fs::write(&bad, bytes).unwrap();
+    let out = vitedge().args(["inspect", "--verify"]).arg(&bad).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("checksum mismatch"));
+}
+
+#[test]
+fn errors_are_clear_and_not_panics() {
+    let out = vitedge().args(["classify", "--model", "/nonexistent/model.vitb", "x.jpg"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot read blob") && !err.contains("panicked"), "{err}");
+
+    let junk = scratch().join("junk.jpg");
+    std::fs::write(&junk, b"not an image").unwrap();
+    let out = vitedge().args(["classify", "--model"]).arg(tiny_model()).arg(&junk).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot decode image") && !err.contains("panicked"), "{err}");
+
+    let out = vitedge().args(["classify", "--kernels", "quantum", "--model"]).arg(tiny_model()).arg(tiny_png()).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("available:"));
+}
+
+#[test]
+fn eval_json_has_the_documented_keys() {
+    if skip_without_real_data("eval_json_has_the_documented_keys") {
+        return;
+    }
+    let model = real_blob(vitedge_quant::convert::Precision::F32);
+    let out = vitedge()
+        .args(["eval", "--json", "--limit", "20", "--model"])
+        .arg(&model)
+        .arg("--reference")
+        .arg(&model)
+        .arg("--images")
+        .arg(shared().unwrap().join("imagenet-sample"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["images"], 20);
+    for key in ["top1", "top5", "agreement", "cosine_mean", "cosine_min"] {
+        let x = v[key].as_f64().unwrap_or_else(|| panic!("{key} missing"));
+        assert!((0.0..=1.0 + 1e-9).contains(&x), "{key} = {x}");
+    }
+    assert_eq!(v["agreement"], 1.0, "a model agrees with itself");
+}
