@@ -2,7 +2,6 @@
 //! Lightning `.ckpt`) into vitedge blobs in f32, f16 or calibrated int8.
 
 pub mod arch;
-#[path = "checkpoint_interim.rs"]
 pub mod checkpoint;
 pub mod convert;
 pub mod int8;

@@ -66,16 +66,23 @@ impl GemmU8I8 for Scalar {
         let GemmU8I8Args { m, n, k, a, lda, a_scale, a_zero, w, w_scale, w_sum, bias, epilogue } = *args;
         let kp = round_up(k, 4);
         for i in 0..m {
-            let a_row = &a[i * lda..i * lda + k];
-            for j in 0..n {
-                let panel = &w[(j / 16) * kp * 16..];
-                let mut acc: i32 = 0;
-                for (kk, &av) in a_row.iter().enumerate() {
-                    let wv = panel[(kk / 4) * 64 + (j % 16) * 4 + kk % 4];
-                    acc += av as i32 * wv as i32;
+            let a_row = &a[i * lda..i * lda + kp];
+            for p in 0..n.div_ceil(16) {
+                let panel = &w[p * kp * 16..(p + 1) * kp * 16];
+                let mut acc = [0i32; 16];
+                for (g, group) in panel.chunks_exact(64).enumerate() {
+                    // Only the first k activation bytes count; padded weights are zero, but the
+                    // padded activation bytes are masked here too so the reference is exact.
+                    let av: [i32; 4] = std::array::from_fn(|r| if g * 4 + r < k { a_row[g * 4 + r] as i32 } else { 0 });
+                    for (jj, wv) in group.chunks_exact(4).enumerate() {
+                        acc[jj] += av[0] * wv[0] as i32 + av[1] * wv[1] as i32 + av[2] * wv[2] as i32 + av[3] * wv[3] as i32;
+                    }
                 }
-                let r = a_scale[i] * w_scale[j] * (acc - a_zero[i] * w_sum[j]) as f32 + bias.map_or(0.0, |b| b[j]);
-                finish(&mut out[i * ldc + j], r, epilogue);
+                for jj in 0..16.min(n - p * 16) {
+                    let j = p * 16 + jj;
+                    let r = a_scale[i] * w_scale[j] * (acc[jj] - a_zero[i] * w_sum[j]) as f32 + bias.map_or(0.0, |b| b[j]);
+                    finish(&mut out[i * ldc + j], r, epilogue);
+                }
             }
         }
     }
