@@ -27,6 +27,9 @@ pub struct EvalResult {
     /// Worst logit cosine against the reference.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cosine_min: Option<f64>,
+    /// Top-1 accuracy of the reference model on the same images.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference_top1: Option<f64>,
     /// Mean inference milliseconds per image (model under test).
     pub ms_mean: f64,
 }
@@ -99,7 +102,7 @@ pub fn evaluate(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} images, {per_sec}, eta {eta} {msg}")
             .expect("static template"),
     );
-    let (mut top1, mut top5, mut agree, mut labelled) = (0usize, 0usize, 0usize, 0usize);
+    let (mut top1, mut top5, mut agree, mut labelled, mut ref_top1) = (0usize, 0usize, 0usize, 0usize, 0usize);
     let (mut cos_sum, mut cos_min) = (0f64, f64::INFINITY);
     let mut ms = 0f64;
     for path in images {
@@ -119,6 +122,9 @@ pub fn evaluate(
         if let Some(re) = ref_engine.as_mut() {
             re.infer(&input, &mut ref_logits)?;
             agree += (argmax(&logits) == argmax(&ref_logits)) as usize;
+            if let Some(label) = label_from_file_name(model, path) {
+                ref_top1 += (argmax(&ref_logits) == label) as usize;
+            }
             let c = cosine(&logits, &ref_logits);
             cos_sum += c;
             cos_min = cos_min.min(c);
@@ -138,6 +144,7 @@ pub fn evaluate(
         agreement: reference.map(|_| agree as f64 / count),
         cosine_mean: reference.map(|_| cos_sum / count),
         cosine_min: reference.map(|_| cos_min),
+        reference_top1: reference.map(|_| frac(ref_top1)),
         ms_mean: ms / count,
     })
 }

@@ -283,6 +283,8 @@ fn info() -> Result<()> {
     println!("vitedge {} ({})", env!("CARGO_PKG_VERSION"), std::env::consts::ARCH);
     println!("cores: {}", std::thread::available_parallelism().map_or(1, |n| n.get()));
     println!("tract backend: {}", if cfg!(feature = "tract") { "built in" } else { "not built (feature `tract` off)" });
+    let feats: Vec<String> = Kernels::cpu_features().into_iter().map(|(n, on)| format!("{n}{}", if on { "+" } else { "-" })).collect();
+    println!("cpu features: {}", feats.join(" "));
     println!("kernel sets available: {}", Kernels::available().join(", "));
     println!("auto choice: {:?}", Kernels::auto());
     Ok(())

@@ -7,6 +7,8 @@
 
 pub mod pack;
 pub mod scalar;
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
 
 use half::f16;
 
@@ -150,8 +152,18 @@ impl Kernels {
         }
     }
 
+    /// The AVX-512 (+VNNI, F16C) kernels, if this CPU has them.
+    #[cfg(target_arch = "x86_64")]
+    pub fn avx512() -> Option<Kernels> {
+        x86::avx512::Avx512::detect().map(|k| Kernels { gemm_f32: k, gemm_f16: k, gemm_u8i8: k, vector: k })
+    }
+
     /// The fastest kernels this CPU supports.
     pub fn auto() -> Kernels {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(k) = Kernels::avx512() {
+            return k;
+        }
         Kernels::scalar()
     }
 
@@ -160,6 +172,8 @@ impl Kernels {
         match name {
             "scalar" => Ok(Kernels::scalar()),
             "auto" => Ok(Kernels::auto()),
+            #[cfg(target_arch = "x86_64")]
+            "avx512" if Kernels::avx512().is_some() => Ok(Kernels::avx512().expect("checked")),
             other => Err(format!(
                 "unknown or unsupported kernel set `{other}` on this CPU; available: {}",
                 Kernels::available().join(", ")
@@ -169,7 +183,48 @@ impl Kernels {
 
     /// Names accepted by [`Kernels::by_name`] on this CPU.
     pub fn available() -> Vec<&'static str> {
-        vec!["auto", "scalar"]
+        let mut v = vec!["auto", "scalar"];
+        #[cfg(target_arch = "x86_64")]
+        if Kernels::avx512().is_some() {
+            v.push("avx512");
+        }
+        v
+    }
+
+    /// Every named kernel set this CPU supports (for tests that compare each with the reference).
+    pub fn all_available() -> Vec<(&'static str, Kernels)> {
+        Kernels::available().into_iter().filter(|n| *n != "auto").map(|n| (n, Kernels::by_name(n).expect("listed as available"))).collect()
+    }
+
+    /// CPU features relevant to kernel choice, as seen at run time.
+    pub fn cpu_features() -> Vec<(&'static str, bool)> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            vec![
+                ("sse4.2", is_x86_feature_detected!("sse4.2")),
+                ("avx2", is_x86_feature_detected!("avx2")),
+                ("fma", is_x86_feature_detected!("fma")),
+                ("f16c", is_x86_feature_detected!("f16c")),
+                ("avx512f", is_x86_feature_detected!("avx512f")),
+                ("avx512bw", is_x86_feature_detected!("avx512bw")),
+                ("avx512vl", is_x86_feature_detected!("avx512vl")),
+                ("avx512vnni", is_x86_feature_detected!("avx512vnni")),
+                ("avxvnni", is_x86_feature_detected!("avxvnni")),
+            ]
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            vec![
+                ("neon", std::arch::is_aarch64_feature_detected!("neon")),
+                ("dotprod", std::arch::is_aarch64_feature_detected!("dotprod")),
+                ("i8mm", std::arch::is_aarch64_feature_detected!("i8mm")),
+                ("fp16", std::arch::is_aarch64_feature_detected!("fp16")),
+            ]
+        }
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        {
+            Vec::new()
+        }
     }
 }
 

@@ -1,0 +1,117 @@
+//! Accuracy-vs-float regression suite: int8 and f16 blobs of the real ViT-Tiny against the f32 blob,
+//! on the sample images the int8 calibration did not see, on the native and the tract engines.
+//! Thresholds are the measured values (see README) less a small margin, so a regression fails.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use common::*;
+use vitedge::engine::{Backend, EngineOptions};
+use vitedge::eval::{evaluate, EvalResult};
+use vitedge::model::Model;
+use vitedge_quant::convert::{self, ConvertOptions, Labels, Precision};
+
+/// Calibration images used by the suite (evenly spaced over the 500).
+const CALIB_COUNT: usize = 32;
+
+fn int8_blob() -> PathBuf {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| {
+        let shared = shared().unwrap();
+        let labels = Labels::read(&shared.join("imagenet_classes.txt")).unwrap();
+        let opts = ConvertOptions { labels: Some(labels), ..Default::default() };
+        let prepared = convert::prepare_file(&real_checkpoint().unwrap(), &opts).unwrap();
+        let q = vitedge_quant::int8::quantize(&prepared, &shared.join("imagenet-sample"), CALIB_COUNT).unwrap();
+        eprintln!("{}", q.report.table());
+        let out = scratch().join("vit_tiny_int8.vitb");
+        convert::write_blob(&q.writer, &out).unwrap();
+        out
+    })
+    .clone()
+}
+
+/// Sample images minus the calibration images recorded in the int8 blob.
+fn held_out(int8: &Model) -> Vec<PathBuf> {
+    let calib = &int8.header().quantization.as_ref().unwrap().calibration_images;
+    assert_eq!(calib.len(), CALIB_COUNT);
+    sample_images()
+        .into_iter()
+        .filter(|p| !calib.iter().any(|c| p.file_name().unwrap().to_str() == Some(c.as_str())))
+        .collect()
+}
+
+fn report(what: &str, r: &EvalResult) {
+    eprintln!(
+        "{what}: {} images, top-1 {:.2}% (f32 {:.2}%), top-5 {:.2}%, agreement {:.2}%, cosine mean {:.6} min {:.6}",
+        r.images,
+        100.0 * r.top1,
+        100.0 * r.reference_top1.unwrap(),
+        100.0 * r.top5,
+        100.0 * r.agreement.unwrap(),
+        r.cosine_mean.unwrap(),
+        r.cosine_min.unwrap()
+    );
+}
+
+#[test]
+fn int8_blob_records_its_choices_and_is_small() {
+    if skip_without_real_data("int8_blob_records_its_choices_and_is_small") {
+        return;
+    }
+    let m = Model::open(int8_blob()).unwrap();
+    m.blob().verify().unwrap();
+    let q = m.header().quantization.as_ref().unwrap();
+    assert_eq!(m.header().precision, "int8");
+    assert_eq!(q.layers.len(), 2 + 4 * 12, "patch embedding, 48 block layers, head");
+    assert!(q.layers.iter().all(|l| l.sqnr_db > 20.0), "every layer's measured SQNR is recorded");
+    let f32_len = std::fs::metadata(real_blob(Precision::F32)).unwrap().len() as usize;
+    assert!(m.blob().file_len() < f32_len * 3 / 10, "int8 blob {} vs f32 {f32_len}", m.blob().file_len());
+}
+
+#[test]
+fn int8_tracks_f32_on_held_out_images_native() {
+    if skip_without_real_data("int8_tracks_f32_on_held_out_images_native") {
+        return;
+    }
+    let int8 = Model::open(int8_blob()).unwrap();
+    let f32m = Model::open(real_blob(Precision::F32)).unwrap();
+    let images = held_out(&int8);
+    assert_eq!(images.len(), 500 - CALIB_COUNT);
+    let r = evaluate(&int8, Some(&f32m), &images, Backend::Native, &EngineOptions::default(), false).unwrap();
+    report("int8 vs f32 (native)", &r);
+    assert!(r.agreement.unwrap() >= 0.97, "agreement {:?}", r.agreement);
+    assert!(r.top1 >= r.reference_top1.unwrap() - 0.005, "top-1 {} vs f32 {:?}", r.top1, r.reference_top1);
+    assert!(r.cosine_mean.unwrap() >= 0.998, "cosine mean {:?}", r.cosine_mean);
+    assert!(r.cosine_min.unwrap() >= 0.98, "cosine min {:?}", r.cosine_min);
+}
+
+#[test]
+#[cfg(feature = "tract")]
+fn int8_tracks_f32_on_held_out_images_tract() {
+    if skip_without_real_data("int8_tracks_f32_on_held_out_images_tract") {
+        return;
+    }
+    let int8 = Model::open(int8_blob()).unwrap();
+    let f32m = Model::open(real_blob(Precision::F32)).unwrap();
+    let images = held_out(&int8);
+    let r = evaluate(&int8, Some(&f32m), &images, Backend::Tract, &EngineOptions::default(), false).unwrap();
+    report("int8 vs f32 (tract)", &r);
+    assert!(r.agreement.unwrap() >= 0.97, "agreement {:?}", r.agreement);
+    assert!(r.top1 >= r.reference_top1.unwrap() - 0.005, "top-1 {} vs f32 {:?}", r.top1, r.reference_top1);
+    assert!(r.cosine_mean.unwrap() >= 0.998, "cosine mean {:?}", r.cosine_mean);
+}
+
+#[test]
+fn f16_tracks_f32_on_all_sample_images() {
+    if skip_without_real_data("f16_tracks_f32_on_all_sample_images") {
+        return;
+    }
+    let f16m = Model::open(real_blob(Precision::F16)).unwrap();
+    let f32m = Model::open(real_blob(Precision::F32)).unwrap();
+    let r = evaluate(&f16m, Some(&f32m), &sample_images(), Backend::Native, &EngineOptions::default(), false).unwrap();
+    report("f16 vs f32 (native)", &r);
+    assert!(r.agreement.unwrap() >= 0.998, "agreement {:?}", r.agreement);
+    assert!(r.cosine_min.unwrap() >= 0.9999, "cosine min {:?}", r.cosine_min);
+}
