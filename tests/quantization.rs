@@ -81,10 +81,10 @@ fn int8_tracks_f32_on_held_out_images_native() {
     assert_eq!(images.len(), 500 - CALIB_COUNT);
     let r = evaluate(&int8, Some(&f32m), &images, Backend::Native, &EngineOptions::default(), false).unwrap();
     report("int8 vs f32 (native)", &r);
-    assert!(r.agreement.unwrap() >= 0.97, "agreement {:?}", r.agreement);
+    assert!(r.agreement.unwrap() >= 0.98, "agreement {:?} (measured 0.987; issue target 0.97)", r.agreement);
     assert!(r.top1 >= r.reference_top1.unwrap() - 0.005, "top-1 {} vs f32 {:?}", r.top1, r.reference_top1);
-    assert!(r.cosine_mean.unwrap() >= 0.998, "cosine mean {:?}", r.cosine_mean);
-    assert!(r.cosine_min.unwrap() >= 0.98, "cosine min {:?}", r.cosine_min);
+    assert!(r.cosine_mean.unwrap() >= 0.999, "cosine mean {:?} (measured 0.99943)", r.cosine_mean);
+    assert!(r.cosine_min.unwrap() >= 0.995, "cosine min {:?} (measured 0.99735)", r.cosine_min);
 }
 
 #[test]
@@ -98,9 +98,9 @@ fn int8_tracks_f32_on_held_out_images_tract() {
     let images = held_out(&int8);
     let r = evaluate(&int8, Some(&f32m), &images, Backend::Tract, &EngineOptions::default(), false).unwrap();
     report("int8 vs f32 (tract)", &r);
-    assert!(r.agreement.unwrap() >= 0.97, "agreement {:?}", r.agreement);
+    assert!(r.agreement.unwrap() >= 0.975, "agreement {:?} (measured 0.9808; issue target 0.97)", r.agreement);
     assert!(r.top1 >= r.reference_top1.unwrap() - 0.005, "top-1 {} vs f32 {:?}", r.top1, r.reference_top1);
-    assert!(r.cosine_mean.unwrap() >= 0.998, "cosine mean {:?}", r.cosine_mean);
+    assert!(r.cosine_mean.unwrap() >= 0.999, "cosine mean {:?} (measured 0.99943)", r.cosine_mean);
 }
 
 #[test]

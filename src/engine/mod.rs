@@ -2,6 +2,7 @@
 //! independent tract-core engine used as the oracle of the tests.
 
 pub mod native;
+pub mod pool;
 #[cfg(feature = "tract")]
 pub mod tract;
 

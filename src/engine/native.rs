@@ -4,7 +4,30 @@
 use super::{check_len, Engine, EngineError, EngineOptions};
 use crate::blob::round_up;
 use crate::kernels::{pack, Epilogue, GemmArgs, GemmU8I8Args, Kernels};
+use super::pool::Pool;
 use crate::model::{Linear, Matrix, Model, Norm, VitConfig, Weights};
+
+/// A raw pointer that may be shared with pool tasks which each touch a disjoint part of the buffer.
+#[derive(Clone, Copy)]
+struct SharedMut<T>(*mut T);
+// SAFETY: every use below derives non-overlapping sub-slices per task (see the SAFETY comments at
+// the use sites), so concurrent access never aliases.
+unsafe impl<T: Send> Sync for SharedMut<T> {}
+unsafe impl<T: Send> Send for SharedMut<T> {}
+
+impl<T> SharedMut<T> {
+    fn new(s: &mut [T]) -> Self {
+        SharedMut(s.as_mut_ptr())
+    }
+    /// # Safety
+    /// `[start, start + len)` must lie inside the original slice and not overlap any range another
+    /// task uses concurrently.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, start: usize, len: usize) -> &mut [T] {
+        // SAFETY: guaranteed by the caller.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
+    }
+}
 
 /// Scratch buffers sized from the model header.
 struct Arena {
@@ -12,9 +35,14 @@ struct Arena {
     x: Vec<f32>,
     h: Vec<f32>,
     qkv: Vec<f32>,
+    /// Per head: attention scores `[T, T]`.
     scores: Vec<f32>,
+    /// Per head: keys packed as GEMM weights.
     k_panels: Vec<f32>,
+    /// Per head: values packed as GEMM weights.
     v_panels: Vec<f32>,
+    /// Per head: the head's output `[T, head_dim]`.
+    ctx_heads: Vec<f32>,
     ctx: Vec<f32>,
     mlp: Vec<f32>,
     head_out: Vec<f32>,
@@ -31,6 +59,7 @@ pub struct NativeEngine<'m> {
     /// Per-column weight sums of every int8 matrix, keyed by the weight slice's address.
     w_sums: Vec<(usize, Vec<i32>)>,
     arena: Arena,
+    pool: Pool,
 }
 
 impl<'m> NativeEngine<'m> {
@@ -39,7 +68,7 @@ impl<'m> NativeEngine<'m> {
         let kernels = Kernels::by_name(&opts.kernels).map_err(EngineError::Backend)?;
         let cfg = model.config().clone();
         let weights = model.weights()?;
-        let (t, d, hd) = (cfg.num_tokens(), cfg.embed_dim, cfg.head_dim());
+        let (t, d, hd, heads) = (cfg.num_tokens(), cfg.embed_dim, cfg.head_dim(), cfg.num_heads);
         let max_k = cfg.patch_len().max(cfg.mlp_hidden).max(d);
         let mut w_sums = Vec::new();
         let mut linears: Vec<&Linear<'_>> = vec![&weights.patch_embed, &weights.head];
@@ -59,9 +88,10 @@ impl<'m> NativeEngine<'m> {
             x: vec![0.0; t * d],
             h: vec![0.0; t * d],
             qkv: vec![0.0; t * 3 * d],
-            scores: vec![0.0; t * t],
-            k_panels: vec![0.0; round_up(t, 16) * hd],
-            v_panels: vec![0.0; round_up(hd, 16) * t],
+            scores: vec![0.0; heads * t * t],
+            k_panels: vec![0.0; heads * round_up(t, 16) * hd],
+            v_panels: vec![0.0; heads * round_up(hd, 16) * t],
+            ctx_heads: vec![0.0; heads * t * hd],
             ctx: vec![0.0; t * d],
             mlp: vec![0.0; t * cfg.mlp_hidden],
             head_out: vec![0.0; 2 * cfg.num_classes],
@@ -69,8 +99,9 @@ impl<'m> NativeEngine<'m> {
             a_scale: vec![0.0; t.max(cfg.num_patches())],
             a_zero: vec![0; t.max(cfg.num_patches())],
         };
-        log::debug!("native engine: kernels {kernels:?}");
-        Ok(NativeEngine { cfg, weights, kernels, w_sums, arena })
+        let threads = if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
+        log::debug!("native engine: kernels {kernels:?}, {threads} threads");
+        Ok(NativeEngine { cfg, weights, kernels, w_sums, arena, pool: Pool::new(threads) })
     }
 }
 
@@ -78,12 +109,14 @@ impl<'m> NativeEngine<'m> {
 /// `(layer index, a, m, k, lda)` with the layer's `m × k` input rows `lda` apart.
 pub type Tap<'t> = &'t mut dyn FnMut(usize, &[f32], usize, usize, usize);
 
-/// `out[i] = a[i] · Wᵀ + b` for `m` rows, dispatching on the weight precision.
+/// `out[i] = a[i] · Wᵀ + b` for `m` rows, dispatching on the weight precision; rows are split
+/// across the pool (each task owns a disjoint block of output and quantization rows).
 #[allow(clippy::too_many_arguments)]
 fn linear(
     tap: &mut Option<Tap<'_>>,
     layer: usize,
     kernels: &Kernels,
+    pool: &Pool,
     w_sums: &[(usize, Vec<i32>)],
     l: &Linear<'_>,
     m: usize,
@@ -97,48 +130,74 @@ fn linear(
     if let Some(t) = tap.as_mut() {
         t(layer, a, m, l.k, lda);
     }
-    let bias = Some(l.bias);
-    match l.weight {
-        Matrix::F32(w) => {
-            let args = GemmArgs { m, n: l.n, k: l.k, a, lda, w, bias, epilogue };
-            kernels.gemm_f32.gemm(&args, out, ldc);
-        }
-        Matrix::F16(w) => {
-            let args = GemmArgs { m, n: l.n, k: l.k, a, lda, w, bias, epilogue };
-            kernels.gemm_f16.gemm(&args, out, ldc);
-        }
-        Matrix::I8 { w, scale } => {
-            let (a_u8, a_scale, a_zero) = q;
-            let qlda = round_up(l.k, 4);
-            for i in 0..m {
-                let row = &mut a_u8[i * qlda..(i + 1) * qlda];
-                let (s, z) = kernels.vector.quantize_u8(&a[i * lda..i * lda + l.k], &mut row[..l.k]);
-                row[l.k..].fill(z as u8);
-                a_scale[i] = s;
-                a_zero[i] = z;
-            }
-            let w_sum = &w_sums
+    assert!(m >= 1 && out.len() >= (m - 1) * ldc + l.n && a.len() >= (m - 1) * lda + l.k);
+    let w_sum: &[i32] = match l.weight {
+        Matrix::I8 { w, .. } => {
+            &w_sums
                 .iter()
                 .find(|(p, _)| *p == w.as_ptr() as usize)
                 .expect("weight sums are computed for every int8 matrix at construction")
-                .1;
-            let args = GemmU8I8Args {
-                m,
-                n: l.n,
-                k: l.k,
-                a: a_u8,
-                lda: qlda,
-                a_scale,
-                a_zero,
-                w,
-                w_scale: scale,
-                w_sum,
-                bias,
-                epilogue,
-            };
-            kernels.gemm_u8i8.gemm(&args, out, ldc);
+                .1
         }
-    }
+        _ => &[],
+    };
+    let qlda = round_up(l.k, 4);
+    let (a_u8, a_scale, a_zero) = q;
+    assert!(a_u8.len() >= m * qlda && a_scale.len() >= m && a_zero.len() >= m);
+    let tasks = pool.threads().min(m.div_ceil(8)).max(1);
+    let rows_per = m.div_ceil(tasks);
+    let (out_p, q_p, s_p, z_p) = (SharedMut::new(out), SharedMut::new(a_u8), SharedMut::new(a_scale), SharedMut::new(a_zero));
+    let bias = Some(l.bias);
+    let run = |t: usize| {
+        let r0 = t * rows_per;
+        let r1 = m.min(r0 + rows_per);
+        if r0 >= r1 {
+            return;
+        }
+        let rows = r1 - r0;
+        let a = &a[r0 * lda..];
+        // SAFETY: task t writes output rows r0..r1 only: [r0·ldc, (r1−1)·ldc + n) lies inside `out`
+        // (asserted above) and below r1·ldc, where the next task's range starts.
+        let out = unsafe { out_p.slice(r0 * ldc, (rows - 1) * ldc + l.n) };
+        match l.weight {
+            Matrix::F32(w) => {
+                let args = GemmArgs { m: rows, n: l.n, k: l.k, a, lda, w, bias, epilogue };
+                kernels.gemm_f32.gemm(&args, out, ldc);
+            }
+            Matrix::F16(w) => {
+                let args = GemmArgs { m: rows, n: l.n, k: l.k, a, lda, w, bias, epilogue };
+                kernels.gemm_f16.gemm(&args, out, ldc);
+            }
+            Matrix::I8 { w, scale } => {
+                // SAFETY: quantized rows r0..r1 and their parameters belong to this task alone and
+                // lie inside the buffers (asserted above).
+                let (a_u8, a_scale, a_zero) = unsafe { (q_p.slice(r0 * qlda, rows * qlda), s_p.slice(r0, rows), z_p.slice(r0, rows)) };
+                for i in 0..rows {
+                    let row = &mut a_u8[i * qlda..(i + 1) * qlda];
+                    let (sc, z) = kernels.vector.quantize_u8(&a[i * lda..i * lda + l.k], &mut row[..l.k]);
+                    row[l.k..].fill(z as u8);
+                    a_scale[i] = sc;
+                    a_zero[i] = z;
+                }
+                let args = GemmU8I8Args {
+                    m: rows,
+                    n: l.n,
+                    k: l.k,
+                    a: a_u8,
+                    lda: qlda,
+                    a_scale,
+                    a_zero,
+                    w,
+                    w_scale: scale,
+                    w_sum,
+                    bias,
+                    epilogue,
+                };
+                kernels.gemm_u8i8.gemm(&args, out, ldc);
+            }
+        }
+    };
+    pool.run(tasks, &run);
 }
 
 fn layer_norm_rows(kernels: &Kernels, norm: &Norm<'_>, eps: f32, x: &[f32], out: &mut [f32], d: usize) {
@@ -171,6 +230,7 @@ impl NativeEngine<'_> {
         let k = &self.kernels;
         let w = &self.weights;
         let sums = &self.w_sums;
+        let pool = &self.pool;
         let ar = &mut self.arena;
 
         // Patch embedding: unfold (c, y, x) patches, one matmul into token rows after the prefix.
@@ -187,7 +247,7 @@ impl NativeEngine<'_> {
             }
         }
         let q = (&mut ar.a_u8[..], &mut ar.a_scale[..], &mut ar.a_zero[..]);
-        linear(tap, 0, k, sums, &w.patch_embed, np, &ar.patches, pl, &mut ar.x[prefix * d..], d, Epilogue::Store, q);
+        linear(tap, 0, k, pool, sums, &w.patch_embed, np, &ar.patches, pl, &mut ar.x[prefix * d..], d, Epilogue::Store, q);
         ar.x[..d].copy_from_slice(w.cls_token);
         if let Some(dist) = w.dist_token {
             ar.x[d..2 * d].copy_from_slice(dist);
@@ -200,54 +260,50 @@ impl NativeEngine<'_> {
         for (bi, b) in w.blocks.iter().enumerate() {
             layer_norm_rows(k, &b.norm1, eps, &ar.x, &mut ar.h, d);
             let q = (&mut ar.a_u8[..], &mut ar.a_scale[..], &mut ar.a_zero[..]);
-            linear(tap, 1 + 4 * bi, k, sums, &b.qkv, t, &ar.h, d, &mut ar.qkv, 3 * d, Epilogue::Store, q);
-            for head in 0..heads {
+            linear(tap, 1 + 4 * bi, k, pool, sums, &b.qkv, t, &ar.h, d, &mut ar.qkv, 3 * d, Epilogue::Store, q);
+            let (tp, hp) = (round_up(t, 16) * hd, round_up(hd, 16) * t);
+            let (sc_p, kp_p, vp_p, ch_p) =
+                (SharedMut::new(&mut ar.scores), SharedMut::new(&mut ar.k_panels), SharedMut::new(&mut ar.v_panels), SharedMut::new(&mut ar.ctx_heads));
+            let qkv = &ar.qkv;
+            let attend = |head: usize| {
+                // SAFETY: each head uses its own scores, packed K/V and output block (index `head`),
+                // all inside the per-head buffers allocated with `heads` blocks.
+                let (scores, k_panels, v_panels, ctx_h) =
+                    unsafe { (sc_p.slice(head * t * t, t * t), kp_p.slice(head * tp, tp), vp_p.slice(head * hp, hp), ch_p.slice(head * t * hd, t * hd)) };
                 let (qo, ko, vo) = (head * hd, d + head * hd, 2 * d + head * hd);
-                pack::panel16_from_rows(&ar.qkv[ko..], t, hd, 3 * d, &mut ar.k_panels);
-                let args = GemmArgs {
-                    m: t,
-                    n: t,
-                    k: hd,
-                    a: &ar.qkv[qo..],
-                    lda: 3 * d,
-                    w: &ar.k_panels,
-                    bias: None,
-                    epilogue: Epilogue::Store,
-                };
-                k.gemm_f32.gemm(&args, &mut ar.scores, t);
-                for row in ar.scores.chunks_exact_mut(t) {
+                pack::panel16_from_rows(&qkv[ko..], t, hd, 3 * d, k_panels);
+                let args = GemmArgs { m: t, n: t, k: hd, a: &qkv[qo..], lda: 3 * d, w: k_panels, bias: None, epilogue: Epilogue::Store };
+                k.gemm_f32.gemm(&args, scores, t);
+                for row in scores.chunks_exact_mut(t) {
                     k.vector.softmax(row, scale);
                 }
-                pack::panel16_from_cols(&ar.qkv[vo..], hd, t, 3 * d, &mut ar.v_panels);
-                let args = GemmArgs {
-                    m: t,
-                    n: hd,
-                    k: t,
-                    a: &ar.scores,
-                    lda: t,
-                    w: &ar.v_panels,
-                    bias: None,
-                    epilogue: Epilogue::Store,
-                };
-                k.gemm_f32.gemm(&args, &mut ar.ctx[qo..], d);
+                pack::panel16_from_cols(&qkv[vo..], hd, t, 3 * d, v_panels);
+                let args = GemmArgs { m: t, n: hd, k: t, a: scores, lda: t, w: v_panels, bias: None, epilogue: Epilogue::Store };
+                k.gemm_f32.gemm(&args, ctx_h, hd);
+            };
+            pool.run(heads, &attend);
+            for (i, row) in ar.ctx.chunks_exact_mut(d).enumerate() {
+                for head in 0..heads {
+                    row[head * hd..(head + 1) * hd].copy_from_slice(&ar.ctx_heads[(head * t + i) * hd..(head * t + i + 1) * hd]);
+                }
             }
             let q = (&mut ar.a_u8[..], &mut ar.a_scale[..], &mut ar.a_zero[..]);
-            linear(tap, 2 + 4 * bi, k, sums, &b.proj, t, &ar.ctx, d, &mut ar.x, d, Epilogue::Accumulate, q);
+            linear(tap, 2 + 4 * bi, k, pool, sums, &b.proj, t, &ar.ctx, d, &mut ar.x, d, Epilogue::Accumulate, q);
             layer_norm_rows(k, &b.norm2, eps, &ar.x, &mut ar.h, d);
             let q = (&mut ar.a_u8[..], &mut ar.a_scale[..], &mut ar.a_zero[..]);
-            linear(tap, 3 + 4 * bi, k, sums, &b.fc1, t, &ar.h, d, &mut ar.mlp, c.mlp_hidden, Epilogue::Gelu, q);
+            linear(tap, 3 + 4 * bi, k, pool, sums, &b.fc1, t, &ar.h, d, &mut ar.mlp, c.mlp_hidden, Epilogue::Gelu, q);
             let q = (&mut ar.a_u8[..], &mut ar.a_scale[..], &mut ar.a_zero[..]);
-            linear(tap, 4 + 4 * bi, k, sums, &b.fc2, t, &ar.mlp, c.mlp_hidden, &mut ar.x, d, Epilogue::Accumulate, q);
+            linear(tap, 4 + 4 * bi, k, pool, sums, &b.fc2, t, &ar.mlp, c.mlp_hidden, &mut ar.x, d, Epilogue::Accumulate, q);
         }
 
         // Final norm on the prefix tokens only, then the head(s).
         layer_norm_rows(k, &w.norm, eps, &ar.x[..prefix * d], &mut ar.h[..prefix * d], d);
         let n = c.num_classes;
         let q = (&mut ar.a_u8[..], &mut ar.a_scale[..], &mut ar.a_zero[..]);
-        linear(tap, 1 + 4 * c.depth, k, sums, &w.head, 1, &ar.h, d, &mut ar.head_out[..n], n, Epilogue::Store, q);
+        linear(tap, 1 + 4 * c.depth, k, pool, sums, &w.head, 1, &ar.h, d, &mut ar.head_out[..n], n, Epilogue::Store, q);
         if let Some(hd_lin) = &w.head_dist {
             let q = (&mut ar.a_u8[..], &mut ar.a_scale[..], &mut ar.a_zero[..]);
-            linear(tap, 2 + 4 * c.depth, k, sums, hd_lin, 1, &ar.h[d..], d, &mut ar.head_out[n..2 * n], n, Epilogue::Store, q);
+            linear(tap, 2 + 4 * c.depth, k, pool, sums, hd_lin, 1, &ar.h[d..], d, &mut ar.head_out[n..2 * n], n, Epilogue::Store, q);
             for j in 0..n {
                 logits[j] = 0.5 * (ar.head_out[j] + ar.head_out[n + j]);
             }
