@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use vitedge::classify::{argmax, cosine};
 use vitedge::engine::{self, Backend, EngineOptions};
+#[cfg(feature = "tract")]
 use vitedge::model::synthetic::vit_tiny_config;
 use vitedge::model::Model;
 use vitedge::preprocess::preprocess_file;

@@ -70,21 +70,27 @@ fn int8_blob_records_its_choices_and_is_small() {
     assert!(m.blob().file_len() < f32_len * 3 / 10, "int8 blob {} vs f32 {f32_len}", m.blob().file_len());
 }
 
+/// int8 against f32 on the held-out images with `backend`; `min_agreement` is the measured
+/// agreement less a small margin (the issue's target is 0.97).
+fn check_int8(backend: Backend, min_agreement: f64) {
+    let int8 = Model::open(int8_blob()).unwrap();
+    let f32m = Model::open(real_blob(Precision::F32)).unwrap();
+    let images = held_out(&int8);
+    assert_eq!(images.len(), 500 - CALIB_COUNT);
+    let r = evaluate(&int8, Some(&f32m), &images, backend, &EngineOptions::default(), false).unwrap();
+    report(&format!("int8 vs f32 ({backend:?})"), &r);
+    assert!(r.agreement.unwrap() >= min_agreement, "agreement {:?}", r.agreement);
+    assert!(r.top1 >= r.reference_top1.unwrap() - 0.005, "top-1 {} vs f32 {:?}", r.top1, r.reference_top1);
+    assert!(r.cosine_mean.unwrap() >= 0.999, "cosine mean {:?} (measured 0.99943)", r.cosine_mean);
+    assert!(r.cosine_min.unwrap() >= 0.995, "cosine min {:?} (measured 0.99735)", r.cosine_min);
+}
+
 #[test]
 fn int8_tracks_f32_on_held_out_images_native() {
     if skip_without_real_data("int8_tracks_f32_on_held_out_images_native") {
         return;
     }
-    let int8 = Model::open(int8_blob()).unwrap();
-    let f32m = Model::open(real_blob(Precision::F32)).unwrap();
-    let images = held_out(&int8);
-    assert_eq!(images.len(), 500 - CALIB_COUNT);
-    let r = evaluate(&int8, Some(&f32m), &images, Backend::Native, &EngineOptions::default(), false).unwrap();
-    report("int8 vs f32 (native)", &r);
-    assert!(r.agreement.unwrap() >= 0.98, "agreement {:?} (measured 0.987; issue target 0.97)", r.agreement);
-    assert!(r.top1 >= r.reference_top1.unwrap() - 0.005, "top-1 {} vs f32 {:?}", r.top1, r.reference_top1);
-    assert!(r.cosine_mean.unwrap() >= 0.999, "cosine mean {:?} (measured 0.99943)", r.cosine_mean);
-    assert!(r.cosine_min.unwrap() >= 0.995, "cosine min {:?} (measured 0.99735)", r.cosine_min);
+    check_int8(Backend::Native, 0.98); // measured 0.9872
 }
 
 #[test]
@@ -93,14 +99,7 @@ fn int8_tracks_f32_on_held_out_images_tract() {
     if skip_without_real_data("int8_tracks_f32_on_held_out_images_tract") {
         return;
     }
-    let int8 = Model::open(int8_blob()).unwrap();
-    let f32m = Model::open(real_blob(Precision::F32)).unwrap();
-    let images = held_out(&int8);
-    let r = evaluate(&int8, Some(&f32m), &images, Backend::Tract, &EngineOptions::default(), false).unwrap();
-    report("int8 vs f32 (tract)", &r);
-    assert!(r.agreement.unwrap() >= 0.975, "agreement {:?} (measured 0.9808; issue target 0.97)", r.agreement);
-    assert!(r.top1 >= r.reference_top1.unwrap() - 0.005, "top-1 {} vs f32 {:?}", r.top1, r.reference_top1);
-    assert!(r.cosine_mean.unwrap() >= 0.999, "cosine mean {:?} (measured 0.99943)", r.cosine_mean);
+    check_int8(Backend::Tract, 0.975); // measured 0.9808
 }
 
 #[test]

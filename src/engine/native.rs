@@ -78,9 +78,7 @@ impl<'m> NativeEngine<'m> {
         }
         for l in linears {
             if let Matrix::I8 { w, .. } = l.weight {
-                let rows = pack::rows_from_panel16x4(w, l.n, l.k);
-                let sums = rows.chunks_exact(l.k).map(|r| r.iter().map(|&v| v as i32).sum()).collect();
-                w_sums.push((w.as_ptr() as usize, sums));
+                w_sums.push((w.as_ptr() as usize, pack::panel16x4_row_sums(w, l.n, l.k)));
             }
         }
         let arena = Arena {

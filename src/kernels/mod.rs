@@ -183,6 +183,7 @@ impl Kernels {
 
     /// Names accepted by [`Kernels::by_name`] on this CPU.
     pub fn available() -> Vec<&'static str> {
+        #[allow(unused_mut)] // only x86-64 adds sets so far
         let mut v = vec!["auto", "scalar"];
         #[cfg(target_arch = "x86_64")]
         if Kernels::avx512().is_some() {

@@ -53,6 +53,22 @@ pub fn panel16x4_from_rows(src: &[i8], n: usize, k: usize) -> Vec<i8> {
     dst
 }
 
+/// Per-row sums (`Σ_kk w[j, kk]` for each of the `n` rows) of a `Panel16x4` int8 matrix, read in
+/// storage order (padding is zero, so it does not count).
+pub fn panel16x4_row_sums(src: &[i8], n: usize, k: usize) -> Vec<i32> {
+    let kp = round_up(k, 4);
+    let mut sums = vec![0i32; round_up(n, 16)];
+    for (p, panel) in src.chunks_exact(16 * kp).enumerate() {
+        for group in panel.chunks_exact(64) {
+            for (jj, w4) in group.chunks_exact(4).enumerate() {
+                sums[p * 16 + jj] += w4.iter().map(|&v| v as i32).sum::<i32>();
+            }
+        }
+    }
+    sums.truncate(n);
+    sums
+}
+
 /// Unpacks a `Panel16x4` int8 matrix back to row-major `n × k`.
 pub fn rows_from_panel16x4(src: &[i8], n: usize, k: usize) -> Vec<i8> {
     let kp = round_up(k, 4);
@@ -89,6 +105,8 @@ mod tests {
             let src: Vec<i8> = (0..n * k).map(|i| (i % 251) as i8).collect();
             let packed = panel16x4_from_rows(&src, n, k);
             assert_eq!(packed.len(), round_up(n, 16) * round_up(k, 4));
+            let sums: Vec<i32> = src.chunks_exact(k).map(|r| r.iter().map(|&v| v as i32).sum()).collect();
+            assert_eq!(panel16x4_row_sums(&packed, n, k), sums);
             assert_eq!(rows_from_panel16x4(&packed, n, k), src);
         }
     }

@@ -17,6 +17,16 @@ pub struct Avx512(());
 /// Rows per micro-kernel step.
 const MR: usize = 8;
 
+/// Mask of the first `width` (1..=16) lanes.
+#[inline(always)]
+fn tail_mask(width: usize) -> __mmask16 {
+    if width >= 16 {
+        0xffff
+    } else {
+        (1u16 << width) - 1
+    }
+}
+
 impl Avx512 {
     /// The kernel set if this CPU has every feature it uses.
     pub fn detect() -> Option<&'static Avx512> {
@@ -117,9 +127,8 @@ fn gemm_panel<W: PanelWeight>(args: &GemmArgs<'_, W>, out: &mut [f32], ldc: usiz
     check_gemm(args, out, ldc);
     let GemmArgs { m, n, k, a, lda, w, bias, epilogue } = *args;
     for p in 0..n.div_ceil(16) {
-        let width = (n - p * 16).min(16);
-        let mask: __mmask16 = if width == 16 { 0xffff } else { (1u16 << width) - 1 };
-        // SAFETY: bias has ≥ n values (checked), the masked load reads only lanes < width.
+        let mask = tail_mask(n - p * 16);
+        // SAFETY: bias has ≥ n values (checked), the masked load reads only lanes below n.
         let bias_v = match bias {
             Some(b) => unsafe { _mm512_maskz_loadu_ps(mask, b.as_ptr().add(p * 16)) },
             None => _mm512_setzero_ps(),
@@ -139,7 +148,7 @@ fn gemm_panel<W: PanelWeight>(args: &GemmArgs<'_, W>, out: &mut [f32], ldc: usiz
                 }
             }
             for (r, acc_r) in acc.iter().enumerate().take(rows) {
-                // SAFETY: row i + r < m, columns p*16 .. p*16+width ≤ n ≤ ldc, inside `out`.
+                // SAFETY: row i + r < m, the masked columns below n ≤ ldc, inside `out`.
                 unsafe {
                     finish16(_mm512_add_ps(*acc_r, bias_v), out.as_mut_ptr().add((i + r) * ldc + p * 16), mask, epilogue);
                 }
@@ -179,9 +188,8 @@ fn gemm_u8i8(args: &GemmU8I8Args<'_>, out: &mut [f32], ldc: usize) {
     assert!(w_scale.len() >= n && w_sum.len() >= n && bias.is_none_or(|b| b.len() >= n), "per-column data too short");
     assert!(m == 0 || (ldc >= n && out.len() >= (m - 1) * ldc + n), "out is too short");
     for p in 0..n.div_ceil(16) {
-        let width = (n - p * 16).min(16);
-        let mask: __mmask16 = if width == 16 { 0xffff } else { (1u16 << width) - 1 };
-        // SAFETY: masked loads read only lanes < width ≤ n - p*16 (lengths checked above).
+        let mask = tail_mask(n - p * 16);
+        // SAFETY: masked loads read only lanes below n - p*16 (lengths checked above).
         let (scale_v, sum_v, bias_v) = unsafe {
             (
                 _mm512_maskz_loadu_ps(mask, w_scale.as_ptr().add(p * 16)),
@@ -211,7 +219,7 @@ fn gemm_u8i8(args: &GemmU8I8Args<'_>, out: &mut [f32], ldc: usize) {
                 let corrected = _mm512_sub_epi32(*acc_r, _mm512_mullo_epi32(_mm512_set1_epi32(a_zero[row]), sum_v));
                 let s = _mm512_mul_ps(_mm512_set1_ps(a_scale[row]), scale_v);
                 let v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(corrected), s, bias_v);
-                // SAFETY: row < m, columns p*16 .. p*16+width ≤ n ≤ ldc, inside `out`.
+                // SAFETY: row < m, the masked columns below n ≤ ldc, inside `out`.
                 unsafe { finish16(v, out.as_mut_ptr().add(row * ldc + p * 16), mask, epilogue) };
             }
             i += rows;
@@ -252,8 +260,7 @@ fn softmax(x: &mut [f32], scale: f32) {
     let mut maxv = _mm512_set1_ps(f32::NEG_INFINITY);
     let mut i = 0;
     while i < n {
-        let width = (n - i).min(16);
-        let mask: __mmask16 = if width == 16 { 0xffff } else { (1u16 << width) - 1 };
+        let mask = tail_mask(n - i);
         // SAFETY: masked lanes lie inside x.
         let v = unsafe { _mm512_mask_loadu_ps(_mm512_set1_ps(f32::NEG_INFINITY), mask, x.as_ptr().add(i)) };
         maxv = _mm512_max_ps(maxv, _mm512_mask_mul_ps(v, mask, v, sv));
@@ -263,8 +270,7 @@ fn softmax(x: &mut [f32], scale: f32) {
     let mut sumv = _mm512_setzero_ps();
     let mut i = 0;
     while i < n {
-        let width = (n - i).min(16);
-        let mask: __mmask16 = if width == 16 { 0xffff } else { (1u16 << width) - 1 };
+        let mask = tail_mask(n - i);
         // SAFETY: masked lanes lie inside x.
         unsafe {
             let v = _mm512_maskz_loadu_ps(mask, x.as_ptr().add(i));
@@ -278,8 +284,7 @@ fn softmax(x: &mut [f32], scale: f32) {
     let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sumv));
     let mut i = 0;
     while i < n {
-        let width = (n - i).min(16);
-        let mask: __mmask16 = if width == 16 { 0xffff } else { (1u16 << width) - 1 };
+        let mask = tail_mask(n - i);
         // SAFETY: masked lanes lie inside x.
         unsafe {
             let v = _mm512_maskz_loadu_ps(mask, x.as_ptr().add(i));
@@ -292,7 +297,7 @@ fn softmax(x: &mut [f32], scale: f32) {
 #[target_feature(enable = "avx512f,avx512dq")]
 fn gelu(x: &mut [f32]) {
     for chunk in x.chunks_mut(16) {
-        let mask: __mmask16 = if chunk.len() == 16 { 0xffff } else { (1u16 << chunk.len()) - 1 };
+        let mask = tail_mask(chunk.len());
         // SAFETY: masked lanes lie inside the chunk.
         unsafe {
             let v = _mm512_maskz_loadu_ps(mask, chunk.as_ptr());
