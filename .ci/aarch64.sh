@@ -2,15 +2,18 @@
 # aarch64 checks under qemu-user, with Debian's rustc (rustup cannot fetch other targets here):
 # 1. builds every vitedge test binary and the device binary for aarch64-unknown-linux-gnu
 #    (no tract: device builds leave it out);
-# 2. runs the device binary end to end under qemu-aarch64 for -cpu cortex-a72 (Raspberry Pi 4,
+# 2. runs the kernel checks (tests/kernels_main.rs: every kernel set vs the scalar reference, and the
+#    whole forward pass) under qemu-aarch64 for each CPU below;
+# 3. runs the device binary end to end under qemu-aarch64 for -cpu cortex-a72 (Raspberry Pi 4,
 #    plain NEON), cortex-a76 (Raspberry Pi 5, dotprod + fp16) and max (i8mm too): `vitedge info`,
 #    `inspect --verify`, and `classify --json` of real images with the real ViT-Tiny (f32 and int8)
 #    and a tiny model converted from the Lightning fixture, compared with the x86-64 results.
 #
 # Known limitation on these sandboxes: any aarch64 program that creates a thread (C or Rust) hangs
 # under qemu-user here (qemu 7.2 and 10.0 alike; the guest's rseq syscall is unsupported), so the
-# libtest test binaries, which run every test on a spawned thread, are built but not run, and the
-# binary runs with --threads 1 (the thread pool then spawns nothing).
+# libtest test binaries, which run every test on a spawned thread, are built but not run; the kernel
+# checks have a thread-free runner instead, and the binary runs with --threads 1 (the pool then
+# spawns nothing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUSTC=/usr/bin/rustc
@@ -22,6 +25,20 @@ cargo test --target "$target" -p vitedge --no-default-features --no-run 2>&1 | g
 cargo build --release --target "$target" -p vitedge --no-default-features
 echo "aarch64 build: $(( $(date +%s) - start )) s"
 arm=target/aarch64-debian/$target/release/vitedge
+
+# Kernel checks (every kernel set the emulated CPU offers vs the scalar reference, and the whole
+# forward pass) on the main thread, per CPU.
+status=0
+for cpu in cortex-a72 cortex-a76 max; do
+  t0=$(date +%s)
+  if CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu $cpu" \
+     timeout 1200 cargo test --target "$target" -p vitedge --no-default-features --test kernels_main 2>&1 | tee "/tmp/vitedge-kernels-$cpu.log" | grep -E "kernel sets|passed, "; then
+    grep -q "^[0-9]* passed, 0 failed" "/tmp/vitedge-kernels-$cpu.log" || { echo "FAILED: kernel checks on $cpu"; status=1; }
+  else
+    echo "FAILED: kernel checks on $cpu"; status=1
+  fi
+  echo "aarch64 -cpu $cpu kernel checks: $(( $(date +%s) - t0 )) s"
+done
 
 # Reference results on the host (x86-64), same models and images.
 unset RUSTC CARGO_TARGET_DIR
@@ -54,7 +71,6 @@ for m in "${models[@]}"; do
   ./target/release/vitedge classify --json --top 5 --threads 1 --kernels scalar --model "$m" "${images[@]}" > "$m.x86.json"
 done
 
-status=0
 for cpu in cortex-a72 cortex-a76 max; do
   t0=$(date +%s)
   run() { timeout 900 qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu "$cpu" "$arm" "$@"; }
