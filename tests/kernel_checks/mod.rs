@@ -98,7 +98,10 @@ pub fn vector_ops(len: usize, scale: f32, seed: u64, big: bool) -> Check {
         let (mut a, mut b) = (x.clone(), x.clone());
         v.softmax(&mut a, scale);
         s.softmax(&mut b, scale);
-        close(&a, &b, 2e-6, &format!("{name} softmax"))?;
+        // exp amplifies the rounding of its argument x·scale − max (one FMA rounding in SIMD, two in
+        // the reference) by |argument|: the tolerance follows that condition number.
+        let arg_max = x.iter().fold(0f32, |m, v| m.max((v * scale).abs())) * 2.0;
+        close(&a, &b, 2e-6 + 1.2e-7 * arg_max, &format!("{name} softmax"))?;
         if (a.iter().sum::<f32>() - 1.0).abs() >= 1e-4 {
             return Err(format!("{name} softmax does not sum to 1"));
         }
