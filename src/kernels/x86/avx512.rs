@@ -306,6 +306,43 @@ fn gelu(x: &mut [f32]) {
     }
 }
 
+/// Per-row asymmetric u8 quantization with the scalar reference's parameters (same min/max, scale and
+/// zero point); values round half away from zero like the reference, up to the last bit of `x/scale`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+fn quantize_u8(x: &[f32], out: &mut [u8]) -> (f32, i32) {
+    assert!(out.len() >= x.len(), "output is too short");
+    let (mut lo, mut hi) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    for chunk in x.chunks(16) {
+        // SAFETY: masked lanes lie inside the chunk; the others read as 0, which the range includes.
+        let v = unsafe { _mm512_maskz_loadu_ps(tail_mask(chunk.len()), chunk.as_ptr()) };
+        lo = _mm512_min_ps(lo, v);
+        hi = _mm512_max_ps(hi, v);
+    }
+    let (lo, hi) = (_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi));
+    let range = hi - lo;
+    if !(range > 0.0) || !range.is_finite() {
+        out[..x.len()].fill(0);
+        return (1.0, 0);
+    }
+    let scale = range / 255.0;
+    let zero = (-lo / scale).round().clamp(0.0, 255.0) as i32;
+    let inv = _mm512_set1_ps(1.0 / scale);
+    let (zv, half, sign) = (_mm512_set1_epi32(zero), _mm512_set1_ps(0.5), _mm512_set1_ps(-0.0));
+    let (min_v, max_v) = (_mm512_setzero_si512(), _mm512_set1_epi32(255));
+    for (i, chunk) in x.chunks(16).enumerate() {
+        let mask = tail_mask(chunk.len());
+        // SAFETY: masked lanes lie inside the chunk and inside `out` (asserted length).
+        unsafe {
+            let q = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, chunk.as_ptr()), inv);
+            let q = _mm512_add_ps(q, _mm512_or_ps(half, _mm512_and_ps(q, sign)));
+            let qi = _mm512_add_epi32(_mm512_cvttps_epi32(q), zv);
+            let qi = _mm512_min_epi32(_mm512_max_epi32(qi, min_v), max_v);
+            _mm_mask_storeu_epi8(out.as_mut_ptr().add(i * 16) as *mut i8, mask, _mm512_cvtepi32_epi8(qi));
+        }
+    }
+    (scale, zero)
+}
+
 impl VectorOps for Avx512 {
     fn name(&self) -> &'static str {
         "avx512"
@@ -322,6 +359,7 @@ impl VectorOps for Avx512 {
         unsafe { gelu(x) }
     }
     fn quantize_u8(&self, x: &[f32], out: &mut [u8]) -> (f32, i32) {
-        Scalar.quantize_u8(x, out)
+        // SAFETY: an `Avx512` value exists only when `detect` found AVX-512F/BW/VL/DQ.
+        unsafe { quantize_u8(x, out) }
     }
 }
