@@ -7,6 +7,8 @@
 
 pub mod pack;
 pub mod scalar;
+#[cfg(target_arch = "aarch64")]
+pub mod aarch64;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 
@@ -158,8 +160,18 @@ impl Kernels {
         x86::avx512::Avx512::detect().map(|k| Kernels { gemm_f32: k, gemm_f16: k, gemm_u8i8: k, vector: k })
     }
 
+    /// The NEON kernels (f32 GEMM in NEON; the other kinds still scalar), on AArch64.
+    #[cfg(target_arch = "aarch64")]
+    pub fn neon() -> Option<Kernels> {
+        aarch64::neon::Neon::detect().map(|k| Kernels { gemm_f32: k, gemm_f16: k, gemm_u8i8: k, vector: k })
+    }
+
     /// The fastest kernels this CPU supports.
     pub fn auto() -> Kernels {
+        #[cfg(target_arch = "aarch64")]
+        if let Some(k) = Kernels::neon() {
+            return k;
+        }
         #[cfg(target_arch = "x86_64")]
         if let Some(k) = Kernels::avx512() {
             return k;
@@ -174,6 +186,8 @@ impl Kernels {
             "auto" => Ok(Kernels::auto()),
             #[cfg(target_arch = "x86_64")]
             "avx512" if Kernels::avx512().is_some() => Ok(Kernels::avx512().expect("checked")),
+            #[cfg(target_arch = "aarch64")]
+            "neon" if Kernels::neon().is_some() => Ok(Kernels::neon().expect("checked")),
             other => Err(format!(
                 "unknown or unsupported kernel set `{other}` on this CPU; available: {}",
                 Kernels::available().join(", ")
@@ -183,11 +197,14 @@ impl Kernels {
 
     /// Names accepted by [`Kernels::by_name`] on this CPU.
     pub fn available() -> Vec<&'static str> {
-        #[allow(unused_mut)] // only x86-64 adds sets so far
         let mut v = vec!["auto", "scalar"];
         #[cfg(target_arch = "x86_64")]
         if Kernels::avx512().is_some() {
             v.push("avx512");
+        }
+        #[cfg(target_arch = "aarch64")]
+        if Kernels::neon().is_some() {
+            v.push("neon");
         }
         v
     }

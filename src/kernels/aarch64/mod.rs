@@ -1,0 +1,3 @@
+//! aarch64 kernels: one file per instruction set.
+
+pub mod neon;
