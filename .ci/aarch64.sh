@@ -77,19 +77,9 @@ for cpu in cortex-a72 cortex-a76 max; do
   run info | sed "s/^/  [$cpu] /"
   for m in "${models[@]}"; do
     run inspect --verify "$m" > /dev/null 2> "$m.$cpu.verify" || { echo "FAILED: inspect --verify $m on $cpu"; status=1; }
-    kernels=scalar
     if run classify --json --top 5 --threads 1 --kernels scalar --model "$m" "${images[@]}" > "$m.$cpu.json"; then
-      if python3 - "$m.x86.json" "$m.$cpu.json" <<'PY'
-import json, sys
-a = [json.loads(l) for l in open(sys.argv[1])]
-b = [json.loads(l) for l in open(sys.argv[2])]
-assert len(a) == len(b) > 0, "different number of results"
-for x, y in zip(a, b):
-    assert x["top"][0]["index"] == y["top"][0]["index"], (x["image"], x["top"][0], y["top"][0])
-    for p, q in zip(x["top"], y["top"]):
-        assert abs(p["score"] - q["score"]) < 2e-3, (x["image"], p, q)
-PY
-      then echo "  [$cpu] $(basename "$m") ($kernels kernels): same top-5 as x86-64 on ${#images[@]} image(s)"
+      if python3 .ci/compare_top5.py "$m.x86.json" "$m.$cpu.json"
+      then echo "  [$cpu] $(basename "$m") (scalar kernels): same top-5 as x86-64 on ${#images[@]} image(s)"
       else echo "FAILED: $m on $cpu differs from x86-64"; status=1; fi
     else
       echo "FAILED: classify $m on $cpu"; status=1
@@ -99,16 +89,7 @@ PY
   for m in "${models[@]}"; do
     case "$m" in *int8*) continue ;; esac
     if run classify --json --top 5 --threads 1 --kernels auto --model "$m" "${images[@]}" > "$m.$cpu.auto.json" &&
-       python3 - "$m.x86.json" "$m.$cpu.auto.json" <<'PY'
-import json, sys
-a = [json.loads(l) for l in open(sys.argv[1])]
-b = [json.loads(l) for l in open(sys.argv[2])]
-assert len(a) == len(b) > 0
-for x, y in zip(a, b):
-    assert x["top"][0]["index"] == y["top"][0]["index"], (x["image"], x["top"][0], y["top"][0])
-    for p, q in zip(x["top"], y["top"]):
-        assert abs(p["score"] - q["score"]) < 2e-3, (x["image"], p, q)
-PY
+       python3 .ci/compare_top5.py "$m.x86.json" "$m.$cpu.auto.json"
     then echo "  [$cpu] $(basename "$m") (auto kernels): same top-5 as x86-64 on ${#images[@]} image(s)"
     else echo "FAILED: $m with auto kernels on $cpu"; status=1; fi
   done

@@ -246,6 +246,19 @@ impl Kernels {
     }
 }
 
+/// Scale and zero point of the asymmetric u8 quantization of values spanning `[lo, hi]` (with
+/// `lo ≤ 0 ≤ hi`): `x ≈ scale · (q − zero)`. `None` when the range is empty or not finite (then every
+/// value quantizes to 0 with scale 1). Shared by every kernel set so their parameters are identical.
+#[inline]
+pub fn u8_params(lo: f32, hi: f32) -> Option<(f32, i32)> {
+    let range = hi - lo;
+    if !(range > 0.0) || !range.is_finite() {
+        return None;
+    }
+    let scale = range / 255.0;
+    Some((scale, (-lo / scale).round().clamp(0.0, 255.0) as i32))
+}
+
 /// Exact GELU of one value (shared by the scalar kernels and the epilogues).
 #[inline]
 pub fn gelu_exact(x: f32) -> f32 {

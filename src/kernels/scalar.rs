@@ -3,7 +3,7 @@
 
 use half::f16;
 
-use super::{gelu_exact, Epilogue, GemmArgs, GemmF16, GemmF32, GemmU8I8, GemmU8I8Args, VectorOps};
+use super::{gelu_exact, u8_params, Epilogue, GemmArgs, GemmF16, GemmF32, GemmU8I8, GemmU8I8Args, VectorOps};
 use crate::blob::round_up;
 
 /// The scalar reference implementation of every kernel trait.
@@ -120,13 +120,10 @@ impl VectorOps for Scalar {
 
     fn quantize_u8(&self, x: &[f32], out: &mut [u8]) -> (f32, i32) {
         let (lo, hi) = x.iter().fold((0f32, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-        let range = hi - lo;
-        if !(range > 0.0) || !range.is_finite() {
+        let Some((scale, zero)) = u8_params(lo, hi) else {
             out[..x.len()].fill(0);
             return (1.0, 0);
-        }
-        let scale = range / 255.0;
-        let zero = (-lo / scale).round().clamp(0.0, 255.0) as i32;
+        };
         let inv = 1.0 / scale;
         for (o, &v) in out.iter_mut().zip(x) {
             *o = ((v * inv).round() as i32 + zero).clamp(0, 255) as u8;

@@ -9,7 +9,7 @@ use std::arch::x86_64::*;
 use half::f16;
 
 use crate::blob::round_up;
-use crate::kernels::{scalar::Scalar, Epilogue, GemmArgs, GemmF16, GemmF32, GemmU8I8, GemmU8I8Args, VectorOps};
+use crate::kernels::{scalar::Scalar, u8_params, Epilogue, GemmArgs, GemmF16, GemmF32, GemmU8I8, GemmU8I8Args, VectorOps};
 
 /// AVX-512 kernel set. Construct only through [`Avx512::detect`].
 pub struct Avx512(());
@@ -318,14 +318,10 @@ fn quantize_u8(x: &[f32], out: &mut [u8]) -> (f32, i32) {
         lo = _mm512_min_ps(lo, v);
         hi = _mm512_max_ps(hi, v);
     }
-    let (lo, hi) = (_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi));
-    let range = hi - lo;
-    if !(range > 0.0) || !range.is_finite() {
+    let Some((scale, zero)) = u8_params(_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi)) else {
         out[..x.len()].fill(0);
         return (1.0, 0);
-    }
-    let scale = range / 255.0;
-    let zero = (-lo / scale).round().clamp(0.0, 255.0) as i32;
+    };
     let inv = _mm512_set1_ps(1.0 / scale);
     let (zv, half, sign) = (_mm512_set1_epi32(zero), _mm512_set1_ps(0.5), _mm512_set1_ps(-0.0));
     let (min_v, max_v) = (_mm512_setzero_si512(), _mm512_set1_epi32(255));
