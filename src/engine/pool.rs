@@ -29,6 +29,22 @@ struct Shared {
     start: Condvar,
     done: Condvar,
     next: AtomicUsize,
+    /// Set when a task panicked on a worker; `run` re-raises it on the caller's thread.
+    panicked: std::sync::atomic::AtomicBool,
+}
+
+/// Waits until every worker has checked out of the current job, also while the caller unwinds, so
+/// the borrowed closure outlives every use.
+struct WaitForWorkers<'a>(&'a Shared);
+
+impl Drop for WaitForWorkers<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        while st.busy > 0 {
+            st = self.0.done.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        st.job = None;
+    }
 }
 
 /// Persistent worker threads.
@@ -45,6 +61,7 @@ impl Pool {
             start: Condvar::new(),
             done: Condvar::new(),
             next: AtomicUsize::new(0),
+            panicked: std::sync::atomic::AtomicBool::new(false),
         });
         let workers = (1..threads.max(1))
             .map(|i| {
@@ -61,15 +78,18 @@ impl Pool {
     }
 
     /// Calls `f(i)` for every `i < tasks`, spread over the pool; returns when all calls are done.
+    /// A panic in any task is re-raised here after every worker has stopped using `f`.
     pub fn run(&self, tasks: usize, f: &(dyn Fn(usize) + Sync)) {
         if self.workers.is_empty() || tasks <= 1 {
             (0..tasks).for_each(f);
             return;
         }
-        // SAFETY: only the lifetime is erased; the pointer is used by workers strictly before
-        // this function returns (it waits for `busy == 0` below), while `f` is still borrowed.
+        // SAFETY: only the lifetime is erased; workers use the pointer strictly before this
+        // function returns or unwinds (`WaitForWorkers` waits for `busy == 0` in both cases), while
+        // `f` is still borrowed.
         let f_static: *const (dyn Fn(usize) + Sync) = unsafe { std::mem::transmute(f) };
         self.shared.next.store(0, Ordering::SeqCst);
+        self.shared.panicked.store(false, Ordering::SeqCst);
         {
             let mut st = self.shared.state.lock().expect("pool lock");
             st.job = Some(Job { f: f_static, tasks });
@@ -77,12 +97,13 @@ impl Pool {
             st.busy = self.workers.len();
             self.shared.start.notify_all();
         }
-        drain(&self.shared, f, tasks);
-        let mut st = self.shared.state.lock().expect("pool lock");
-        while st.busy > 0 {
-            st = self.shared.done.wait(st).expect("pool lock");
+        {
+            let _wait = WaitForWorkers(&self.shared);
+            drain(&self.shared, f, tasks);
         }
-        st.job = None;
+        if self.shared.panicked.swap(false, Ordering::SeqCst) {
+            panic!("a task panicked on a vitedge worker thread");
+        }
     }
 }
 
@@ -113,9 +134,12 @@ fn worker(shared: &Shared) {
         if let Some(job) = job {
             // SAFETY: `run` keeps the closure alive until this worker decrements `busy`.
             let f = unsafe { &*job.f };
-            drain(shared, f, job.tasks);
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drain(shared, f, job.tasks)));
+            if ran.is_err() {
+                shared.panicked.store(true, Ordering::SeqCst);
+            }
         }
-        let mut st = shared.state.lock().expect("pool lock");
+        let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
         st.busy -= 1;
         if st.busy == 0 {
             shared.done.notify_all();
@@ -138,6 +162,26 @@ impl Drop for Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panicking_task_is_reraised_and_the_pool_stays_usable() {
+        let pool = Pool::new(2);
+        for _ in 0..20 {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                pool.run(8, &|i| {
+                    if i % 3 == 1 {
+                        panic!("task {i} fails");
+                    }
+                })
+            }));
+            assert!(r.is_err());
+        }
+        let count = AtomicUsize::new(0);
+        pool.run(10, &|_| {
+            count.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(count.load(Ordering::SeqCst), 10);
+    }
 
     #[test]
     fn runs_every_task_exactly_once_many_times() {
