@@ -81,9 +81,12 @@ impl BlobWriter {
         out
     }
 
-    /// Writes the blob to `path` (through a temporary file renamed into place, so a crash never
-    /// leaves a half-written blob under the final name).
+    /// Writes the blob to `path`, creating its folder if needed (through a temporary file renamed
+    /// into place, so a crash never leaves a half-written blob under the final name).
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
         let tmp = path.with_extension("vitb.partial");
         {
             let mut f = std::fs::File::create(&tmp)?;
