@@ -154,29 +154,21 @@ impl Kernels {
         }
     }
 
-    /// The AVX-512 (+VNNI, F16C) kernels, if this CPU has them.
-    #[cfg(target_arch = "x86_64")]
-    pub fn avx512() -> Option<Kernels> {
-        x86::avx512::Avx512::detect().map(|k| Kernels { gemm_f32: k, gemm_f16: k, gemm_u8i8: k, vector: k })
-    }
-
-    /// The NEON kernels (f32 GEMM in NEON; the other kinds still scalar), on AArch64.
-    #[cfg(target_arch = "aarch64")]
-    pub fn neon() -> Option<Kernels> {
-        aarch64::neon::Neon::detect().map(|k| Kernels { gemm_f32: k, gemm_f16: k, gemm_u8i8: k, vector: k })
+    /// Every SIMD kernel set this CPU supports, fastest first, as `(name, kernels)`. Each
+    /// instruction-set family registers its sets in its own module (`x86::kernel_sets`,
+    /// `aarch64::kernel_sets`).
+    pub fn simd_sets() -> Vec<(&'static str, Kernels)> {
+        #[cfg(target_arch = "x86_64")]
+        return x86::kernel_sets();
+        #[cfg(target_arch = "aarch64")]
+        return aarch64::kernel_sets();
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        return Vec::new();
     }
 
     /// The fastest kernels this CPU supports.
     pub fn auto() -> Kernels {
-        #[cfg(target_arch = "aarch64")]
-        if let Some(k) = Kernels::neon() {
-            return k;
-        }
-        #[cfg(target_arch = "x86_64")]
-        if let Some(k) = Kernels::avx512() {
-            return k;
-        }
-        Kernels::scalar()
+        Kernels::simd_sets().into_iter().next().map_or_else(Kernels::scalar, |(_, k)| k)
     }
 
     /// Kernels by name: `scalar`, `auto`, or an instruction-set name from [`Kernels::available`].
@@ -184,34 +176,24 @@ impl Kernels {
         match name {
             "scalar" => Ok(Kernels::scalar()),
             "auto" => Ok(Kernels::auto()),
-            #[cfg(target_arch = "x86_64")]
-            "avx512" if Kernels::avx512().is_some() => Ok(Kernels::avx512().expect("checked")),
-            #[cfg(target_arch = "aarch64")]
-            "neon" if Kernels::neon().is_some() => Ok(Kernels::neon().expect("checked")),
-            other => Err(format!(
-                "unknown or unsupported kernel set `{other}` on this CPU; available: {}",
-                Kernels::available().join(", ")
-            )),
+            other => Kernels::simd_sets().into_iter().find(|(n, _)| *n == other).map(|(_, k)| k).ok_or_else(|| {
+                format!("unknown or unsupported kernel set `{other}` on this CPU; available: {}", Kernels::available().join(", "))
+            }),
         }
     }
 
     /// Names accepted by [`Kernels::by_name`] on this CPU.
     pub fn available() -> Vec<&'static str> {
         let mut v = vec!["auto", "scalar"];
-        #[cfg(target_arch = "x86_64")]
-        if Kernels::avx512().is_some() {
-            v.push("avx512");
-        }
-        #[cfg(target_arch = "aarch64")]
-        if Kernels::neon().is_some() {
-            v.push("neon");
-        }
+        v.extend(Kernels::simd_sets().into_iter().map(|(n, _)| n));
         v
     }
 
     /// Every named kernel set this CPU supports (for tests that compare each with the reference).
     pub fn all_available() -> Vec<(&'static str, Kernels)> {
-        Kernels::available().into_iter().filter(|n| *n != "auto").map(|n| (n, Kernels::by_name(n).expect("listed as available"))).collect()
+        let mut v = vec![("scalar", Kernels::scalar())];
+        v.extend(Kernels::simd_sets());
+        v
     }
 
     /// CPU features relevant to kernel choice, as seen at run time.
