@@ -142,20 +142,18 @@ fn linear(
     let qlda = round_up(l.k, 4);
     let (a_u8, a_scale, a_zero) = q;
     assert!(a_u8.len() >= m * qlda && a_scale.len() >= m && a_zero.len() >= m);
-    let tasks = pool.threads().min(m.div_ceil(8)).max(1);
-    let rows_per = m.div_ceil(tasks);
+    let tasks = pool.threads().min(m.div_ceil(16)).max(1);
     let (out_p, q_p, s_p, z_p) = (SharedMut::new(out), SharedMut::new(a_u8), SharedMut::new(a_scale), SharedMut::new(a_zero));
     let bias = Some(l.bias);
     let run = |t: usize| {
-        let r0 = t * rows_per;
-        let r1 = m.min(r0 + rows_per);
+        let (r0, r1) = (task_first_row(t, tasks, m), task_first_row(t + 1, tasks, m));
         if r0 >= r1 {
             return;
         }
         let rows = r1 - r0;
         let a = &a[r0 * lda..];
-        // SAFETY: task t writes output rows r0..r1 only: [r0·ldc, (r1−1)·ldc + n) lies inside `out`
-        // (asserted above) and below r1·ldc, where the next task's range starts.
+        // SAFETY: task t writes output rows r0..r1 only (the tasks' row ranges are disjoint):
+        // [r0·ldc, (r1−1)·ldc + n) lies inside `out` (asserted above) and below r1·ldc.
         let out = unsafe { out_p.slice(r0 * ldc, (rows - 1) * ldc + l.n) };
         match l.weight {
             Matrix::F32(w) => {
@@ -196,6 +194,16 @@ fn linear(
         }
     };
     pool.run(tasks, &run);
+}
+
+/// First row of task `t` (of `tasks`) when `m` rows are split: an even split rounded to a multiple
+/// of 16 rows (the AMX tile height, and a multiple of the other kernels' row blocks), so only the
+/// last task has ragged rows; `task_first_row(tasks, ..) = m`. Non-decreasing in `t`.
+fn task_first_row(t: usize, tasks: usize, m: usize) -> usize {
+    if t >= tasks {
+        return m;
+    }
+    ((t * m / tasks + 8) / 16 * 16).min(m)
 }
 
 fn layer_norm_rows(kernels: &Kernels, norm: &Norm<'_>, eps: f32, x: &[f32], out: &mut [f32], d: usize) {

@@ -1,10 +1,20 @@
-//! A small persistent thread pool: workers are spawned once per engine and wait on a condition
-//! variable; [`Pool::run`] hands them a borrowed closure and returns when every task is done, so no
-//! thread is spawned and nothing is allocated per call.
+//! A small persistent thread pool: workers are spawned once per engine; [`Pool::run`] hands them a
+//! borrowed closure and returns when every task is done, so no thread is spawned and nothing is
+//! allocated per call.
+//!
+//! A forward pass runs ~60 short parallel regions per frame (row blocks of each linear layer,
+//! attention heads), so hand-off latency matters: workers and the caller first spin on atomics for
+//! a short while (`SPIN`), and only then sleep on a condition variable. A frame's regions follow each
+//! other within microseconds, so workers stay hot during a frame and go to sleep between frames.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long a worker (or the caller) busy-waits for the next job (or for the workers) before
+/// sleeping.
+const SPIN: Duration = Duration::from_micros(300);
 
 /// A borrowed task function, type-erased to a raw pointer while a `run` call is in flight.
 #[derive(Clone, Copy)]
@@ -18,19 +28,40 @@ struct Job {
 unsafe impl Send for Job {}
 
 struct State {
-    generation: u64,
     job: Option<Job>,
-    busy: usize,
     shutdown: bool,
+    /// Workers asleep on `start`.
+    sleepers: usize,
 }
 
 struct Shared {
     state: Mutex<State>,
+    /// Bumped (under the lock) for every job; workers spin on it.
+    generation: AtomicU64,
+    /// Workers that have not yet checked out of the current job.
+    busy: AtomicUsize,
     start: Condvar,
     done: Condvar,
     next: AtomicUsize,
     /// Set when a task panicked on a worker; `run` re-raises it on the caller's thread.
-    panicked: std::sync::atomic::AtomicBool,
+    panicked: AtomicBool,
+    shutdown: AtomicBool,
+}
+
+/// Spins until `ready()` holds or `SPIN` has passed; returns whether it holds.
+fn spin_until(ready: impl Fn() -> bool) -> bool {
+    let t0 = Instant::now();
+    loop {
+        for _ in 0..64 {
+            if ready() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        if t0.elapsed() > SPIN {
+            return ready();
+        }
+    }
 }
 
 /// Waits until every worker has checked out of the current job, also while the caller unwinds, so
@@ -39,10 +70,19 @@ struct WaitForWorkers<'a>(&'a Shared);
 
 impl Drop for WaitForWorkers<'_> {
     fn drop(&mut self) {
-        let mut st = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
-        while st.busy > 0 {
-            st = self.0.done.wait(st).unwrap_or_else(|e| e.into_inner());
-        }
+        let shared = self.0;
+        let idle = || shared.busy.load(Ordering::Acquire) == 0;
+        let mut st = if spin_until(idle) {
+            shared.state.lock().unwrap_or_else(|e| e.into_inner())
+        } else {
+            let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            // A worker decrements `busy` before taking the lock to notify, so checking under the
+            // lock cannot miss the last notification.
+            while !idle() {
+                st = shared.done.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            st
+        };
         st.job = None;
     }
 }
@@ -57,11 +97,14 @@ impl Pool {
     /// A pool that runs tasks on `threads` threads in total (the caller's thread included).
     pub fn new(threads: usize) -> Pool {
         let shared = Arc::new(Shared {
-            state: Mutex::new(State { generation: 0, job: None, busy: 0, shutdown: false }),
+            state: Mutex::new(State { job: None, shutdown: false, sleepers: 0 }),
+            generation: AtomicU64::new(0),
+            busy: AtomicUsize::new(0),
             start: Condvar::new(),
             done: Condvar::new(),
             next: AtomicUsize::new(0),
-            panicked: std::sync::atomic::AtomicBool::new(false),
+            panicked: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
         });
         let workers = (1..threads.max(1))
             .map(|i| {
@@ -88,20 +131,23 @@ impl Pool {
         // function returns or unwinds (`WaitForWorkers` waits for `busy == 0` in both cases), while
         // `f` is still borrowed.
         let f_static: *const (dyn Fn(usize) + Sync) = unsafe { std::mem::transmute(f) };
-        self.shared.next.store(0, Ordering::SeqCst);
-        self.shared.panicked.store(false, Ordering::SeqCst);
+        let shared = &*self.shared;
+        shared.next.store(0, Ordering::SeqCst);
+        shared.panicked.store(false, Ordering::SeqCst);
         {
-            let mut st = self.shared.state.lock().expect("pool lock");
+            let mut st = shared.state.lock().expect("pool lock");
             st.job = Some(Job { f: f_static, tasks });
-            st.generation += 1;
-            st.busy = self.workers.len();
-            self.shared.start.notify_all();
+            shared.busy.store(self.workers.len(), Ordering::SeqCst);
+            shared.generation.fetch_add(1, Ordering::SeqCst);
+            if st.sleepers > 0 {
+                shared.start.notify_all();
+            }
         }
         {
-            let _wait = WaitForWorkers(&self.shared);
-            drain(&self.shared, f, tasks);
+            let _wait = WaitForWorkers(shared);
+            drain(shared, f, tasks);
         }
-        if self.shared.panicked.swap(false, Ordering::SeqCst) {
+        if shared.panicked.swap(false, Ordering::SeqCst) {
             panic!("a task panicked on a vitedge worker thread");
         }
     }
@@ -120,15 +166,19 @@ fn drain(shared: &Shared, f: &(dyn Fn(usize) + Sync), tasks: usize) {
 fn worker(shared: &Shared) {
     let mut seen = 0u64;
     loop {
+        let fresh = || shared.generation.load(Ordering::Acquire) != seen || shared.shutdown.load(Ordering::Acquire);
+        spin_until(fresh);
         let job = {
             let mut st = shared.state.lock().expect("pool lock");
-            while st.generation == seen && !st.shutdown {
+            while shared.generation.load(Ordering::Acquire) == seen && !st.shutdown {
+                st.sleepers += 1;
                 st = shared.start.wait(st).expect("pool lock");
+                st.sleepers -= 1;
             }
             if st.shutdown {
                 return;
             }
-            seen = st.generation;
+            seen = shared.generation.load(Ordering::Acquire);
             st.job
         };
         if let Some(job) = job {
@@ -139,9 +189,8 @@ fn worker(shared: &Shared) {
                 shared.panicked.store(true, Ordering::SeqCst);
             }
         }
-        let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
-        st.busy -= 1;
-        if st.busy == 0 {
+        if shared.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let _st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
             shared.done.notify_all();
         }
     }
@@ -152,6 +201,7 @@ impl Drop for Pool {
         if let Ok(mut st) = self.shared.state.lock() {
             st.shutdown = true;
         }
+        self.shared.shutdown.store(true, Ordering::SeqCst);
         self.shared.start.notify_all();
         for w in self.workers.drain(..) {
             let _ = w.join();

@@ -1,21 +1,25 @@
 //! AVX-512 kernels (F, BW, VL, DQ + VNNI + F16C): one 16-column weight panel row is one zmm
 //! register, so the `Panel16` and `Panel16x4` blob layouts feed `vfmadd` and `vpdpbusd` directly.
 //!
-//! Micro-kernel: `MR` rows of `a` × one 16-column panel, accumulators in registers, the activation
-//! value (or 4 activation bytes) broadcast per step; ragged column tails use masked loads and stores.
+//! Micro-kernels: a tile of up to `MR` = 6 rows of `a` × up to `NP` = 4 adjacent 16-column panels
+//! (24 zmm accumulators), so each weight vector loaded is used 6 times and each broadcast activation
+//! value (or 4 activation bytes) 4 times. Tiles are const-generic in their row and panel counts, so
+//! the ragged edges run the same fully unrolled code; ragged column tails use masked stores.
 
 use std::arch::x86_64::*;
 
 use half::f16;
 
 use crate::blob::round_up;
-use crate::kernels::{scalar::Scalar, u8_params, Epilogue, GemmArgs, GemmF16, GemmF32, GemmU8I8, GemmU8I8Args, VectorOps};
+use crate::kernels::{u8_params, Epilogue, GemmArgs, GemmF16, GemmF32, GemmU8I8, GemmU8I8Args, VectorOps};
 
 /// AVX-512 kernel set. Construct only through [`Avx512::detect`].
 pub struct Avx512(());
 
-/// Rows per micro-kernel step.
-const MR: usize = 8;
+/// Rows per micro-kernel tile.
+const MR: usize = 6;
+/// 16-column panels per micro-kernel tile.
+const NP: usize = 4;
 
 /// Mask of the first `width` (1..=16) lanes.
 #[inline(always)]
@@ -122,39 +126,117 @@ fn check_gemm<W>(args: &GemmArgs<'_, W>, out: &[f32], ldc: usize) {
     assert!(bias.is_none_or(|b| b.len() >= n), "bias is too short");
 }
 
+/// One `R × P` tile of a float GEMM: rows `a[r·lda ..]`, panels `w[p·16k ..]`, results to
+/// `out[r·ldc + p·16 ..]` (masked by `masks[p]`), with `bias[p]` added.
+///
+/// # Safety
+/// `a` must be valid for `R` rows of `k` values `lda` apart, `w` for `P` panels of `16·k` weights,
+/// `out` for the masked lanes of `R` rows `ldc` apart; the CPU must have the features enabled here.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,f16c,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_float<W: PanelWeight, const R: usize, const P: usize>(
+    a: *const f32,
+    lda: usize,
+    w: *const W,
+    k: usize,
+    out: *mut f32,
+    ldc: usize,
+    bias: &[__m512; NP],
+    masks: &[__mmask16; NP],
+    epilogue: Epilogue,
+) {
+    let mut acc = [[_mm512_setzero_ps(); P]; R];
+    // SAFETY (whole body): every pointer offset stays inside the ranges the caller guarantees.
+    unsafe {
+        for kk in 0..k {
+            let wv: [__m512; P] = std::array::from_fn(|p| W::load16(w.add(p * 16 * k + kk * 16)));
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*a.add(r * lda + kk));
+                for (acc_rp, wp) in acc_r.iter_mut().zip(&wv) {
+                    *acc_rp = _mm512_fmadd_ps(av, *wp, *acc_rp);
+                }
+            }
+        }
+        for (r, acc_r) in acc.iter().enumerate() {
+            for (p, acc_rp) in acc_r.iter().enumerate() {
+                finish16(_mm512_add_ps(*acc_rp, bias[p]), out.add(r * ldc + p * 16), masks[p], epilogue);
+            }
+        }
+    }
+}
+
+/// Runs `$tile::<R, P>($args)` for run-time `rows` ∈ 1..=MR and `panels` ∈ 1..=NP.
+macro_rules! dispatch_tile {
+    ($tile:ident, $($w:ty)?; $rows:expr, $panels:expr; $($arg:expr),*) => {
+        match ($rows, $panels) {
+            (6, 4) => $tile::<$($w,)? 6, 4>($($arg),*),
+            (6, 3) => $tile::<$($w,)? 6, 3>($($arg),*),
+            (6, 2) => $tile::<$($w,)? 6, 2>($($arg),*),
+            (6, 1) => $tile::<$($w,)? 6, 1>($($arg),*),
+            (5, 4) => $tile::<$($w,)? 5, 4>($($arg),*),
+            (5, 3) => $tile::<$($w,)? 5, 3>($($arg),*),
+            (5, 2) => $tile::<$($w,)? 5, 2>($($arg),*),
+            (5, 1) => $tile::<$($w,)? 5, 1>($($arg),*),
+            (4, 4) => $tile::<$($w,)? 4, 4>($($arg),*),
+            (4, 3) => $tile::<$($w,)? 4, 3>($($arg),*),
+            (4, 2) => $tile::<$($w,)? 4, 2>($($arg),*),
+            (4, 1) => $tile::<$($w,)? 4, 1>($($arg),*),
+            (3, 4) => $tile::<$($w,)? 3, 4>($($arg),*),
+            (3, 3) => $tile::<$($w,)? 3, 3>($($arg),*),
+            (3, 2) => $tile::<$($w,)? 3, 2>($($arg),*),
+            (3, 1) => $tile::<$($w,)? 3, 1>($($arg),*),
+            (2, 4) => $tile::<$($w,)? 2, 4>($($arg),*),
+            (2, 3) => $tile::<$($w,)? 2, 3>($($arg),*),
+            (2, 2) => $tile::<$($w,)? 2, 2>($($arg),*),
+            (2, 1) => $tile::<$($w,)? 2, 1>($($arg),*),
+            (1, 4) => $tile::<$($w,)? 1, 4>($($arg),*),
+            (1, 3) => $tile::<$($w,)? 1, 3>($($arg),*),
+            (1, 2) => $tile::<$($w,)? 1, 2>($($arg),*),
+            (1, 1) => $tile::<$($w,)? 1, 1>($($arg),*),
+            _ => unreachable!("tile shapes are 1..=MR rows × 1..=NP panels"),
+        }
+    };
+}
+
+/// Per-panel column masks and bias vectors of the panels `p0 .. p0 + panels`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn panel_masks_and_bias(n: usize, p0: usize, panels: usize, bias: Option<&[f32]>) -> ([__mmask16; NP], [__m512; NP]) {
+    let mut masks = [0 as __mmask16; NP];
+    let mut bv = [_mm512_setzero_ps(); NP];
+    for p in 0..panels {
+        let col = (p0 + p) * 16;
+        masks[p] = tail_mask(n - col);
+        if let Some(b) = bias {
+            // SAFETY: bias has ≥ n values (checked by the callers); the masked load reads lanes below n.
+            bv[p] = unsafe { _mm512_maskz_loadu_ps(masks[p], b.as_ptr().add(col)) };
+        }
+    }
+    (masks, bv)
+}
+
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,f16c,fma")]
 fn gemm_panel<W: PanelWeight>(args: &GemmArgs<'_, W>, out: &mut [f32], ldc: usize) {
     check_gemm(args, out, ldc);
     let GemmArgs { m, n, k, a, lda, w, bias, epilogue } = *args;
-    for p in 0..n.div_ceil(16) {
-        let mask = tail_mask(n - p * 16);
-        // SAFETY: bias has ≥ n values (checked), the masked load reads only lanes below n.
-        let bias_v = match bias {
-            Some(b) => unsafe { _mm512_maskz_loadu_ps(mask, b.as_ptr().add(p * 16)) },
-            None => _mm512_setzero_ps(),
-        };
-        let panel = w[p * 16 * k..].as_ptr();
+    let total = n.div_ceil(16);
+    let mut p0 = 0;
+    while p0 < total {
+        let panels = (total - p0).min(NP);
+        let (masks, bv) = panel_masks_and_bias(n, p0, panels, bias);
         let mut i = 0;
         while i < m {
             let rows = (m - i).min(MR);
-            let mut acc = [_mm512_setzero_ps(); MR];
-            for kk in 0..k {
-                // SAFETY: the panel holds k rows of 16 weights (checked length).
-                let wv = unsafe { W::load16(panel.add(kk * 16)) };
-                for (r, acc_r) in acc.iter_mut().enumerate().take(rows) {
-                    // SAFETY: row i + r < m and kk < k, inside `a` (checked length).
-                    let av = unsafe { *a.get_unchecked((i + r) * lda + kk) };
-                    *acc_r = _mm512_fmadd_ps(_mm512_set1_ps(av), wv, *acc_r);
-                }
-            }
-            for (r, acc_r) in acc.iter().enumerate().take(rows) {
-                // SAFETY: row i + r < m, the masked columns below n ≤ ldc, inside `out`.
-                unsafe {
-                    finish16(_mm512_add_ps(*acc_r, bias_v), out.as_mut_ptr().add((i + r) * ldc + p * 16), mask, epilogue);
-                }
+            // SAFETY: rows i..i+rows < m of `a` and `out`, panels p0..p0+panels < ceil(n/16) of `w`
+            // (lengths checked by `check_gemm`); stores are masked to columns below n ≤ ldc.
+            unsafe {
+                let (ap, wp, op) = (a.as_ptr().add(i * lda), w.as_ptr().add(p0 * 16 * k), out.as_mut_ptr().add(i * ldc + p0 * 16));
+                dispatch_tile!(tile_float, W; rows, panels; ap, lda, wp, k, op, ldc, &bv, &masks, epilogue);
             }
             i += rows;
         }
+        p0 += panels;
     }
 }
 
@@ -178,52 +260,126 @@ impl GemmF16 for Avx512 {
     }
 }
 
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
-fn gemm_u8i8(args: &GemmU8I8Args<'_>, out: &mut [f32], ldc: usize) {
-    let GemmU8I8Args { m, n, k, a, lda, a_scale, a_zero, w, w_scale, w_sum, bias, epilogue } = *args;
+/// Checks the operand lengths of an int8 GEMM (panics with a message on a caller bug).
+pub(crate) fn check_gemm_u8i8(args: &GemmU8I8Args<'_>, out: &[f32], ldc: usize) {
+    let GemmU8I8Args { m, n, k, a, lda, a_scale, a_zero, w, w_scale, w_sum, bias, .. } = *args;
     let kp = round_up(k, 4);
     assert!(m == 0 || (lda >= kp && a.len() >= (m - 1) * lda + kp), "a is too short");
     assert!(a_scale.len() >= m && a_zero.len() >= m, "activation parameters are too short");
     assert!(w.len() >= n.div_ceil(16) * 16 * kp, "packed weights are too short");
     assert!(w_scale.len() >= n && w_sum.len() >= n && bias.is_none_or(|b| b.len() >= n), "per-column data too short");
     assert!(m == 0 || (ldc >= n && out.len() >= (m - 1) * ldc + n), "out is too short");
-    for p in 0..n.div_ceil(16) {
-        let mask = tail_mask(n - p * 16);
-        // SAFETY: masked loads read only lanes below n - p*16 (lengths checked above).
-        let (scale_v, sum_v, bias_v) = unsafe {
-            (
-                _mm512_maskz_loadu_ps(mask, w_scale.as_ptr().add(p * 16)),
-                _mm512_maskz_loadu_epi32(mask, w_sum.as_ptr().add(p * 16)),
-                match bias {
-                    Some(b) => _mm512_maskz_loadu_ps(mask, b.as_ptr().add(p * 16)),
-                    None => _mm512_setzero_ps(),
-                },
-            )
-        };
-        let panel = w[p * 16 * kp..].as_ptr();
-        let mut i = 0;
-        while i < m {
-            let rows = (m - i).min(MR);
-            let mut acc = [_mm512_setzero_si512(); MR];
-            for g in 0..kp / 4 {
-                // SAFETY: group g of the panel is 64 bytes inside the checked weight length.
-                let wv = unsafe { _mm512_loadu_si512(panel.add(g * 64) as *const __m512i) };
-                for (r, acc_r) in acc.iter_mut().enumerate().take(rows) {
-                    // SAFETY: 4 bytes at row i + r, offset 4g < kp ≤ lda: inside `a`.
-                    let a4 = unsafe { std::ptr::read_unaligned(a.as_ptr().add((i + r) * lda + g * 4) as *const i32) };
-                    *acc_r = _mm512_dpbusd_epi32(*acc_r, _mm512_set1_epi32(a4), wv);
+}
+
+/// Per-panel dequantization data of panels `p0 .. p0 + panels`: column masks, weight scales,
+/// weight sums and bias.
+pub(crate) struct PanelQuant {
+    pub(crate) masks: [__mmask16; NP],
+    pub(crate) scale: [__m512; NP],
+    pub(crate) sum: [__m512i; NP],
+    pub(crate) bias: [__m512; NP],
+}
+
+impl PanelQuant {
+    /// Loads the data of `panels` panels from `p0` (lengths checked by [`check_gemm_u8i8`]).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(crate) fn load(args: &GemmU8I8Args<'_>, p0: usize, panels: usize) -> PanelQuant {
+        let mut q = PanelQuant { masks: [0; NP], scale: [_mm512_setzero_ps(); NP], sum: [_mm512_setzero_si512(); NP], bias: [_mm512_setzero_ps(); NP] };
+        for p in 0..panels {
+            let col = (p0 + p) * 16;
+            let mask = tail_mask(args.n - col);
+            q.masks[p] = mask;
+            // SAFETY: masked loads read only lanes below n (per-column data has ≥ n values).
+            unsafe {
+                q.scale[p] = _mm512_maskz_loadu_ps(mask, args.w_scale.as_ptr().add(col));
+                q.sum[p] = _mm512_maskz_loadu_epi32(mask, args.w_sum.as_ptr().add(col));
+                if let Some(b) = args.bias {
+                    q.bias[p] = _mm512_maskz_loadu_ps(mask, b.as_ptr().add(col));
                 }
             }
-            for (r, acc_r) in acc.iter().enumerate().take(rows) {
-                let row = i + r;
-                let corrected = _mm512_sub_epi32(*acc_r, _mm512_mullo_epi32(_mm512_set1_epi32(a_zero[row]), sum_v));
-                let s = _mm512_mul_ps(_mm512_set1_ps(a_scale[row]), scale_v);
-                let v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(corrected), s, bias_v);
-                // SAFETY: row < m, the masked columns below n ≤ ldc, inside `out`.
-                unsafe { finish16(v, out.as_mut_ptr().add(row * ldc + p * 16), mask, epilogue) };
-            }
-            i += rows;
         }
+        q
+    }
+}
+
+/// Dequantizes one row's 16 i32 sums of panel `p` and stores them through the epilogue.
+///
+/// # Safety
+/// `dst` must be valid for the lanes of `q.masks[p]`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq")]
+pub(crate) unsafe fn finish_u8i8(acc: __m512i, a_scale: f32, a_zero: i32, q: &PanelQuant, p: usize, dst: *mut f32, epilogue: Epilogue) {
+    let corrected = _mm512_sub_epi32(acc, _mm512_mullo_epi32(_mm512_set1_epi32(a_zero), q.sum[p]));
+    let v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(corrected), _mm512_mul_ps(_mm512_set1_ps(a_scale), q.scale[p]), q.bias[p]);
+    // SAFETY: guaranteed by the caller.
+    unsafe { finish16(v, dst, q.masks[p], epilogue) }
+}
+
+/// One `R × P` tile of the u8 × i8 GEMM over `groups` 4-byte groups.
+///
+/// # Safety
+/// `a` valid for `R` rows of `4·groups` bytes `lda` apart, `w` for `P` panels of `64·groups` bytes,
+/// `out` for the masked lanes of `R` rows `ldc` apart; `a_scale`/`a_zero` hold ≥ `R` values.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_u8i8<const R: usize, const P: usize>(
+    a: *const u8,
+    lda: usize,
+    w: *const i8,
+    groups: usize,
+    out: *mut f32,
+    ldc: usize,
+    a_scale: *const f32,
+    a_zero: *const i32,
+    q: &PanelQuant,
+    epilogue: Epilogue,
+) {
+    let mut acc = [[_mm512_setzero_si512(); P]; R];
+    // SAFETY (whole body): every pointer offset stays inside the ranges the caller guarantees.
+    unsafe {
+        for g in 0..groups {
+            let wv: [__m512i; P] = std::array::from_fn(|p| _mm512_loadu_si512(w.add(p * 64 * groups + g * 64) as *const __m512i));
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let a4 = _mm512_set1_epi32(std::ptr::read_unaligned(a.add(r * lda + g * 4) as *const i32));
+                for (acc_rp, wp) in acc_r.iter_mut().zip(&wv) {
+                    *acc_rp = _mm512_dpbusd_epi32(*acc_rp, a4, *wp);
+                }
+            }
+        }
+        for (r, acc_r) in acc.iter().enumerate() {
+            for (p, acc_rp) in acc_r.iter().enumerate() {
+                finish_u8i8(*acc_rp, *a_scale.add(r), *a_zero.add(r), q, p, out.add(r * ldc + p * 16), epilogue);
+            }
+        }
+    }
+}
+
+/// u8 × i8 GEMM with AVX-512 VNNI over rows `rows` of `args` (all of them for the plain kernel; the
+/// AMX kernel hands its ragged rows here).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+pub(crate) fn gemm_u8i8_rows(args: &GemmU8I8Args<'_>, rows: std::ops::Range<usize>, out: &mut [f32], ldc: usize) {
+    let GemmU8I8Args { n, k, a, lda, a_scale, a_zero, w, epilogue, .. } = *args;
+    let groups = round_up(k, 4) / 4;
+    let total = n.div_ceil(16);
+    let mut p0 = 0;
+    while p0 < total {
+        let panels = (total - p0).min(NP);
+        let q = PanelQuant::load(args, p0, panels);
+        let mut i = rows.start;
+        while i < rows.end {
+            let r = (rows.end - i).min(MR);
+            // SAFETY: rows i..i+r < m of `a`, `out` and the activation parameters, panels
+            // p0..p0+panels of `w` (lengths checked by `check_gemm_u8i8`); stores are masked below n.
+            unsafe {
+                let (ap, wp, op) = (a.as_ptr().add(i * lda), w.as_ptr().add(p0 * 64 * groups), out.as_mut_ptr().add(i * ldc + p0 * 16));
+                let (sp, zp) = (a_scale.as_ptr().add(i), a_zero.as_ptr().add(i));
+                dispatch_tile!(tile_u8i8, ; r, panels; ap, lda, wp, groups, op, ldc, sp, zp, &q, epilogue);
+            }
+            i += r;
+        }
+        p0 += panels;
     }
 }
 
@@ -232,8 +388,9 @@ impl GemmU8I8 for Avx512 {
         "avx512vnni"
     }
     fn gemm(&self, args: &GemmU8I8Args<'_>, out: &mut [f32], ldc: usize) {
+        check_gemm_u8i8(args, out, ldc);
         // SAFETY: an `Avx512` value exists only when `detect` found every feature enabled here.
-        unsafe { gemm_u8i8(args, out, ldc) }
+        unsafe { gemm_u8i8_rows(args, 0..args.m, out, ldc) }
     }
 }
 
@@ -311,32 +468,96 @@ fn gelu(x: &mut [f32]) {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
 fn quantize_u8(x: &[f32], out: &mut [u8]) -> (f32, i32) {
     assert!(out.len() >= x.len(), "output is too short");
+    let n = x.len();
+    let full = n / 16 * 16;
     let (mut lo, mut hi) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-    for chunk in x.chunks(16) {
-        // SAFETY: masked lanes lie inside the chunk; the others read as 0, which the range includes.
-        let v = unsafe { _mm512_maskz_loadu_ps(tail_mask(chunk.len()), chunk.as_ptr()) };
+    let (mut lo2, mut hi2) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    let mut i = 0;
+    // SAFETY (loads below): i + 16 ≤ full ≤ n, or masked lanes below n.
+    while i + 32 <= full {
+        let (v, v2) = unsafe { (_mm512_loadu_ps(x.as_ptr().add(i)), _mm512_loadu_ps(x.as_ptr().add(i + 16))) };
         lo = _mm512_min_ps(lo, v);
         hi = _mm512_max_ps(hi, v);
+        lo2 = _mm512_min_ps(lo2, v2);
+        hi2 = _mm512_max_ps(hi2, v2);
+        i += 32;
     }
+    while i < n {
+        // The masked-off lanes read as 0, which the range includes anyway.
+        let v = unsafe { _mm512_maskz_loadu_ps(tail_mask(n - i), x.as_ptr().add(i)) };
+        lo = _mm512_min_ps(lo, v);
+        hi = _mm512_max_ps(hi, v);
+        i += 16;
+    }
+    let (lo, hi) = (_mm512_min_ps(lo, lo2), _mm512_max_ps(hi, hi2));
     let Some((scale, zero)) = u8_params(_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi)) else {
-        out[..x.len()].fill(0);
+        out[..n].fill(0);
         return (1.0, 0);
     };
-    let inv = _mm512_set1_ps(1.0 / scale);
-    let (zv, half, sign) = (_mm512_set1_epi32(zero), _mm512_set1_ps(0.5), _mm512_set1_ps(-0.0));
-    let (min_v, max_v) = (_mm512_setzero_si512(), _mm512_set1_epi32(255));
-    for (i, chunk) in x.chunks(16).enumerate() {
-        let mask = tail_mask(chunk.len());
-        // SAFETY: masked lanes lie inside the chunk and inside `out` (asserted length).
-        unsafe {
-            let q = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, chunk.as_ptr()), inv);
-            let q = _mm512_add_ps(q, _mm512_or_ps(half, _mm512_and_ps(q, sign)));
-            let qi = _mm512_add_epi32(_mm512_cvttps_epi32(q), zv);
-            let qi = _mm512_min_epi32(_mm512_max_epi32(qi, min_v), max_v);
-            _mm_mask_storeu_epi8(out.as_mut_ptr().add(i * 16) as *mut i8, mask, _mm512_cvtepi32_epi8(qi));
-        }
+    let (inv, zv) = (_mm512_set1_ps(1.0 / scale), _mm512_set1_epi32(zero));
+    /// 16 values to u8: `clamp(round_half_away(v · inv) + zero, 0, 255)`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+    fn quant16(v: __m512, inv: __m512, zv: __m512i) -> __m128i {
+        let q = _mm512_mul_ps(v, inv);
+        let q = _mm512_add_ps(q, _mm512_or_ps(_mm512_set1_ps(0.5), _mm512_and_ps(q, _mm512_set1_ps(-0.0))));
+        let qi = _mm512_add_epi32(_mm512_cvttps_epi32(q), zv);
+        _mm512_cvtepi32_epi8(_mm512_min_epi32(_mm512_max_epi32(qi, _mm512_setzero_si512()), _mm512_set1_epi32(255)))
+    }
+    let mut i = 0;
+    while i < full {
+        // SAFETY: i + 16 ≤ n values of x and bytes of out (asserted length).
+        unsafe { _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut __m128i, quant16(_mm512_loadu_ps(x.as_ptr().add(i)), inv, zv)) };
+        i += 16;
+    }
+    if i < n {
+        let mask = tail_mask(n - i);
+        // SAFETY: masked lanes lie inside x and out.
+        unsafe { _mm_mask_storeu_epi8(out.as_mut_ptr().add(i) as *mut i8, mask, quant16(_mm512_maskz_loadu_ps(mask, x.as_ptr().add(i)), inv, zv)) };
     }
     (scale, zero)
+}
+
+/// LayerNorm of one row in f32: mean, then the variance of the centred values (two passes, so no
+/// cancellation), then the affine output.
+#[target_feature(enable = "avx512f")]
+fn layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32]) {
+    let n = x.len();
+    assert!(gamma.len() >= n && beta.len() >= n && out.len() >= n, "layer_norm operands are too short");
+    if n == 0 {
+        return;
+    }
+    let mut sum = _mm512_setzero_ps();
+    let mut i = 0;
+    while i < n {
+        // SAFETY: masked lanes lie inside x.
+        sum = _mm512_add_ps(sum, unsafe { _mm512_maskz_loadu_ps(tail_mask(n - i), x.as_ptr().add(i)) });
+        i += 16;
+    }
+    let mean = _mm512_reduce_add_ps(sum) / n as f32;
+    let mv = _mm512_set1_ps(mean);
+    let mut sq = _mm512_setzero_ps();
+    let mut i = 0;
+    while i < n {
+        let mask = tail_mask(n - i);
+        // SAFETY: masked lanes lie inside x; the others are zeroed after centring.
+        let d = _mm512_maskz_sub_ps(mask, unsafe { _mm512_maskz_loadu_ps(mask, x.as_ptr().add(i)) }, mv);
+        sq = _mm512_fmadd_ps(d, d, sq);
+        i += 16;
+    }
+    let var = _mm512_reduce_add_ps(sq) / n as f32;
+    let inv = _mm512_set1_ps(1.0 / (var + eps).sqrt());
+    let mut i = 0;
+    while i < n {
+        let mask = tail_mask(n - i);
+        // SAFETY: masked lanes lie inside x, gamma, beta and out (asserted lengths).
+        unsafe {
+            let d = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, x.as_ptr().add(i)), mv), inv);
+            let y = _mm512_fmadd_ps(d, _mm512_maskz_loadu_ps(mask, gamma.as_ptr().add(i)), _mm512_maskz_loadu_ps(mask, beta.as_ptr().add(i)));
+            _mm512_mask_storeu_ps(out.as_mut_ptr().add(i), mask, y);
+        }
+        i += 16;
+    }
 }
 
 impl VectorOps for Avx512 {
@@ -344,7 +565,8 @@ impl VectorOps for Avx512 {
         "avx512"
     }
     fn layer_norm(&self, x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32]) {
-        Scalar.layer_norm(x, gamma, beta, eps, out)
+        // SAFETY: an `Avx512` value exists only when `detect` found AVX-512F.
+        unsafe { layer_norm(x, gamma, beta, eps, out) }
     }
     fn softmax(&self, x: &mut [f32], scale: f32) {
         // SAFETY: an `Avx512` value exists only when `detect` found AVX-512F.

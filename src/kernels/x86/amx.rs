@@ -1,0 +1,252 @@
+//! AMX int8 GEMM (Intel Advanced Matrix Extensions: AMX-TILE + AMX-INT8, Sapphire Rapids and later).
+//!
+//! `tdpbusd` multiplies a 16 × 64-byte u8 tile of activations by a 16-row × 64-byte i8 tile laid
+//! out as 16 groups of (4 k-bytes × 16 columns) — which is exactly one 1 KiB slice of a
+//! `Panel16x4` panel, so the blob's weights are loaded as AMX tiles with a 64-byte stride, no
+//! repacking. A block of 32 rows × 32 columns keeps four i32 accumulator tiles; the k loop runs in
+//! assembly (the tile instructions have no stable Rust intrinsics). Sums leave the tiles through a
+//! 4 KiB stack buffer and are finished with the AVX-512 epilogue; ragged k (a tail of fewer than 64
+//! bytes) and ragged rows (fewer than 16) are computed with the AVX-512 VNNI kernel, so results are
+//! exact integers like the scalar reference.
+//!
+//! The other kinds of this set (f32 / f16 GEMM, element-wise) are the AVX-512 kernels.
+
+use std::arch::asm;
+use std::arch::x86_64::*;
+use std::sync::OnceLock;
+
+use super::avx512::{check_gemm_u8i8, finish_u8i8, gemm_u8i8_rows, Avx512, PanelQuant};
+use crate::blob::round_up;
+use crate::kernels::{GemmU8I8, GemmU8I8Args};
+
+/// AMX int8 GEMM. Construct only through [`Amx::detect`].
+pub struct Amx(());
+
+/// `arch_prctl` request for permission to use an extended state component (Linux ≥ 5.16).
+const ARCH_REQ_XCOMP_PERM: libc::c_int = 0x1023;
+/// The AMX tile data state component.
+const XFEATURE_XTILEDATA: libc::c_ulong = 18;
+
+impl Amx {
+    /// The kernel if the CPU has AMX-TILE, AMX-INT8 and the AVX-512 set, and the kernel grants this
+    /// process the AMX state (asked once).
+    pub fn detect() -> Option<&'static Amx> {
+        static OK: OnceLock<bool> = OnceLock::new();
+        static K: Amx = Amx(());
+        let ok = *OK.get_or_init(|| {
+            // CPUID leaf 7 exists on every x86-64 CPU with AVX-512 (checked first).
+            let cpu = Avx512::detect().is_some() && {
+                let r = __cpuid_count(7, 0);
+                r.edx & (1 << 24) != 0 && r.edx & (1 << 25) != 0
+            };
+            if !cpu {
+                return false;
+            }
+            // SAFETY: a plain system call with integer arguments; it only changes which extended
+            // state the kernel lets this process use.
+            let granted = unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) } == 0;
+            if !granted {
+                log::info!("CPU has AMX but the kernel did not grant the tile state; using AVX-512 VNNI");
+            }
+            granted
+        });
+        ok.then_some(&K)
+    }
+}
+
+/// Tile configuration (palette 1): every tile used is 16 rows × 64 bytes.
+#[repr(C, align(64))]
+struct TileConfig {
+    palette: u8,
+    start_row: u8,
+    reserved: [u8; 14],
+    colsb: [u16; 16],
+    rows: [u8; 16],
+}
+
+impl TileConfig {
+    /// tmm0–3: i32 accumulators (16 × 16), tmm4–5: activations (16 × 64 u8), tmm6–7: weights.
+    fn full() -> TileConfig {
+        let mut c = TileConfig { palette: 1, start_row: 0, reserved: [0; 14], colsb: [0; 16], rows: [0; 16] };
+        for t in 0..8 {
+            c.colsb[t] = 64;
+            c.rows[t] = 16;
+        }
+        c
+    }
+}
+
+/// Four 16 × 16 i32 accumulator tiles stored for the epilogue.
+#[repr(C, align(64))]
+struct Sums([[i32; 256]; 4]);
+
+/// Runs the k loop of one block with `$rows` 16-row tiles × `$cols` panels and stores the sums.
+macro_rules! amx_block {
+    (2, 2, $a0:expr, $a1:expr, $b0:expr, $b1:expr, $lda:expr, $steps:expr, $sums:expr) => {
+        asm!(
+            "tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3",
+            "2:",
+            "tileloadd tmm4, [{a0} + {lda}*1]",
+            "tileloadd tmm6, [{b0} + {s64}*1]",
+            "tileloadd tmm5, [{a1} + {lda}*1]",
+            "tileloadd tmm7, [{b1} + {s64}*1]",
+            "tdpbusd tmm0, tmm4, tmm6",
+            "tdpbusd tmm1, tmm4, tmm7",
+            "tdpbusd tmm2, tmm5, tmm6",
+            "tdpbusd tmm3, tmm5, tmm7",
+            "add {a0}, 64", "add {a1}, 64", "add {b0}, 1024", "add {b1}, 1024",
+            "dec {n}", "jnz 2b",
+            "tilestored [{c} + {s64}*1], tmm0",
+            "add {c}, 1024", "tilestored [{c} + {s64}*1], tmm1",
+            "add {c}, 1024", "tilestored [{c} + {s64}*1], tmm2",
+            "add {c}, 1024", "tilestored [{c} + {s64}*1], tmm3",
+            a0 = inout(reg) $a0 => _, a1 = inout(reg) $a1 => _, b0 = inout(reg) $b0 => _, b1 = inout(reg) $b1 => _,
+            n = inout(reg) $steps => _, c = inout(reg) $sums => _, lda = in(reg) $lda, s64 = in(reg) 64usize,
+            options(nostack),
+        )
+    };
+    (2, 1, $a0:expr, $a1:expr, $b0:expr, $lda:expr, $steps:expr, $sums:expr) => {
+        asm!(
+            "tilezero tmm0", "tilezero tmm2",
+            "2:",
+            "tileloadd tmm4, [{a0} + {lda}*1]",
+            "tileloadd tmm6, [{b0} + {s64}*1]",
+            "tileloadd tmm5, [{a1} + {lda}*1]",
+            "tdpbusd tmm0, tmm4, tmm6",
+            "tdpbusd tmm2, tmm5, tmm6",
+            "add {a0}, 64", "add {a1}, 64", "add {b0}, 1024",
+            "dec {n}", "jnz 2b",
+            "tilestored [{c} + {s64}*1], tmm0",
+            "add {c}, 2048", "tilestored [{c} + {s64}*1], tmm2",
+            a0 = inout(reg) $a0 => _, a1 = inout(reg) $a1 => _, b0 = inout(reg) $b0 => _,
+            n = inout(reg) $steps => _, c = inout(reg) $sums => _, lda = in(reg) $lda, s64 = in(reg) 64usize,
+            options(nostack),
+        )
+    };
+    (1, 2, $a0:expr, $b0:expr, $b1:expr, $lda:expr, $steps:expr, $sums:expr) => {
+        asm!(
+            "tilezero tmm0", "tilezero tmm1",
+            "2:",
+            "tileloadd tmm4, [{a0} + {lda}*1]",
+            "tileloadd tmm6, [{b0} + {s64}*1]",
+            "tileloadd tmm7, [{b1} + {s64}*1]",
+            "tdpbusd tmm0, tmm4, tmm6",
+            "tdpbusd tmm1, tmm4, tmm7",
+            "add {a0}, 64", "add {b0}, 1024", "add {b1}, 1024",
+            "dec {n}", "jnz 2b",
+            "tilestored [{c} + {s64}*1], tmm0",
+            "add {c}, 1024", "tilestored [{c} + {s64}*1], tmm1",
+            a0 = inout(reg) $a0 => _, b0 = inout(reg) $b0 => _, b1 = inout(reg) $b1 => _,
+            n = inout(reg) $steps => _, c = inout(reg) $sums => _, lda = in(reg) $lda, s64 = in(reg) 64usize,
+            options(nostack),
+        )
+    };
+    (1, 1, $a0:expr, $b0:expr, $lda:expr, $steps:expr, $sums:expr) => {
+        asm!(
+            "tilezero tmm0",
+            "2:",
+            "tileloadd tmm4, [{a0} + {lda}*1]",
+            "tileloadd tmm6, [{b0} + {s64}*1]",
+            "tdpbusd tmm0, tmm4, tmm6",
+            "add {a0}, 64", "add {b0}, 1024",
+            "dec {n}", "jnz 2b",
+            "tilestored [{c} + {s64}*1], tmm0",
+            a0 = inout(reg) $a0 => _, b0 = inout(reg) $b0 => _,
+            n = inout(reg) $steps => _, c = inout(reg) $sums => _, lda = in(reg) $lda, s64 = in(reg) 64usize,
+            options(nostack),
+        )
+    };
+}
+
+/// Finishes a block: adds the k tail with VNNI, dequantizes, applies the epilogue, stores.
+///
+/// # Safety
+/// Rows `row0 .. row0 + 16·row_tiles` and panels `p0 .. p0 + panels` are inside the operands
+/// (checked by [`check_gemm_u8i8`]); sums of row tile `rt` and panel `p` are in `sums.0[rt·2 + p]`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn finish_block(args: &GemmU8I8Args<'_>, sums: &Sums, row0: usize, row_tiles: usize, p0: usize, panels: usize, out: *mut f32, ldc: usize) {
+    let groups = round_up(args.k, 4) / 4;
+    let first_tail = groups / 16 * 16;
+    let q = PanelQuant::load(args, p0, panels);
+    for rt in 0..row_tiles {
+        for r in 0..16 {
+            let row = row0 + rt * 16 + r;
+            for p in 0..panels {
+                // SAFETY: row < m and panel p0 + p < ceil(n/16) (the caller's contract); the sums
+                // buffer holds 16 rows of 16 i32 per tile.
+                unsafe {
+                    let mut acc = _mm512_load_si512(sums.0[rt * 2 + p].as_ptr().add(r * 16) as *const __m512i);
+                    let arow = args.a.as_ptr().add(row * args.lda);
+                    let panel = args.w.as_ptr().add((p0 + p) * 64 * groups);
+                    for g in first_tail..groups {
+                        let a4 = _mm512_set1_epi32(std::ptr::read_unaligned(arow.add(g * 4) as *const i32));
+                        acc = _mm512_dpbusd_epi32(acc, a4, _mm512_loadu_si512(panel.add(g * 64) as *const __m512i));
+                    }
+                    finish_u8i8(acc, args.a_scale[row], args.a_zero[row], &q, p, out.add(row * ldc + (p0 + p) * 16), args.epilogue);
+                }
+            }
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+fn gemm_amx(args: &GemmU8I8Args<'_>, out: &mut [f32], ldc: usize) {
+    check_gemm_u8i8(args, out, ldc);
+    let GemmU8I8Args { m, n, k, a, lda, w, .. } = *args;
+    let groups = round_up(k, 4) / 4;
+    let steps = groups / 16;
+    let row_tiles = m / 16;
+    if steps == 0 || row_tiles == 0 {
+        gemm_u8i8_rows(args, 0..m, out, ldc);
+        return;
+    }
+    let total = n.div_ceil(16);
+    let cfg = TileConfig::full();
+    let mut sums = Sums([[0; 256]; 4]);
+    let op = out.as_mut_ptr();
+    // SAFETY: `detect` checked AMX-TILE/AMX-INT8 and obtained the tile state permission; the
+    // configuration is a valid palette-1 layout.
+    unsafe { asm!("ldtilecfg [{0}]", in(reg) &cfg as *const TileConfig, options(nostack, readonly)) };
+    let mut p0 = 0;
+    while p0 < total {
+        let panels = (total - p0).min(2);
+        let b0 = w[p0 * 64 * groups..].as_ptr();
+        let mut rt = 0;
+        while rt < row_tiles {
+            let tiles = (row_tiles - rt).min(2);
+            let a0 = a[rt * 16 * lda..].as_ptr();
+            let c = sums.0.as_mut_ptr();
+            // SAFETY: the A tiles read rows rt·16 .. rt·16 + 16·tiles ≤ m, 64·steps ≤ kp bytes each
+            // (lda apart); the B tiles read 1 KiB × steps of panels p0, p0 + 1 < ceil(n/16) (lengths
+            // checked); the stores write tiles·panels KiB of the 4 KiB `sums`.
+            unsafe {
+                match (tiles, panels) {
+                    (2, 2) => amx_block!(2, 2, a0, a0.add(16 * lda), b0, b0.add(64 * groups), lda, steps, c),
+                    (2, _) => amx_block!(2, 1, a0, a0.add(16 * lda), b0, lda, steps, c),
+                    (_, 2) => amx_block!(1, 2, a0, b0, b0.add(64 * groups), lda, steps, c),
+                    _ => amx_block!(1, 1, a0, b0, lda, steps, c),
+                }
+                finish_block(args, &sums, rt * 16, tiles, p0, panels, op, ldc);
+            }
+            rt += tiles;
+        }
+        p0 += panels;
+    }
+    // SAFETY: releases the tile state configured above.
+    unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    if row_tiles * 16 < m {
+        gemm_u8i8_rows(args, row_tiles * 16..m, out, ldc);
+    }
+}
+
+impl GemmU8I8 for Amx {
+    fn name(&self) -> &'static str {
+        "amx"
+    }
+    fn gemm(&self, args: &GemmU8I8Args<'_>, out: &mut [f32], ldc: usize) {
+        // SAFETY: an `Amx` value exists only when `detect` found AMX and the AVX-512 set and the
+        // kernel granted the tile state.
+        unsafe { gemm_amx(args, out, ldc) }
+    }
+}
