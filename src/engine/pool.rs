@@ -48,9 +48,12 @@ struct Shared {
     shutdown: AtomicBool,
 }
 
-/// Spins until `ready()` holds or `SPIN` has passed; returns whether it holds.
+/// Spins until `ready()` holds or `SPIN` has passed; returns whether it holds. After the first few
+/// microseconds each round also yields the core, so an oversubscribed machine (more runnable
+/// threads than cores) loses little to the waiting.
 fn spin_until(ready: impl Fn() -> bool) -> bool {
     let t0 = Instant::now();
+    let mut rounds = 0u32;
     loop {
         for _ in 0..64 {
             if ready() {
@@ -58,8 +61,12 @@ fn spin_until(ready: impl Fn() -> bool) -> bool {
             }
             std::hint::spin_loop();
         }
-        if t0.elapsed() > SPIN {
-            return ready();
+        rounds += 1;
+        if rounds > 16 {
+            if t0.elapsed() > SPIN {
+                return ready();
+            }
+            std::thread::yield_now();
         }
     }
 }

@@ -518,42 +518,62 @@ fn quantize_u8(x: &[f32], out: &mut [u8]) -> (f32, i32) {
     (scale, zero)
 }
 
-/// LayerNorm of one row in f32: mean, then the variance of the centred values (two passes, so no
-/// cancellation), then the affine output.
-#[target_feature(enable = "avx512f")]
+/// LayerNorm of one row with the reference's arithmetic: mean and variance of the centred values in
+/// f64 (two passes, no cancellation), `((x − mean) · inv)` in f64 rounded to f32, then `· gamma +
+/// beta` as two f32 roundings — so the output matches the scalar kernel to the last bit but for the
+/// summation order. (An all-f32 version moved int8 results measurably: quantization amplifies
+/// last-bit differences of its input.)
+#[target_feature(enable = "avx512f,avx512dq")]
 fn layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32]) {
     let n = x.len();
     assert!(gamma.len() >= n && beta.len() >= n && out.len() >= n, "layer_norm operands are too short");
     if n == 0 {
         return;
     }
-    let mut sum = _mm512_setzero_ps();
+    /// The 16 masked lanes of `p` as two f64 vectors (masked-off lanes are 0).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq")]
+    unsafe fn load_pd(p: *const f32, mask: __mmask16) -> (__m512d, __m512d) {
+        // SAFETY: the caller guarantees the masked lanes are readable.
+        let v = unsafe { _mm512_maskz_loadu_ps(mask, p) };
+        (_mm512_cvtps_pd(_mm512_castps512_ps256(v)), _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)))))
+    }
+    let (mut s0, mut s1) = (_mm512_setzero_pd(), _mm512_setzero_pd());
     let mut i = 0;
     while i < n {
         // SAFETY: masked lanes lie inside x.
-        sum = _mm512_add_ps(sum, unsafe { _mm512_maskz_loadu_ps(tail_mask(n - i), x.as_ptr().add(i)) });
+        let (a, b) = unsafe { load_pd(x.as_ptr().add(i), tail_mask(n - i)) };
+        s0 = _mm512_add_pd(s0, a);
+        s1 = _mm512_add_pd(s1, b);
         i += 16;
     }
-    let mean = _mm512_reduce_add_ps(sum) / n as f32;
-    let mv = _mm512_set1_ps(mean);
-    let mut sq = _mm512_setzero_ps();
+    let mean = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1)) / n as f64;
+    let mv = _mm512_set1_pd(mean);
+    let (mut q0, mut q1) = (_mm512_setzero_pd(), _mm512_setzero_pd());
     let mut i = 0;
     while i < n {
         let mask = tail_mask(n - i);
-        // SAFETY: masked lanes lie inside x; the others are zeroed after centring.
-        let d = _mm512_maskz_sub_ps(mask, unsafe { _mm512_maskz_loadu_ps(mask, x.as_ptr().add(i)) }, mv);
-        sq = _mm512_fmadd_ps(d, d, sq);
+        // SAFETY: masked lanes lie inside x; the masked-off lanes are zeroed after centring.
+        let (a, b) = unsafe { load_pd(x.as_ptr().add(i), mask) };
+        let da = _mm512_maskz_sub_pd(mask as u8, a, mv);
+        let db = _mm512_maskz_sub_pd((mask >> 8) as u8, b, mv);
+        q0 = _mm512_fmadd_pd(da, da, q0);
+        q1 = _mm512_fmadd_pd(db, db, q1);
         i += 16;
     }
-    let var = _mm512_reduce_add_ps(sq) / n as f32;
-    let inv = _mm512_set1_ps(1.0 / (var + eps).sqrt());
+    let var = _mm512_reduce_add_pd(_mm512_add_pd(q0, q1)) / n as f64;
+    let inv = _mm512_set1_pd(1.0 / (var + eps as f64).sqrt());
     let mut i = 0;
     while i < n {
         let mask = tail_mask(n - i);
         // SAFETY: masked lanes lie inside x, gamma, beta and out (asserted lengths).
         unsafe {
-            let d = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, x.as_ptr().add(i)), mv), inv);
-            let y = _mm512_fmadd_ps(d, _mm512_maskz_loadu_ps(mask, gamma.as_ptr().add(i)), _mm512_maskz_loadu_ps(mask, beta.as_ptr().add(i)));
+            let (a, b) = load_pd(x.as_ptr().add(i), mask);
+            let ya = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_sub_pd(a, mv), inv));
+            let yb = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_sub_pd(b, mv), inv));
+            let y = _mm512_insertf32x8::<1>(_mm512_castps256_ps512(ya), yb);
+            let y = _mm512_mul_ps(y, _mm512_maskz_loadu_ps(mask, gamma.as_ptr().add(i)));
+            let y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(mask, beta.as_ptr().add(i)));
             _mm512_mask_storeu_ps(out.as_mut_ptr().add(i), mask, y);
         }
         i += 16;
@@ -565,7 +585,7 @@ impl VectorOps for Avx512 {
         "avx512"
     }
     fn layer_norm(&self, x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32]) {
-        // SAFETY: an `Avx512` value exists only when `detect` found AVX-512F.
+        // SAFETY: an `Avx512` value exists only when `detect` found AVX-512F and DQ.
         unsafe { layer_norm(x, gamma, beta, eps, out) }
     }
     fn softmax(&self, x: &mut [f32], scale: f32) {
