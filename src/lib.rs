@@ -13,3 +13,4 @@ pub mod kernels;
 pub mod model;
 pub mod preprocess;
 pub mod quant;
+pub mod stream;

@@ -90,7 +90,9 @@ enum Command {
         /// Image to use as input (default: a fixed synthetic input).
         #[arg(long)]
         image: Option<PathBuf>,
-        /// One JSON object with median_ms, p90_ms, load_ms, first_result_ms, threads, backend, precision.
+        /// One JSON object with median_ms, p90_ms, load_ms, first_result_ms, threads, backend, precision,
+        /// blob_bytes, peak_rss_kib (VmHWM), rss_anon_kib / rss_file_kib at the end (null off Linux) and
+        /// every timed iteration (times_ms).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -117,6 +119,14 @@ enum Command {
         /// One JSON object: images, top1, top5, agreement, cosine_mean, cosine_min (fractions).
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
+    /// Classify raw camera frames from a file, a pipe (`-`) or a V4L2 camera as a long-running
+    /// service: one JSON line per frame on stdout, a summary on stderr at end of input, SIGINT or SIGTERM.
+    Stream {
+        #[command(flatten)]
+        args: vitedge::stream::StreamArgs,
         #[command(flatten)]
         engine: EngineArgs,
     },
@@ -209,6 +219,16 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
+/// Memory figures of this process in KiB from `/proc/self/status`, for the given keys (`VmHWM` = peak
+/// resident set, `RssAnon`, `RssFile`); each `None` where that file (non-Linux) or line is missing.
+fn proc_status_kib<const N: usize>(keys: [&str; N]) -> [Option<u64>; N] {
+    let status = if cfg!(target_os = "linux") { std::fs::read_to_string("/proc/self/status").unwrap_or_default() } else { String::new() };
+    keys.map(|key| {
+        let rest = status.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))?;
+        rest.trim().trim_end_matches("kB").trim().parse().ok()
+    })
+}
+
 fn bench(path: PathBuf, iters: usize, image: Option<PathBuf>, as_json: bool, ea: EngineArgs) -> Result<()> {
     let t0 = Instant::now();
     let model = Model::open(&path)?;
@@ -236,6 +256,9 @@ fn bench(path: PathBuf, iters: usize, image: Option<PathBuf>, as_json: bool, ea:
         engine.infer(&input, &mut logits)?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
+    let [peak_rss, rss_anon, rss_file] = proc_status_kib(["VmHWM", "RssAnon", "RssFile"]);
+    let blob_bytes = model.blob().file_len();
+    let in_order = times.clone();
     times.sort_by(f64::total_cmp);
     let (median, p90) = (percentile(&times, 0.5), percentile(&times, 0.9));
     let gflops = 2.0 * c.macs() as f64 / (median * 1e6);
@@ -245,12 +268,17 @@ fn bench(path: PathBuf, iters: usize, image: Option<PathBuf>, as_json: bool, ea:
             "precision": model.header().precision, "threads": ea.threads(), "iters": times.len(),
             "median_ms": median, "p90_ms": p90, "min_ms": times[0], "load_ms": load_ms,
             "first_result_ms": load_ms + first_ms, "gflops": gflops,
+            "blob_bytes": blob_bytes, "peak_rss_kib": peak_rss, "rss_anon_kib": rss_anon, "rss_file_kib": rss_file,
+            "times_ms": in_order,
         });
         println!("{j}");
     } else {
         println!("{} [{} backend, {}, {} threads, {}]", path.display(), engine.backend(), model.header().precision, ea.threads(), engine.describe());
         println!("  load {load_ms:.2} ms, first result {:.2} ms after open", load_ms + first_ms);
         println!("  {} iterations: median {median:.3} ms, p90 {p90:.3} ms ({gflops:.1} GFLOP/s)", times.len());
+        let mib = |kib: Option<u64>| kib.map_or_else(|| "unknown".to_string(), |k| format!("{:.2} MiB", k as f64 / 1024.0));
+        println!("  blob {:.2} MiB ({blob_bytes} bytes), peak RSS {} (now {} anonymous, {} file-backed)",
+            blob_bytes as f64 / (1024.0 * 1024.0), mib(peak_rss), mib(rss_anon), mib(rss_file));
     }
     Ok(())
 }
@@ -305,6 +333,7 @@ fn main() -> ExitCode {
         Command::Eval { model, images, reference, exclude_calibration, limit, json, engine } => {
             eval(model, images, reference, exclude_calibration, limit, json, engine)
         }
+        Command::Stream { args, engine } => vitedge::stream::run_command(&args, engine.backend, &engine.options()).map_err(Into::into),
         Command::Info => info(),
     };
     match result {

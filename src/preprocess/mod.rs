@@ -7,6 +7,8 @@ mod resize;
 use serde::{Deserialize, Serialize};
 
 pub use resize::{center_crop_offsets, resized_size, Preprocessor};
+/// Pillow's coefficient tables, shared with the fused camera-frame path (`crate::stream`).
+pub(crate) use resize::{clip8, Coeffs, PRECISION_BITS};
 
 /// Resampling filter used by the resize step (PIL semantics).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,7 +5,7 @@
 use super::{Interpolation, PreprocessConfig, PreprocessError};
 
 /// Fixed-point precision of Pillow's 8-bit resampling coefficients.
-const PRECISION_BITS: u32 = 32 - 8 - 2;
+pub(crate) const PRECISION_BITS: u32 = 32 - 8 - 2;
 /// Largest accepted image side.
 const MAX_SIDE: usize = 1 << 15;
 
@@ -40,18 +40,18 @@ fn nearest_box(x: f64) -> f64 {
 
 /// Per-output-pixel source window and fixed-point weights along one axis.
 #[derive(Default)]
-struct Coeffs {
-    ksize: usize,
+pub(crate) struct Coeffs {
+    pub(crate) ksize: usize,
     /// `(first source index, tap count)` per output pixel.
-    bounds: Vec<(usize, usize)>,
+    pub(crate) bounds: Vec<(usize, usize)>,
     /// `ksize` weights per output pixel, scaled by `2^PRECISION_BITS`.
-    weights: Vec<i32>,
+    pub(crate) weights: Vec<i32>,
 }
 
 impl Coeffs {
     /// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` for `in_size → out_size`, keeping only
     /// output pixels `first..first + count`.
-    fn compute(&mut self, in_size: usize, out_size: usize, first: usize, count: usize, interp: Interpolation) {
+    pub(crate) fn compute(&mut self, in_size: usize, out_size: usize, first: usize, count: usize, interp: Interpolation) {
         let (filter, support): (fn(f64) -> f64, f64) = match interp {
             Interpolation::Bicubic => (bicubic, 2.0),
             Interpolation::Bilinear => (triangle, 1.0),
@@ -89,7 +89,7 @@ impl Coeffs {
 }
 
 #[inline]
-fn clip8(v: i64) -> u8 {
+pub(crate) fn clip8(v: i64) -> u8 {
     if v >= (1i64 << PRECISION_BITS) << 8 {
         255
     } else if v < 0 {

@@ -1,0 +1,483 @@
+//! Raw camera pixel formats and the fused frame → tensor preprocessing.
+//!
+//! Frame layouts follow ffmpeg's `rawvideo` with no padding, so `ffmpeg … -f rawvideo -pix_fmt F -`
+//! pipes straight in. Odd sizes are allowed: chroma is rounded up like ffmpeg does (4:2:2 rows hold
+//! `ceil(w/2)` macropixels; 4:2:0 chroma planes are `ceil(w/2) × ceil(h/2)`). Chroma is sampled by
+//! replication (the chroma sample covering a pixel is used as is, no interpolation).
+//!
+//! [`FramePreprocessor`] turns one frame into the network input in one pass over the source: the
+//! colour conversion runs row by row inside the horizontal pass of the same separable Pillow filter
+//! [`crate::preprocess::Preprocessor`] uses (same coefficient tables, computed once per frame size),
+//! converting only the source rows and columns the center crop reads into a one-row scratch. There is
+//! never a full-frame RGB image. For `rgb24` the row is read in place, so the tensor is bit-identical to
+//! `classify` on the same pixels; for the other formats it is bit-identical to "convert the frame with
+//! [`ColorSpec::to_rgb`], then preprocess" ([`frame_to_rgb8`] is that reference).
+
+use crate::preprocess::{center_crop_offsets, clip8, resized_size, Coeffs, PreprocessConfig, PRECISION_BITS};
+
+use super::StreamError;
+
+/// Largest accepted frame side.
+pub const MAX_FRAME_SIDE: usize = 16384;
+
+/// Pixel layout of a raw frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PixelFormat {
+    /// Packed 8-bit R, G, B.
+    Rgb24,
+    /// Packed 8-bit B, G, R.
+    Bgr24,
+    /// Packed 4:2:2, bytes Y0 U Y1 V (V4L2 `YUYV`, ffmpeg `yuyv422`).
+    Yuyv,
+    /// Packed 4:2:2, bytes U Y0 V Y1 (V4L2 `UYVY`, ffmpeg `uyvy422`).
+    Uyvy,
+    /// Planar 4:2:0: Y plane, then interleaved U V plane (V4L2 `NV12`, ffmpeg `nv12`).
+    Nv12,
+    /// Planar 4:2:0: Y, U, V planes (V4L2 `YU12`, ffmpeg `yuv420p`).
+    I420,
+}
+
+impl PixelFormat {
+    /// Every format, in the order `--pixel-format` lists them.
+    pub const ALL: [PixelFormat; 6] =
+        [PixelFormat::Rgb24, PixelFormat::Bgr24, PixelFormat::Yuyv, PixelFormat::Uyvy, PixelFormat::Nv12, PixelFormat::I420];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            PixelFormat::Rgb24 => "rgb24",
+            PixelFormat::Bgr24 => "bgr24",
+            PixelFormat::Yuyv => "yuyv",
+            PixelFormat::Uyvy => "uyvy",
+            PixelFormat::Nv12 => "nv12",
+            PixelFormat::I420 => "i420",
+        }
+    }
+
+    /// Whether the format carries YCbCr (and so depends on [`ColorSpec`]).
+    pub fn is_yuv(self) -> bool {
+        !matches!(self, PixelFormat::Rgb24 | PixelFormat::Bgr24)
+    }
+}
+
+impl std::fmt::Display for PixelFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Bytes of one `width × height` frame in `format` (ffmpeg rawvideo layout, chroma rounded up).
+pub fn frame_size(format: PixelFormat, width: usize, height: usize) -> usize {
+    let (cw, ch) = (width.div_ceil(2), height.div_ceil(2));
+    match format {
+        PixelFormat::Rgb24 | PixelFormat::Bgr24 => width * height * 3,
+        PixelFormat::Yuyv | PixelFormat::Uyvy => cw * 4 * height,
+        PixelFormat::Nv12 | PixelFormat::I420 => width * height + 2 * cw * ch,
+    }
+}
+
+/// Bytes of one tightly packed row of the first plane (what V4L2 calls `bytesperline`).
+pub fn row_bytes(format: PixelFormat, width: usize) -> usize {
+    match format {
+        PixelFormat::Rgb24 | PixelFormat::Bgr24 => width * 3,
+        PixelFormat::Yuyv | PixelFormat::Uyvy => width.div_ceil(2) * 4,
+        PixelFormat::Nv12 | PixelFormat::I420 => width,
+    }
+}
+
+/// YCbCr → RGB matrix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ColorMatrix {
+    /// ITU-R BT.601 (SD video, most webcams and JPEG).
+    #[default]
+    Bt601,
+    /// ITU-R BT.709 (HD video).
+    Bt709,
+}
+
+/// Quantization range of Y, Cb, Cr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ColorRange {
+    /// "TV" range: Y in 16..235, Cb/Cr in 16..240.
+    #[default]
+    Limited,
+    /// "PC"/JPEG range: 0..255.
+    Full,
+}
+
+/// Fractional bits of the fixed-point colour conversion.
+const COLOR_BITS: u32 = 16;
+
+/// A colour conversion: matrix plus range, as fixed-point coefficients.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ColorSpec {
+    /// The matrix.
+    pub matrix: ColorMatrix,
+    /// The range.
+    pub range: ColorRange,
+    y_offset: i32,
+    y_scale: i32,
+    r_v: i32,
+    g_u: i32,
+    g_v: i32,
+    b_u: i32,
+}
+
+impl Default for ColorSpec {
+    fn default() -> Self {
+        ColorSpec::new(ColorMatrix::Bt601, ColorRange::Limited)
+    }
+}
+
+impl ColorSpec {
+    /// Fixed-point coefficients for `matrix` and `range`.
+    pub fn new(matrix: ColorMatrix, range: ColorRange) -> Self {
+        let [y_offset, ys, r_v, g_u, g_v, b_u] = Self::float_coefficients(matrix, range);
+        let fx = |v: f64| (v * (1u32 << COLOR_BITS) as f64).round() as i32;
+        ColorSpec { matrix, range, y_offset: y_offset as i32, y_scale: fx(ys), r_v: fx(r_v), g_u: fx(g_u), g_v: fx(g_v), b_u: fx(b_u) }
+    }
+
+    /// `[y_offset, y_scale, r_v, g_u, g_v, b_u]`: `R = ys·(Y−off) + r_v·(V−128)`,
+    /// `G = ys·(Y−off) − g_u·(U−128) − g_v·(V−128)`, `B = ys·(Y−off) + b_u·(U−128)`.
+    pub fn float_coefficients(matrix: ColorMatrix, range: ColorRange) -> [f64; 6] {
+        let (kr, kb) = match matrix {
+            ColorMatrix::Bt601 => (0.299, 0.114),
+            ColorMatrix::Bt709 => (0.2126, 0.0722),
+        };
+        let kg = 1.0 - kr - kb;
+        let (y_offset, ys, cs) = match range {
+            ColorRange::Limited => (16.0, 255.0 / 219.0, 255.0 / 224.0),
+            ColorRange::Full => (0.0, 1.0, 1.0),
+        };
+        [y_offset, ys, cs * 2.0 * (1.0 - kr), cs * 2.0 * kb * (1.0 - kb) / kg, cs * 2.0 * kr * (1.0 - kr) / kg, cs * 2.0 * (1.0 - kb)]
+    }
+
+    /// One pixel, YCbCr → RGB8 (rounded, clamped).
+    #[inline(always)]
+    pub fn to_rgb(&self, y: u8, u: u8, v: u8) -> [u8; 3] {
+        let c = (y as i32 - self.y_offset) * self.y_scale + (1 << (COLOR_BITS - 1));
+        let (d, e) = (u as i32 - 128, v as i32 - 128);
+        let clamp = |x: i32| (x >> COLOR_BITS).clamp(0, 255) as u8;
+        [clamp(c + self.r_v * e), clamp(c - self.g_u * d - self.g_v * e), clamp(c + self.b_u * d)]
+    }
+}
+
+/// Checks a frame geometry and returns its byte size.
+pub fn check_geometry(format: PixelFormat, width: usize, height: usize) -> Result<usize, StreamError> {
+    if width == 0 || height == 0 || width > MAX_FRAME_SIDE || height > MAX_FRAME_SIDE {
+        return Err(StreamError::Usage(format!("frame size {width}x{height} is out of range (1..={MAX_FRAME_SIDE} per side)")));
+    }
+    Ok(frame_size(format, width, height))
+}
+
+/// Converts columns `x0..x1` of row `y` of a frame to interleaved RGB8 in `dst` (`3·(x1−x0)` bytes).
+/// The frame must hold [`frame_size`] bytes.
+#[inline]
+#[allow(clippy::too_many_arguments)]
+fn convert_row(frame: &[u8], format: PixelFormat, width: usize, height: usize, color: &ColorSpec, y: usize, x0: usize, x1: usize, dst: &mut [u8]) {
+    let cw = width.div_ceil(2);
+    let px = dst[..(x1 - x0) * 3].chunks_exact_mut(3);
+    match format {
+        PixelFormat::Rgb24 => dst[..(x1 - x0) * 3].copy_from_slice(&frame[(y * width + x0) * 3..(y * width + x1) * 3]),
+        PixelFormat::Bgr24 => {
+            let src = &frame[(y * width + x0) * 3..(y * width + x1) * 3];
+            for (d, s) in px.zip(src.chunks_exact(3)) {
+                d.copy_from_slice(&[s[2], s[1], s[0]]);
+            }
+        }
+        PixelFormat::Yuyv | PixelFormat::Uyvy => {
+            let row = &frame[y * cw * 4..(y + 1) * cw * 4];
+            let (yo, uo, vo) = if format == PixelFormat::Yuyv { (0, 1, 3) } else { (1, 0, 2) };
+            for (x, d) in (x0..x1).zip(px) {
+                let m = &row[(x / 2) * 4..(x / 2) * 4 + 4];
+                d.copy_from_slice(&color.to_rgb(m[yo + (x & 1) * 2], m[uo], m[vo]));
+            }
+        }
+        PixelFormat::Nv12 | PixelFormat::I420 => {
+            let luma = &frame[y * width..(y + 1) * width];
+            let chroma = &frame[width * height..];
+            let ch = height.div_ceil(2);
+            let cy = y / 2;
+            for (x, d) in (x0..x1).zip(px) {
+                let (u, v) = if format == PixelFormat::Nv12 {
+                    let i = cy * cw * 2 + (x / 2) * 2;
+                    (chroma[i], chroma[i + 1])
+                } else {
+                    let i = cy * cw + x / 2;
+                    (chroma[i], chroma[cw * ch + i])
+                };
+                d.copy_from_slice(&color.to_rgb(luma[x], u, v));
+            }
+        }
+    }
+}
+
+/// Reference conversion of a whole frame to interleaved RGB8 (allocates; for tests and tools).
+pub fn frame_to_rgb8(frame: &[u8], format: PixelFormat, width: usize, height: usize, color: &ColorSpec) -> Result<Vec<u8>, StreamError> {
+    let expected = check_geometry(format, width, height)?;
+    if frame.len() != expected {
+        return Err(StreamError::FrameSize { expected, found: frame.len(), format, width, height });
+    }
+    let mut rgb = vec![0u8; width * height * 3];
+    for (y, row) in rgb.chunks_exact_mut(width * 3).enumerate() {
+        convert_row(frame, format, width, height, color, y, 0, width, row);
+    }
+    Ok(rgb)
+}
+
+/// Fused raw frame → network input for one frame geometry: colour conversion, Pillow-exact resize,
+/// center crop and normalization in one pass. All tables and scratch are allocated in
+/// [`FramePreprocessor::new`]; [`FramePreprocessor::run`] allocates nothing.
+pub struct FramePreprocessor {
+    cfg: PreprocessConfig,
+    format: PixelFormat,
+    width: usize,
+    height: usize,
+    color: ColorSpec,
+    horizontal: Coeffs,
+    vertical: Coeffs,
+    need_h: bool,
+    need_v: bool,
+    /// Source columns `x0..x1` and rows `y0..y1` the crop reads.
+    x0: usize,
+    x1: usize,
+    y0: usize,
+    y1: usize,
+    /// Left crop offset (used when no horizontal resampling is needed).
+    left: usize,
+    row: Vec<u8>,
+    temp: Vec<u8>,
+    crop: Vec<u8>,
+}
+
+impl FramePreprocessor {
+    /// Precomputes the filter taps for `width × height` frames in `format`.
+    pub fn new(cfg: &PreprocessConfig, format: PixelFormat, width: usize, height: usize, color: ColorSpec) -> Result<Self, StreamError> {
+        check_geometry(format, width, height)?;
+        let s = cfg.input_size;
+        let (rw, rh) = resized_size(width, height, cfg.resize_size());
+        if rw < s || rh < s {
+            return Err(StreamError::Usage(format!("frame size {width}x{height} is too small for a {s}x{s} crop")));
+        }
+        let (left, top) = center_crop_offsets(rw, rh, s);
+        let (need_h, need_v) = (rw != width, rh != height);
+        let mut horizontal = Coeffs::default();
+        let mut vertical = Coeffs::default();
+        horizontal.compute(width, rw, left, s, cfg.interpolation);
+        vertical.compute(height, rh, top, s, cfg.interpolation);
+        let span = |c: &Coeffs, off: usize, need: bool| {
+            if need {
+                let first = c.bounds.iter().map(|&(a, _)| a).min().unwrap_or(0);
+                let last = c.bounds.iter().map(|&(a, n)| a + n).max().unwrap_or(first);
+                (first, last)
+            } else {
+                (off, off + s)
+            }
+        };
+        let (x0, x1) = span(&horizontal, left, need_h);
+        let (y0, y1) = span(&vertical, top, need_v);
+        Ok(FramePreprocessor {
+            cfg: cfg.clone(),
+            format,
+            width,
+            height,
+            color,
+            horizontal,
+            vertical,
+            need_h,
+            need_v,
+            x0,
+            x1,
+            y0,
+            y1,
+            left,
+            row: vec![0; (x1 - x0) * 3],
+            temp: vec![0; (y1 - y0) * s * 3],
+            crop: vec![0; s * s * 3],
+        })
+    }
+
+    /// Bytes one frame must have.
+    pub fn frame_len(&self) -> usize {
+        frame_size(self.format, self.width, self.height)
+    }
+
+    /// The resized and cropped `input_size²` RGB8 image of the last [`run`](Self::run) (interleaved).
+    pub fn crop(&self) -> &[u8] {
+        &self.crop
+    }
+
+    /// Preprocesses one frame into `out` (`3 × input_size²`, CHW, normalized).
+    pub fn run(&mut self, frame: &[u8], out: &mut [f32]) -> Result<(), StreamError> {
+        let s = self.cfg.input_size;
+        if frame.len() != self.frame_len() {
+            return Err(StreamError::FrameSize { expected: self.frame_len(), found: frame.len(), format: self.format, width: self.width, height: self.height });
+        }
+        if out.len() != 3 * s * s {
+            return Err(StreamError::Usage(format!("input buffer has {} values, expected {}", out.len(), 3 * s * s)));
+        }
+        let (x0, x1) = (self.x0, self.x1);
+        for y in self.y0..self.y1 {
+            // Source pixels x0..x1 of this row as RGB8: in place for rgb24, else converted once.
+            let src: &[u8] = if self.format == PixelFormat::Rgb24 {
+                &frame[(y * self.width + x0) * 3..(y * self.width + x1) * 3]
+            } else {
+                convert_row(frame, self.format, self.width, self.height, &self.color, y, x0, x1, &mut self.row);
+                &self.row
+            };
+            let dst = &mut self.temp[(y - self.y0) * s * 3..(y - self.y0 + 1) * s * 3];
+            if self.need_h {
+                let c = &self.horizontal;
+                for (xx, &(xmin, n)) in c.bounds.iter().enumerate() {
+                    let k = &c.weights[xx * c.ksize..xx * c.ksize + n];
+                    let mut acc = [1i64 << (PRECISION_BITS - 1); 3];
+                    let base = (xmin - x0) * 3;
+                    for (x, &w) in k.iter().enumerate() {
+                        let p = &src[base + x * 3..base + x * 3 + 3];
+                        acc[0] += p[0] as i64 * w as i64;
+                        acc[1] += p[1] as i64 * w as i64;
+                        acc[2] += p[2] as i64 * w as i64;
+                    }
+                    dst[xx * 3] = clip8(acc[0]);
+                    dst[xx * 3 + 1] = clip8(acc[1]);
+                    dst[xx * 3 + 2] = clip8(acc[2]);
+                }
+            } else {
+                let off = (self.left - x0) * 3;
+                dst.copy_from_slice(&src[off..off + s * 3]);
+            }
+        }
+        if self.need_v {
+            let c = &self.vertical;
+            for (yy, &(ymin, n)) in c.bounds.iter().enumerate() {
+                let k = &c.weights[yy * c.ksize..yy * c.ksize + n];
+                let dst = &mut self.crop[yy * s * 3..(yy + 1) * s * 3];
+                for (i, d) in dst.iter_mut().enumerate() {
+                    let mut acc = 1i64 << (PRECISION_BITS - 1);
+                    for (y, &w) in k.iter().enumerate() {
+                        acc += self.temp[(ymin - self.y0 + y) * s * 3 + i] as i64 * w as i64;
+                    }
+                    *d = clip8(acc);
+                }
+            }
+        } else {
+            self.crop.copy_from_slice(&self.temp[..s * s * 3]);
+        }
+        let (mean, std) = (self.cfg.mean, self.cfg.std);
+        for c in 0..3 {
+            let plane = &mut out[c * s * s..(c + 1) * s * s];
+            for (o, px) in plane.iter_mut().zip(self.crop.chunks_exact(3)) {
+                *o = (px[c] as f32 / 255.0 - mean[c]) / std[c];
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::preprocess::{Interpolation, Preprocessor};
+
+    fn noise(n: usize, seed: u64) -> Vec<u8> {
+        let mut rng = crate::model::synthetic::Rng::new(seed);
+        (0..n).map(|_| (rng.next_u64() >> 56) as u8).collect()
+    }
+
+    #[test]
+    fn frame_sizes_follow_ffmpeg_rawvideo() {
+        // ffmpeg -s 5x3: yuv420p 15 + 2·(3·2) = 27, nv12 the same, yuyv422 3·4·3 = 36, rgb24 45.
+        assert_eq!(frame_size(PixelFormat::I420, 5, 3), 27);
+        assert_eq!(frame_size(PixelFormat::Nv12, 5, 3), 27);
+        assert_eq!(frame_size(PixelFormat::Yuyv, 5, 3), 36);
+        assert_eq!(frame_size(PixelFormat::Uyvy, 640, 480), 614_400);
+        assert_eq!(frame_size(PixelFormat::Rgb24, 5, 3), 45);
+        assert_eq!(frame_size(PixelFormat::Nv12, 640, 480), 460_800);
+    }
+
+    #[test]
+    fn fixed_point_conversion_is_within_one_level_of_the_float_formula() {
+        for matrix in [ColorMatrix::Bt601, ColorMatrix::Bt709] {
+            for range in [ColorRange::Limited, ColorRange::Full] {
+                let spec = ColorSpec::new(matrix, range);
+                let [off, ys, rv, gu, gv, bu] = ColorSpec::float_coefficients(matrix, range);
+                let mut worst = 0f64;
+                for y in 0..=255u8 {
+                    for u in 0..=255u8 {
+                        for v in (0..=255u8).step_by(3) {
+                            let (c, d, e) = ((y as f64 - off) * ys, u as f64 - 128.0, v as f64 - 128.0);
+                            let want = [c + rv * e, c - gu * d - gv * e, c + bu * d].map(|x| x.round().clamp(0.0, 255.0));
+                            let got = spec.to_rgb(y, u, v);
+                            for ch in 0..3 {
+                                worst = worst.max((got[ch] as f64 - want[ch]).abs());
+                            }
+                        }
+                    }
+                }
+                assert!(worst <= 1.0, "{matrix:?}/{range:?}: {worst} levels off");
+            }
+        }
+        // Anchors: limited-range black and white; full-range grey passes through.
+        let s = ColorSpec::default();
+        assert_eq!(s.to_rgb(16, 128, 128), [0, 0, 0]);
+        assert_eq!(s.to_rgb(235, 128, 128), [255, 255, 255]);
+        assert_eq!(ColorSpec::new(ColorMatrix::Bt709, ColorRange::Full).to_rgb(77, 128, 128), [77, 77, 77]);
+    }
+
+    #[test]
+    fn rgb24_is_bit_identical_to_the_image_preprocessor() {
+        for (w, h) in [(320, 240), (97, 61), (224, 224), (250, 250), (500, 333)] {
+            for interp in [Interpolation::Bicubic, Interpolation::Bilinear, Interpolation::Nearest] {
+                let cfg = PreprocessConfig { interpolation: interp, ..PreprocessConfig::augreg(32) };
+                let rgb = noise(w * h * 3, (w * h) as u64);
+                let mut want = vec![0f32; 3 * 32 * 32];
+                Preprocessor::new(cfg.clone()).run(&rgb, w, h, &mut want).unwrap();
+                let mut got = vec![0f32; 3 * 32 * 32];
+                FramePreprocessor::new(&cfg, PixelFormat::Rgb24, w, h, ColorSpec::default()).unwrap().run(&rgb, &mut got).unwrap();
+                assert_eq!(got, want, "{w}x{h} {interp:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn fused_yuv_matches_convert_then_preprocess() {
+        // No resize along one axis (224 wide at crop 1.0) and odd sizes exercise every branch.
+        let cases = [(320, 240, 0.9f32), (97, 61, 0.9), (224, 300, 1.0), (640, 480, 0.875), (33, 35, 0.9)];
+        for &(w, h, crop_pct) in &cases {
+            let cfg = PreprocessConfig { crop_pct, ..PreprocessConfig::augreg(if w < 64 { 32 } else { 224 }) };
+            let s = cfg.input_size;
+            for format in PixelFormat::ALL {
+                for color in [ColorSpec::default(), ColorSpec::new(ColorMatrix::Bt709, ColorRange::Full)] {
+                    let frame = noise(frame_size(format, w, h), w as u64 * 7 + h as u64);
+                    let rgb = frame_to_rgb8(&frame, format, w, h, &color).unwrap();
+                    let mut reference = Preprocessor::new(cfg.clone());
+                    let want = reference.resize_crop(&rgb, w, h).unwrap().to_vec();
+                    let mut fused = FramePreprocessor::new(&cfg, format, w, h, color).unwrap();
+                    let mut out = vec![0f32; 3 * s * s];
+                    fused.run(&frame, &mut out).unwrap();
+                    let worst = fused.crop().iter().zip(&want).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+                    assert!(worst <= 1, "{format} {w}x{h}: {worst} levels off");
+                    assert_eq!(fused.crop(), &want[..], "{format} {w}x{h}: the fused path should be exact");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bgr24_swaps_channels() {
+        let rgb = noise(40 * 30 * 3, 5);
+        let bgr: Vec<u8> = rgb.chunks_exact(3).flat_map(|p| [p[2], p[1], p[0]]).collect();
+        assert_eq!(frame_to_rgb8(&bgr, PixelFormat::Bgr24, 40, 30, &ColorSpec::default()).unwrap(), rgb);
+    }
+
+    #[test]
+    fn bad_geometry_and_frame_lengths_are_errors() {
+        let cfg = PreprocessConfig::augreg(224);
+        assert!(FramePreprocessor::new(&cfg, PixelFormat::Nv12, 0, 10, ColorSpec::default()).is_err());
+        assert!(FramePreprocessor::new(&cfg, PixelFormat::Nv12, 100_000, 10, ColorSpec::default()).is_err());
+        let mut p = FramePreprocessor::new(&cfg, PixelFormat::Nv12, 64, 48, ColorSpec::default()).unwrap();
+        let mut out = vec![0f32; 3 * 224 * 224];
+        let err = p.run(&[0u8; 100], &mut out).unwrap_err();
+        assert!(err.to_string().contains("4608"), "{err}");
+    }
+}
