@@ -31,19 +31,18 @@ impl<T> SharedMut<T> {
 
 /// Scratch buffers sized from the model header.
 struct Arena {
-    patches: Vec<f32>,
     x: Vec<f32>,
     h: Vec<f32>,
     qkv: Vec<f32>,
-    /// Per head: attention scores `[T, T]`.
+    /// Per pool thread: attention scores of its query rows (at most `[T, T]`).
     scores: Vec<f32>,
     /// Per head: keys packed as GEMM weights.
     k_panels: Vec<f32>,
     /// Per head: values packed as GEMM weights.
     v_panels: Vec<f32>,
-    /// Per head: the head's output `[T, head_dim]`.
-    ctx_heads: Vec<f32>,
     ctx: Vec<f32>,
+    /// The MLP hidden activations `[T, mlp_hidden]`; before the first block it holds the unfolded
+    /// patches `[num_patches, patch_len]` (the two are never live at once, so they share memory).
     mlp: Vec<f32>,
     head_out: Vec<f32>,
     a_u8: Vec<u8>,
@@ -81,23 +80,21 @@ impl<'m> NativeEngine<'m> {
                 w_sums.push((w.as_ptr() as usize, pack::panel16x4_row_sums(w, l.n, l.k)));
             }
         }
+        let threads = if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
         let arena = Arena {
-            patches: vec![0.0; cfg.num_patches() * cfg.patch_len()],
             x: vec![0.0; t * d],
             h: vec![0.0; t * d],
             qkv: vec![0.0; t * 3 * d],
-            scores: vec![0.0; heads * t * t],
+            scores: vec![0.0; threads * t * t],
             k_panels: vec![0.0; heads * round_up(t, 16) * hd],
             v_panels: vec![0.0; heads * round_up(hd, 16) * t],
-            ctx_heads: vec![0.0; heads * t * hd],
             ctx: vec![0.0; t * d],
-            mlp: vec![0.0; t * cfg.mlp_hidden],
+            mlp: vec![0.0; (t * cfg.mlp_hidden).max(cfg.num_patches() * cfg.patch_len())],
             head_out: vec![0.0; 2 * cfg.num_classes],
             a_u8: vec![0; cfg.num_patches().max(t) * round_up(max_k, 4)],
             a_scale: vec![0.0; t.max(cfg.num_patches())],
             a_zero: vec![0; t.max(cfg.num_patches())],
         };
-        let threads = if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
         log::debug!("native engine: kernels {kernels:?}, {threads} threads");
         Ok(NativeEngine { cfg, weights, kernels, w_sums, arena, pool: Pool::new(threads) })
     }
@@ -242,7 +239,7 @@ impl NativeEngine<'_> {
         // Patch embedding: unfold (c, y, x) patches, one matmul into token rows after the prefix.
         for gy in 0..g {
             for gx in 0..g {
-                let row = &mut ar.patches[(gy * g + gx) * pl..(gy * g + gx + 1) * pl];
+                let row = &mut ar.mlp[(gy * g + gx) * pl..(gy * g + gx + 1) * pl];
                 for ch in 0..3 {
                     for ky in 0..p {
                         let src = ch * s * s + (gy * p + ky) * s + gx * p;
@@ -253,7 +250,7 @@ impl NativeEngine<'_> {
             }
         }
         let q = (&mut ar.a_u8[..], &mut ar.a_scale[..], &mut ar.a_zero[..]);
-        linear(tap, 0, k, pool, sums, &w.patch_embed, np, &ar.patches, pl, &mut ar.x[prefix * d..], d, Epilogue::Store, q);
+        linear(tap, 0, k, pool, sums, &w.patch_embed, np, &ar.mlp, pl, &mut ar.x[prefix * d..], d, Epilogue::Store, q);
         ar.x[..d].copy_from_slice(w.cls_token);
         if let Some(dist) = w.dist_token {
             ar.x[d..2 * d].copy_from_slice(dist);
@@ -267,32 +264,44 @@ impl NativeEngine<'_> {
             layer_norm_rows(k, &b.norm1, eps, &ar.x, &mut ar.h, d);
             let q = (&mut ar.a_u8[..], &mut ar.a_scale[..], &mut ar.a_zero[..]);
             linear(tap, 1 + 4 * bi, k, pool, sums, &b.qkv, t, &ar.h, d, &mut ar.qkv, 3 * d, Epilogue::Store, q);
+            // Keys and values of every head packed as GEMM weights (one task per head) …
             let (tp, hp) = (round_up(t, 16) * hd, round_up(hd, 16) * t);
-            let (sc_p, kp_p, vp_p, ch_p) =
-                (SharedMut::new(&mut ar.scores), SharedMut::new(&mut ar.k_panels), SharedMut::new(&mut ar.v_panels), SharedMut::new(&mut ar.ctx_heads));
+            let (kp_p, vp_p) = (SharedMut::new(&mut ar.k_panels), SharedMut::new(&mut ar.v_panels));
             let qkv = &ar.qkv;
-            let attend = |head: usize| {
-                // SAFETY: each head uses its own scores, packed K/V and output block (index `head`),
-                // all inside the per-head buffers allocated with `heads` blocks.
-                let (scores, k_panels, v_panels, ctx_h) =
-                    unsafe { (sc_p.slice(head * t * t, t * t), kp_p.slice(head * tp, tp), vp_p.slice(head * hp, hp), ch_p.slice(head * t * hd, t * hd)) };
-                let (qo, ko, vo) = (head * hd, d + head * hd, 2 * d + head * hd);
-                pack::panel16_from_rows(&qkv[ko..], t, hd, 3 * d, k_panels);
-                let args = GemmArgs { m: t, n: t, k: hd, a: &qkv[qo..], lda: 3 * d, w: k_panels, bias: None, epilogue: Epilogue::Store };
-                k.gemm_f32.gemm(&args, scores, t);
-                for row in scores.chunks_exact_mut(t) {
-                    k.vector.softmax(row, scale);
-                }
-                pack::panel16_from_cols(&qkv[vo..], hd, t, 3 * d, v_panels);
-                let args = GemmArgs { m: t, n: hd, k: t, a: scores, lda: t, w: v_panels, bias: None, epilogue: Epilogue::Store };
-                k.gemm_f32.gemm(&args, ctx_h, hd);
+            let pack_head = |head: usize| {
+                // SAFETY: each head writes only its own block of the per-head K/V panel buffers.
+                let (k_panels, v_panels) = unsafe { (kp_p.slice(head * tp, tp), vp_p.slice(head * hp, hp)) };
+                pack::panel16_from_rows(&qkv[d + head * hd..], t, hd, 3 * d, k_panels);
+                pack::panel16_from_cols(&qkv[2 * d + head * hd..], hd, t, 3 * d, v_panels);
             };
-            pool.run(heads, &attend);
-            for (i, row) in ar.ctx.chunks_exact_mut(d).enumerate() {
-                for head in 0..heads {
-                    row[head * hd..(head + 1) * hd].copy_from_slice(&ar.ctx_heads[(head * t + i) * hd..(head * t + i + 1) * hd]);
+            pool.run(heads, &pack_head);
+            // … then the query rows split across threads: each task runs every head for its rows and
+            // writes the heads' outputs side by side into its own rows of `ctx`.
+            let (k_panels, v_panels) = (&ar.k_panels, &ar.v_panels);
+            let tasks = pool.threads().min(t.div_ceil(16)).max(1);
+            let (sc_p, ctx_p) = (SharedMut::new(&mut ar.scores), SharedMut::new(&mut ar.ctx));
+            let attend = |task: usize| {
+                let (r0, r1) = (task_first_row(task, tasks, t), task_first_row(task + 1, tasks, t));
+                if r0 >= r1 {
+                    return;
                 }
-            }
+                let rows = r1 - r0;
+                // SAFETY: task `task` uses score slot `task` (the buffer has one `t × t` slot per pool
+                // thread, and tasks ≤ threads) and rows r0..r1 of `ctx`; row ranges are disjoint.
+                let (scores, ctx) = unsafe { (sc_p.slice(task * t * t, rows * t), ctx_p.slice(r0 * d, rows * d)) };
+                for head in 0..heads {
+                    let w = &k_panels[head * tp..(head + 1) * tp];
+                    let args = GemmArgs { m: rows, n: t, k: hd, a: &qkv[r0 * 3 * d + head * hd..], lda: 3 * d, w, bias: None, epilogue: Epilogue::Store };
+                    k.gemm_f32.gemm(&args, scores, t);
+                    for row in scores.chunks_exact_mut(t) {
+                        k.vector.softmax(row, scale);
+                    }
+                    let w = &v_panels[head * hp..(head + 1) * hp];
+                    let args = GemmArgs { m: rows, n: hd, k: t, a: scores, lda: t, w, bias: None, epilogue: Epilogue::Store };
+                    k.gemm_f32.gemm(&args, &mut ctx[head * hd..], d);
+                }
+            };
+            pool.run(tasks, &attend);
             let q = (&mut ar.a_u8[..], &mut ar.a_scale[..], &mut ar.a_zero[..]);
             linear(tap, 2 + 4 * bi, k, pool, sums, &b.proj, t, &ar.ctx, d, &mut ar.x, d, Epilogue::Accumulate, q);
             layer_norm_rows(k, &b.norm2, eps, &ar.x, &mut ar.h, d);
