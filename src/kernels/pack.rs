@@ -58,6 +58,13 @@ pub fn panel16x4_from_rows(src: &[i8], n: usize, k: usize) -> Vec<i8> {
 pub fn panel16x4_row_sums(src: &[i8], n: usize, k: usize) -> Vec<i32> {
     let kp = round_up(k, 4);
     let mut sums = vec![0i32; round_up(n, 16)];
+    #[cfg(target_arch = "x86_64")]
+    if crate::kernels::x86::avx512::Avx512::detect().is_some() {
+        // SAFETY: `detect` found AVX-512F and VNNI.
+        unsafe { crate::kernels::x86::avx512::panel16x4_sums(src, kp, &mut sums) };
+        sums.truncate(n);
+        return sums;
+    }
     for (p, panel) in src.chunks_exact(16 * kp).enumerate() {
         // Fixed-size arrays let the compiler vectorize this (it runs at engine construction, on
         // every int8 weight, so it counts towards open → first result).

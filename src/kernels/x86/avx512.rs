@@ -394,6 +394,24 @@ impl GemmU8I8 for Avx512 {
     }
 }
 
+/// Per-column sums of a `Panel16x4` int8 matrix with one `vpdpbusd` (× 1) per 64-byte group.
+///
+/// # Safety
+/// The CPU must have AVX-512F and AVX-512 VNNI.
+#[target_feature(enable = "avx512f,avx512vnni")]
+pub(crate) unsafe fn panel16x4_sums(src: &[i8], kp: usize, sums: &mut [i32]) {
+    let ones = _mm512_set1_epi8(1);
+    for (panel, out) in src.chunks_exact(16 * kp).zip(sums.chunks_exact_mut(16)) {
+        let mut acc = _mm512_setzero_si512();
+        for group in panel.chunks_exact(64) {
+            // SAFETY: the chunk holds exactly 64 bytes.
+            acc = _mm512_dpbusd_epi32(acc, ones, unsafe { _mm512_loadu_si512(group.as_ptr() as *const __m512i) });
+        }
+        // SAFETY: `out` holds 16 i32.
+        unsafe { _mm512_storeu_si512(out.as_mut_ptr() as *mut __m512i, acc) };
+    }
+}
+
 /// Vectorized `exp` (Cephes-style range reduction and degree-6 polynomial; relative error ~2e-7).
 #[inline]
 #[target_feature(enable = "avx512f")]
