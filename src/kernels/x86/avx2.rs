@@ -1,0 +1,754 @@
+//! AVX2 kernels (x86-64-v3: AVX2 + FMA + F16C; Intel Haswell and later, AMD Zen 1–3).
+//!
+//! A 16-column weight panel row is two ymm registers, so the `Panel16` layout feeds the FMA
+//! micro-kernel directly: [`MR`] rows × 16 columns = 12 ymm accumulators, one broadcast activation
+//! per row and step. Row tails use smaller register tiles (const generics); column tails compute the
+//! whole (zero-padded) panel and store with `vmaskmovps`.
+//!
+//! The u8 × i8 GEMM avoids `vpmaddubsw`, whose i16 pair sums saturate for full-range operands
+//! (255·127·2 > 32767). Instead it widens both operands to i16 (`vpmovzxbw` for the broadcast
+//! activations, `vpmovsxbw` for the weights) and multiplies with `vpmaddwd`, whose pair sums
+//! (|·| ≤ 2·255·128) are exact in i32; see [`gemm_u8i8`].
+
+use std::arch::x86_64::*;
+
+use half::f16;
+
+use crate::blob::round_up;
+use crate::kernels::{u8_params, Epilogue, GemmArgs, GemmF16, GemmF32, GemmU8I8, GemmU8I8Args, VectorOps};
+
+/// AVX2 kernel set. Construct only through [`Avx2::detect`].
+pub struct Avx2(());
+
+/// Rows per f32/f16 micro-kernel step (6 rows × 2 ymm = 12 accumulators of the 16 ymm registers).
+const MR: usize = 6;
+
+/// Rows per u8 × i8 micro-kernel step (3 rows × 4 ymm of pair sums = 12 accumulators).
+const MR_I8: usize = 3;
+
+impl Avx2 {
+    /// The kernel set if this CPU has every feature it uses (AVX2, FMA, F16C).
+    pub fn detect() -> Option<&'static Avx2> {
+        let ok = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
+        static K: Avx2 = Avx2(());
+        ok.then_some(&K)
+    }
+}
+
+/// Lane mask (all ones in lanes `< width`) for `vmaskmovps`, `width` in 0..=8.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn mask8(width: usize) -> __m256i {
+    _mm256_cmpgt_epi32(_mm256_set1_epi32(width as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+}
+
+/// Vectorized `erf` (the rational approximation of the AVX-512 set, |error| < 2e-7).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn erf8(a: __m256) -> __m256 {
+    let x = _mm256_min_ps(_mm256_max_ps(a, _mm256_set1_ps(-4.0)), _mm256_set1_ps(4.0));
+    let x2 = _mm256_mul_ps(x, x);
+    let mut p = _mm256_set1_ps(-2.726_142_3e-10);
+    for c in [2.770_681_4e-08f32, -2.101_024e-06, -5.692_506_4e-05, -7.349_906_3e-04, -2.954_6e-3, -1.609_603_3e-02] {
+        p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(c));
+    }
+    p = _mm256_mul_ps(p, x);
+    let mut q = _mm256_set1_ps(-1.456_607_2e-05);
+    for c in [-2.133_740_5e-04f32, -1.682_827e-03, -7.373_329e-03, -1.426_474e-02] {
+        q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(c));
+    }
+    let e = _mm256_div_ps(p, q);
+    // Beyond |x| = 3.9 erf is ±1 to within 4e-8: snap, so gelu(x) is exactly 0 for very negative x.
+    let sign = _mm256_set1_ps(-0.0);
+    let tail = _mm256_cmp_ps::<_CMP_GE_OQ>(_mm256_andnot_ps(sign, a), _mm256_set1_ps(3.9));
+    let one = _mm256_or_ps(_mm256_set1_ps(1.0), _mm256_and_ps(a, sign));
+    _mm256_blendv_ps(e, one, tail)
+}
+
+/// Exact (erf) GELU of 8 values.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn gelu8(x: __m256) -> __m256 {
+    let e = erf8(_mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::FRAC_1_SQRT_2)));
+    _mm256_mul_ps(_mm256_mul_ps(x, _mm256_set1_ps(0.5)), _mm256_add_ps(e, _mm256_set1_ps(1.0)))
+}
+
+/// Applies the epilogue to 8 results and stores the first `width` (0..=8) lanes at `dst`.
+///
+/// # Safety
+/// `dst` must be valid for `width` values; AVX2 and FMA must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn finish8(r: __m256, dst: *mut f32, width: usize, epilogue: Epilogue) {
+    // SAFETY: the caller guarantees `dst` is valid for `width` lanes; the full-width path touches
+    // exactly 8, the masked path only the lanes below `width`.
+    unsafe {
+        if width >= 8 {
+            let v = match epilogue {
+                Epilogue::Store => r,
+                Epilogue::Accumulate => _mm256_add_ps(_mm256_loadu_ps(dst), r),
+                Epilogue::Gelu => gelu8(r),
+            };
+            _mm256_storeu_ps(dst, v);
+        } else if width > 0 {
+            let mask = mask8(width);
+            let v = match epilogue {
+                Epilogue::Store => r,
+                Epilogue::Accumulate => _mm256_add_ps(_mm256_maskload_ps(dst, mask), r),
+                Epilogue::Gelu => gelu8(r),
+            };
+            _mm256_maskstore_ps(dst, mask, v);
+        }
+    }
+}
+
+/// Applies the epilogue to 16 results (`lo` = columns 0..8, `hi` = 8..16) and stores the first
+/// `width` (1..=16) at `dst`.
+///
+/// # Safety
+/// `dst` must be valid for `width` values; AVX2 and FMA must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn finish16(lo: __m256, hi: __m256, dst: *mut f32, width: usize, epilogue: Epilogue) {
+    // SAFETY: the caller guarantees `width` valid values at `dst`; the second half is only
+    // addressed when it has lanes inside that range.
+    unsafe {
+        finish8(lo, dst, width.min(8), epilogue);
+        if width > 8 {
+            finish8(hi, dst.add(8), width - 8, epilogue);
+        }
+    }
+}
+
+/// A weight element type of the `Panel16` layout.
+trait PanelWeight: Copy {
+    /// Loads 8 weights as f32.
+    ///
+    /// # Safety
+    /// `p` must be valid for 8 elements; the CPU must support AVX2 (and F16C for f16).
+    unsafe fn load8(p: *const Self) -> __m256;
+}
+
+impl PanelWeight for f32 {
+    #[inline(always)]
+    unsafe fn load8(p: *const f32) -> __m256 {
+        // SAFETY: the caller guarantees 8 readable f32 at p.
+        unsafe { _mm256_loadu_ps(p) }
+    }
+}
+
+impl PanelWeight for f16 {
+    #[inline(always)]
+    unsafe fn load8(p: *const f16) -> __m256 {
+        // SAFETY: the caller guarantees 8 readable f16 (16 bytes) at p and F16C.
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
+    }
+}
+
+/// Panics unless every slice of a float GEMM is long enough for `m`, `n`, `k` and the strides.
+pub(super) fn check_gemm<W>(args: &GemmArgs<'_, W>, out: &[f32], ldc: usize) {
+    let GemmArgs { m, n, k, a, lda, w, bias, .. } = *args;
+    assert!(m == 0 || (lda >= k && a.len() >= (m - 1) * lda + k), "a is too short");
+    assert!(w.len() >= n.div_ceil(16) * 16 * k, "packed weights are too short");
+    assert!(m == 0 || (ldc >= n && out.len() >= (m - 1) * ldc + n), "out is too short");
+    assert!(bias.is_none_or(|b| b.len() >= n), "bias is too short");
+}
+
+/// Panics unless every slice of a u8 × i8 GEMM is long enough for `m`, `n`, `k` and the strides.
+pub(super) fn check_gemm_u8i8(args: &GemmU8I8Args<'_>, out: &[f32], ldc: usize) {
+    let GemmU8I8Args { m, n, k, a, lda, a_scale, a_zero, w, w_scale, w_sum, bias, .. } = *args;
+    let kp = round_up(k, 4);
+    assert!(m == 0 || (lda >= kp && a.len() >= (m - 1) * lda + kp), "a is too short");
+    assert!(a_scale.len() >= m && a_zero.len() >= m, "activation parameters are too short");
+    assert!(w.len() >= n.div_ceil(16) * 16 * kp, "packed weights are too short");
+    assert!(w_scale.len() >= n && w_sum.len() >= n && bias.is_none_or(|b| b.len() >= n), "per-column data too short");
+    assert!(m == 0 || (ldc >= n && out.len() >= (m - 1) * ldc + n), "out is too short");
+}
+
+/// `R` rows × one 16-column panel: accumulates over `k`, adds `bias`, applies the epilogue.
+///
+/// # Safety
+/// `a` must be valid for `R` rows of `k` values `lda` apart, `panel` for `k × 16` weights, `out` for
+/// `R` rows (`ldc` apart) of `width` values; AVX2, FMA and F16C must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_f32<W: PanelWeight, const R: usize>(
+    a: *const f32,
+    lda: usize,
+    panel: *const W,
+    k: usize,
+    bias: (__m256, __m256),
+    out: *mut f32,
+    ldc: usize,
+    width: usize,
+    epilogue: Epilogue,
+) {
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    // SAFETY: every pointer stays inside the ranges the caller guarantees (kk < k, r < R).
+    unsafe {
+        for kk in 0..k {
+            let w0 = W::load8(panel.add(kk * 16));
+            let w1 = W::load8(panel.add(kk * 16 + 8));
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let av = _mm256_broadcast_ss(&*a.add(r * lda + kk));
+                acc_r[0] = _mm256_fmadd_ps(av, w0, acc_r[0]);
+                acc_r[1] = _mm256_fmadd_ps(av, w1, acc_r[1]);
+            }
+        }
+        for (r, acc_r) in acc.iter().enumerate() {
+            let (lo, hi) = (_mm256_add_ps(acc_r[0], bias.0), _mm256_add_ps(acc_r[1], bias.1));
+            finish16(lo, hi, out.add(r * ldc), width, epilogue);
+        }
+    }
+}
+
+/// Loads `width` (1..=16) per-column f32 values at `p` into two registers, zero beyond `width`.
+///
+/// # Safety
+/// `p` must be valid for `width` values; AVX2 must be available.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn load16_ps(p: *const f32, width: usize) -> (__m256, __m256) {
+    // SAFETY: masked loads touch only lanes below `width`; the second half is addressed only when
+    // it has such lanes.
+    unsafe {
+        let lo = _mm256_maskload_ps(p, mask8(width.min(8)));
+        let hi = if width > 8 { _mm256_maskload_ps(p.add(8), mask8(width - 8)) } else { _mm256_setzero_ps() };
+        (lo, hi)
+    }
+}
+
+/// Float GEMM over `Panel16` weights of element type `W`.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn gemm_panel<W: PanelWeight>(args: &GemmArgs<'_, W>, out: &mut [f32], ldc: usize) {
+    check_gemm(args, out, ldc);
+    let GemmArgs { m, n, k, a, lda, w, bias, epilogue } = *args;
+    for p in 0..n.div_ceil(16) {
+        let width = (n - p * 16).min(16);
+        let bias_v = match bias {
+            // SAFETY: bias holds ≥ n values (checked), so `width` values from p·16.
+            Some(b) => unsafe { load16_ps(b.as_ptr().add(p * 16), width) },
+            None => (_mm256_setzero_ps(), _mm256_setzero_ps()),
+        };
+        let panel = w[p * 16 * k..].as_ptr();
+        let mut i = 0;
+        while i < m {
+            let rows = (m - i).min(MR);
+            // SAFETY: rows i..i+rows < m of `a` (k values each) and `out` (columns p·16..p·16+width
+            // ≤ n ≤ ldc) lie inside the checked slices; the panel holds k × 16 weights.
+            unsafe {
+                let (ap, op) = (a.as_ptr().add(i * lda), out.as_mut_ptr().add(i * ldc + p * 16));
+                match rows {
+                    6 => tile_f32::<W, 6>(ap, lda, panel, k, bias_v, op, ldc, width, epilogue),
+                    5 => tile_f32::<W, 5>(ap, lda, panel, k, bias_v, op, ldc, width, epilogue),
+                    4 => tile_f32::<W, 4>(ap, lda, panel, k, bias_v, op, ldc, width, epilogue),
+                    3 => tile_f32::<W, 3>(ap, lda, panel, k, bias_v, op, ldc, width, epilogue),
+                    2 => tile_f32::<W, 2>(ap, lda, panel, k, bias_v, op, ldc, width, epilogue),
+                    _ => tile_f32::<W, 1>(ap, lda, panel, k, bias_v, op, ldc, width, epilogue),
+                }
+            }
+            i += rows;
+        }
+    }
+}
+
+impl GemmF32 for Avx2 {
+    fn name(&self) -> &'static str {
+        "avx2"
+    }
+    fn gemm(&self, args: &GemmArgs<'_, f32>, out: &mut [f32], ldc: usize) {
+        // SAFETY: an `Avx2` value exists only when `detect` found AVX2, FMA and F16C.
+        unsafe { gemm_panel(args, out, ldc) }
+    }
+}
+
+impl GemmF16 for Avx2 {
+    fn name(&self) -> &'static str {
+        "avx2"
+    }
+    fn gemm(&self, args: &GemmArgs<'_, f16>, out: &mut [f32], ldc: usize) {
+        // SAFETY: an `Avx2` value exists only when `detect` found AVX2, FMA and F16C.
+        unsafe { gemm_panel(args, out, ldc) }
+    }
+}
+
+/// Per-panel column data of an int8 GEMM: weight scale, weight sum and bias of 16 columns (zero
+/// beyond the panel's width).
+#[derive(Clone, Copy)]
+pub(super) struct ColumnData {
+    scale: (__m256, __m256),
+    sum: (__m256i, __m256i),
+    bias: (__m256, __m256),
+}
+
+impl ColumnData {
+    /// Loads the column data of panel `p` (`width` = its valid columns).
+    ///
+    /// # Safety
+    /// `args` must have passed [`check_gemm_u8i8`] and `p` be a panel index below `ceil(n/16)`;
+    /// AVX2 must be available.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn load(args: &GemmU8I8Args<'_>, p: usize, width: usize) -> ColumnData {
+        // SAFETY: w_scale, w_sum and bias hold ≥ n values (checked), so `width` from p·16.
+        unsafe {
+            let scale = load16_ps(args.w_scale.as_ptr().add(p * 16), width);
+            let sum = load16_ps(args.w_sum.as_ptr().add(p * 16) as *const f32, width);
+            let bias = match args.bias {
+                Some(b) => load16_ps(b.as_ptr().add(p * 16), width),
+                None => (_mm256_setzero_ps(), _mm256_setzero_ps()),
+            };
+            ColumnData { scale, sum: (_mm256_castps_si256(sum.0), _mm256_castps_si256(sum.1)), bias }
+        }
+    }
+}
+
+/// Turns the exact integer dot products of one row and 16 columns (`lo` = columns 0..8, `hi` =
+/// 8..16) into `a_scale · w_scale · (dot − a_zero · w_sum) + bias`, applies the epilogue and stores
+/// `width` values at `dst`.
+///
+/// # Safety
+/// `dst` must be valid for `width` (1..=16) values; AVX2 and FMA must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn finish_i32(
+    lo: __m256i,
+    hi: __m256i,
+    a_scale: f32,
+    a_zero: i32,
+    col: &ColumnData,
+    dst: *mut f32,
+    width: usize,
+    epilogue: Epilogue,
+) {
+    let z = _mm256_set1_epi32(a_zero);
+    let s = _mm256_set1_ps(a_scale);
+    let lo = _mm256_sub_epi32(lo, _mm256_mullo_epi32(z, col.sum.0));
+    let hi = _mm256_sub_epi32(hi, _mm256_mullo_epi32(z, col.sum.1));
+    let lo = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), _mm256_mul_ps(s, col.scale.0), col.bias.0);
+    let hi = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), _mm256_mul_ps(s, col.scale.1), col.bias.1);
+    // SAFETY: forwarded from the caller.
+    unsafe { finish16(lo, hi, dst, width, epilogue) }
+}
+
+/// `R` rows × one 16-column `Panel16x4` panel of the u8 × i8 GEMM (see [`gemm_u8i8`]).
+///
+/// # Safety
+/// `args` must have passed [`check_gemm_u8i8`], rows `i..i+R` must be below `m` and `p` a panel
+/// index below `ceil(n/16)`; AVX2 and FMA must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_u8i8<const R: usize>(args: &GemmU8I8Args<'_>, out: *mut f32, ldc: usize, i: usize, p: usize, col: &ColumnData) {
+    let kp = round_up(args.k, 4);
+    let width = (args.n - p * 16).min(16);
+    let panel = args.w[p * 16 * kp..].as_ptr();
+    // acc[r][q]: pair sums of columns 4q..4q+4, lanes (column 4q + l/2, k-pair l % 2).
+    let mut acc = [[_mm256_setzero_si256(); 4]; R];
+    // SAFETY: group g covers bytes 64g..64g+64 of the panel (kp·16 bytes, checked) and activation
+    // bytes 4g..4g+4 < kp ≤ lda of rows below m (checked). Activation bytes past k meet zero weights.
+    unsafe {
+        for g in 0..kp / 4 {
+            let mut av = [_mm256_setzero_si256(); R];
+            for (r, av_r) in av.iter_mut().enumerate() {
+                let a4 = std::ptr::read_unaligned(args.a.as_ptr().add((i + r) * args.lda + g * 4) as *const i32);
+                // [a0 a1 a2 a3] as i16, repeated 4 times
+                *av_r = _mm256_cvtepu8_epi16(_mm_set1_epi32(a4));
+            }
+            for q in 0..4 {
+                // 4 columns × 4 k-bytes, sign-extended to 16 i16
+                let wq = _mm256_cvtepi8_epi16(_mm_loadu_si128(panel.add(g * 64 + q * 16) as *const __m128i));
+                for (acc_r, av_r) in acc.iter_mut().zip(&av) {
+                    acc_r[q] = _mm256_add_epi32(acc_r[q], _mm256_madd_epi16(*av_r, wq));
+                }
+            }
+        }
+        for (r, acc_r) in acc.iter().enumerate() {
+            // hadd gives columns [0 1 4 5 | 2 3 6 7]; the permute restores 0..8.
+            let lo = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_hadd_epi32(acc_r[0], acc_r[1]));
+            let hi = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_hadd_epi32(acc_r[2], acc_r[3]));
+            let row = i + r;
+            let dst = out.add(row * ldc + p * 16);
+            finish_i32(lo, hi, args.a_scale[row], args.a_zero[row], col, dst, width, args.epilogue);
+        }
+    }
+}
+
+/// u8 × i8 GEMM, exact in i32. `vpmaddubsw` would multiply u8 × i8 directly but saturates its i16
+/// pair sums for full-range values (255·127·2 > 32767), so instead each group of 4 activation bytes
+/// is zero-extended to i16 and broadcast, each 16-byte quarter of the 64-byte weight group (4 columns
+/// × 4 k) is sign-extended to i16, and `vpmaddwd` forms exact i32 pair sums (|·| ≤ 65280). Each row
+/// keeps 4 accumulators of pair sums (2 per column) that one `vphaddd` per 8 columns folds at the end;
+/// i32 overflow would need k > 65000.
+#[target_feature(enable = "avx2,fma")]
+fn gemm_u8i8(args: &GemmU8I8Args<'_>, out: &mut [f32], ldc: usize) {
+    check_gemm_u8i8(args, out, ldc);
+    let (m, n) = (args.m, args.n);
+    let op = out.as_mut_ptr();
+    for p in 0..n.div_ceil(16) {
+        // SAFETY: arguments checked, p < ceil(n/16).
+        let col = unsafe { ColumnData::load(args, p, (n - p * 16).min(16)) };
+        let mut i = 0;
+        while i < m {
+            let rows = (m - i).min(MR_I8);
+            // SAFETY: arguments checked, rows i..i+rows < m, p < ceil(n/16).
+            unsafe {
+                match rows {
+                    3 => tile_u8i8::<3>(args, op, ldc, i, p, &col),
+                    2 => tile_u8i8::<2>(args, op, ldc, i, p, &col),
+                    _ => tile_u8i8::<1>(args, op, ldc, i, p, &col),
+                }
+            }
+            i += rows;
+        }
+    }
+}
+
+impl GemmU8I8 for Avx2 {
+    fn name(&self) -> &'static str {
+        "avx2"
+    }
+    fn gemm(&self, args: &GemmU8I8Args<'_>, out: &mut [f32], ldc: usize) {
+        // SAFETY: an `Avx2` value exists only when `detect` found AVX2 and FMA.
+        unsafe { gemm_u8i8(args, out, ldc) }
+    }
+}
+
+/// Vectorized `exp` (Cephes-style range reduction and degree-6 polynomial, relative error ~2e-7),
+/// with `2^n` built in the exponent field (AVX2 has no `vscalefps`).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn exp8(x: __m256) -> __m256 {
+    let x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.37)), _mm256_set1_ps(-87.33));
+    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)));
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_145_75), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428_606_8e-6), r);
+    let mut p = _mm256_set1_ps(1.987_569_1e-4);
+    for c in [1.398_199_9e-3f32, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5] {
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+    }
+    let p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0)));
+    // n ∈ [-126, 127] after the clamp: a normal exponent field.
+    let pow2n = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127))));
+    _mm256_mul_ps(p, pow2n)
+}
+
+/// Horizontal sum of 8 lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn hsum8(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+}
+
+/// Horizontal max of 8 lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn hmax8(v: __m256) -> f32 {
+    let s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_max_ss(s, _mm_movehdup_ps(s)))
+}
+
+/// Horizontal sum of 4 f64 lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn hsum4d(v: __m256d) -> f64 {
+    let s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd::<1>(v));
+    _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)))
+}
+
+/// The two f64 halves of 8 f32 values.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn widen_pd(v: __m256) -> (__m256d, __m256d) {
+    (_mm256_cvtps_pd(_mm256_castps256_ps128(v)), _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v)))
+}
+
+/// LayerNorm with f64 mean and variance (two passes) and f64 normalization like the scalar
+/// reference, so rows with a large mean relative to their spread keep full f32 accuracy.
+#[target_feature(enable = "avx2,fma")]
+fn layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32]) {
+    let len = x.len();
+    let split = len - len % 8;
+    let (x8, x_tail) = x.split_at(split);
+    let mut sum = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    for c in x8.chunks_exact(8) {
+        // SAFETY: the chunk holds 8 values.
+        let (lo, hi) = widen_pd(unsafe { _mm256_loadu_ps(c.as_ptr()) });
+        sum = (_mm256_add_pd(sum.0, lo), _mm256_add_pd(sum.1, hi));
+    }
+    let mean = (hsum4d(_mm256_add_pd(sum.0, sum.1)) + x_tail.iter().map(|&v| v as f64).sum::<f64>()) / len as f64;
+    let mean_v = _mm256_set1_pd(mean);
+    let mut sq = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    for c in x8.chunks_exact(8) {
+        // SAFETY: the chunk holds 8 values.
+        let (lo, hi) = widen_pd(unsafe { _mm256_loadu_ps(c.as_ptr()) });
+        let (dlo, dhi) = (_mm256_sub_pd(lo, mean_v), _mm256_sub_pd(hi, mean_v));
+        sq = (_mm256_fmadd_pd(dlo, dlo, sq.0), _mm256_fmadd_pd(dhi, dhi, sq.1));
+    }
+    let var = (hsum4d(_mm256_add_pd(sq.0, sq.1)) + x_tail.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>()) / len as f64;
+    let inv = 1.0 / (var + eps as f64).sqrt();
+    let inv_v = _mm256_set1_pd(inv);
+    let chunks = x8.chunks_exact(8).zip(gamma.chunks_exact(8)).zip(beta.chunks_exact(8)).zip(out.chunks_exact_mut(8));
+    let mut done = 0;
+    for (((c, g), b), o) in chunks {
+        // SAFETY: every chunk holds 8 values.
+        unsafe {
+            let (lo, hi) = widen_pd(_mm256_loadu_ps(c.as_ptr()));
+            let ylo = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_sub_pd(lo, mean_v), inv_v));
+            let yhi = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_sub_pd(hi, mean_v), inv_v));
+            let y = _mm256_set_m128(yhi, ylo);
+            _mm256_storeu_ps(o.as_mut_ptr(), _mm256_fmadd_ps(y, _mm256_loadu_ps(g.as_ptr()), _mm256_loadu_ps(b.as_ptr())));
+        }
+        done += 8;
+    }
+    let rest = out.iter_mut().zip(x).zip(gamma).zip(beta).skip(done);
+    for (((o, &v), &g), &b) in rest {
+        *o = ((v as f64 - mean) * inv) as f32 * g + b;
+    }
+}
+
+/// In-place `softmax(x · scale)`; the tail uses masked loads and stores.
+#[target_feature(enable = "avx2,fma")]
+fn softmax(x: &mut [f32], scale: f32) {
+    let n = x.len();
+    let sv = _mm256_set1_ps(scale);
+    let neg_inf = _mm256_set1_ps(f32::NEG_INFINITY);
+    let mut maxv = neg_inf;
+    let mut i = 0;
+    while i < n {
+        let mask = mask8(n - i);
+        // SAFETY: masked lanes lie inside x.
+        let v = unsafe { _mm256_maskload_ps(x.as_ptr().add(i), mask) };
+        let v = _mm256_blendv_ps(neg_inf, _mm256_mul_ps(v, sv), _mm256_castsi256_ps(mask));
+        maxv = _mm256_max_ps(maxv, v);
+        i += 8;
+    }
+    let maxs = _mm256_set1_ps(hmax8(maxv));
+    let mut sumv = _mm256_setzero_ps();
+    let mut i = 0;
+    while i < n {
+        let mask = mask8(n - i);
+        // SAFETY: masked lanes lie inside x.
+        unsafe {
+            let v = _mm256_maskload_ps(x.as_ptr().add(i), mask);
+            let e = _mm256_and_ps(exp8(_mm256_fmsub_ps(v, sv, maxs)), _mm256_castsi256_ps(mask));
+            sumv = _mm256_add_ps(sumv, e);
+            _mm256_maskstore_ps(x.as_mut_ptr().add(i), mask, e);
+        }
+        i += 8;
+    }
+    let inv = _mm256_set1_ps(1.0 / hsum8(sumv));
+    let mut i = 0;
+    while i < n {
+        let mask = mask8(n - i);
+        // SAFETY: masked lanes lie inside x.
+        unsafe {
+            let v = _mm256_maskload_ps(x.as_ptr().add(i), mask);
+            _mm256_maskstore_ps(x.as_mut_ptr().add(i), mask, _mm256_mul_ps(v, inv));
+        }
+        i += 8;
+    }
+}
+
+/// In-place exact (erf) GELU.
+#[target_feature(enable = "avx2,fma")]
+fn gelu(x: &mut [f32]) {
+    for chunk in x.chunks_mut(8) {
+        let mask = mask8(chunk.len());
+        // SAFETY: masked lanes lie inside the chunk.
+        unsafe {
+            let v = _mm256_maskload_ps(chunk.as_ptr(), mask);
+            _mm256_maskstore_ps(chunk.as_mut_ptr(), mask, gelu8(v));
+        }
+    }
+}
+
+/// `round(q)` with ties away from zero (like `f32::round`), exactly: truncate, then step away from
+/// zero when the dropped fraction (computed exactly) is at least one half.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn round_half_away8(q: __m256) -> __m256 {
+    let sign = _mm256_set1_ps(-0.0);
+    let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(q);
+    let frac = _mm256_andnot_ps(sign, _mm256_sub_ps(q, t));
+    let step = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(frac, _mm256_set1_ps(0.5)), _mm256_set1_ps(1.0));
+    _mm256_add_ps(t, _mm256_or_ps(step, _mm256_and_ps(q, sign)))
+}
+
+/// Quantization levels `round(v · inv) + zero` of 8 values (before clamping).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn level8(v: __m256, inv: __m256, zero: __m256i) -> __m256i {
+    _mm256_add_epi32(_mm256_cvttps_epi32(round_half_away8(_mm256_mul_ps(v, inv))), zero)
+}
+
+/// Per-row asymmetric u8 quantization with the scalar reference's parameters (same min/max, scale
+/// and zero point) and the same rounding (half away from zero), so the levels match it exactly.
+#[target_feature(enable = "avx2,fma")]
+fn quantize_u8(x: &[f32], out: &mut [u8]) -> (f32, i32) {
+    assert!(out.len() >= x.len(), "output is too short");
+    let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let split = x.len() - x.len() % 8;
+    for c in x[..split].chunks_exact(8) {
+        // SAFETY: the chunk holds 8 values.
+        let v = unsafe { _mm256_loadu_ps(c.as_ptr()) };
+        // The accumulator is the second operand: `vminps`/`vmaxps` return it when `v` is NaN, which
+        // ignores NaN like `f32::min`/`max` in the reference.
+        lo = _mm256_min_ps(v, lo);
+        hi = _mm256_max_ps(v, hi);
+    }
+    let (lo, hi) = x[split..].iter().fold((hmin8(lo), hmax8(hi)), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let Some((scale, zero)) = u8_params(lo, hi) else {
+        out[..x.len()].fill(0);
+        return (1.0, 0);
+    };
+    let inv_s = 1.0 / scale;
+    let inv = _mm256_set1_ps(inv_s);
+    let zv = _mm256_set1_epi32(zero);
+    let split32 = x.len() - x.len() % 32;
+    for (c, o) in x[..split32].chunks_exact(32).zip(out.chunks_exact_mut(32)) {
+        // SAFETY: the input chunk holds 32 values and the output chunk 32 bytes.
+        unsafe {
+            let p = c.as_ptr();
+            let q = [
+                level8(_mm256_loadu_ps(p), inv, zv),
+                level8(_mm256_loadu_ps(p.add(8)), inv, zv),
+                level8(_mm256_loadu_ps(p.add(16)), inv, zv),
+                level8(_mm256_loadu_ps(p.add(24)), inv, zv),
+            ];
+            // Saturating packs clamp to 0..=255; they interleave 128-bit lanes, the permute undoes it.
+            let ab = _mm256_packs_epi32(q[0], q[1]);
+            let cd = _mm256_packs_epi32(q[2], q[3]);
+            let bytes = _mm256_packus_epi16(ab, cd);
+            let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256(o.as_mut_ptr() as *mut __m256i, bytes);
+        }
+    }
+    for (o, &v) in out[split32..].iter_mut().zip(&x[split32..]) {
+        *o = ((v * inv_s).round() as i32 + zero).clamp(0, 255) as u8;
+    }
+    (scale, zero)
+}
+
+/// Horizontal min of 8 lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn hmin8(v: __m256) -> f32 {
+    let s = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_min_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_min_ss(s, _mm_movehdup_ps(s)))
+}
+
+impl VectorOps for Avx2 {
+    fn name(&self) -> &'static str {
+        "avx2"
+    }
+    fn layer_norm(&self, x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32]) {
+        // SAFETY: an `Avx2` value exists only when `detect` found AVX2 and FMA.
+        unsafe { layer_norm(x, gamma, beta, eps, out) }
+    }
+    fn softmax(&self, x: &mut [f32], scale: f32) {
+        // SAFETY: an `Avx2` value exists only when `detect` found AVX2 and FMA.
+        unsafe { softmax(x, scale) }
+    }
+    fn gelu(&self, x: &mut [f32]) {
+        // SAFETY: an `Avx2` value exists only when `detect` found AVX2 and FMA.
+        unsafe { gelu(x) }
+    }
+    fn quantize_u8(&self, x: &[f32], out: &mut [u8]) -> (f32, i32) {
+        // SAFETY: an `Avx2` value exists only when `detect` found AVX2 and FMA.
+        unsafe { quantize_u8(x, out) }
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::kernels::{pack, scalar::Scalar};
+    use crate::model::synthetic::Rng;
+
+    /// Runs `kernel` and the scalar reference on an int8 GEMM whose operands sit at the extremes
+    /// (`a` = 255 everywhere, weights ±127 and −128): every `vpmaddubsw`-style pair sum would
+    /// saturate, so only an exact scheme matches. With unit scales and no zero point the result is
+    /// the raw i32 sum, compared bit for bit.
+    pub(in crate::kernels::x86) fn check_u8i8_extremes(kernel: &dyn GemmU8I8) {
+        for (m, n, k) in [(7, 33, 1000), (1, 16, 4), (13, 5, 259)] {
+            let kp = round_up(k, 4);
+            let a = vec![255u8; m * kp];
+            let w: Vec<i8> = (0..n * k).map(|i| [-128i8, -127, 127][(i / 7) % 3]).collect();
+            let w_sum: Vec<i32> = w.chunks_exact(k).map(|r| r.iter().map(|&v| v as i32).sum()).collect();
+            let wp = pack::panel16x4_from_rows(&w, n, k);
+            let (a_scale, a_zero, w_scale) = (vec![1.0f32; m], vec![0i32; m], vec![1.0f32; n]);
+            let args = GemmU8I8Args {
+                m,
+                n,
+                k,
+                a: &a,
+                lda: kp,
+                a_scale: &a_scale,
+                a_zero: &a_zero,
+                w: &wp,
+                w_scale: &w_scale,
+                w_sum: &w_sum,
+                bias: None,
+                epilogue: Epilogue::Store,
+            };
+            let (mut got, mut want) = (vec![0f32; m * n], vec![0f32; m * n]);
+            kernel.gemm(&args, &mut got, n);
+            GemmU8I8::gemm(&Scalar, &args, &mut want, n);
+            assert_eq!(got, want, "{} m={m} n={n} k={k}", kernel.name());
+        }
+    }
+
+    #[test]
+    fn u8i8_is_exact_where_maddubs_would_saturate() {
+        let Some(k) = Avx2::detect() else { return eprintln!("skipped: this CPU lacks AVX2, FMA or F16C") };
+        check_u8i8_extremes(k);
+    }
+
+    #[test]
+    fn layer_norm_is_accurate_for_rows_with_a_large_mean() {
+        let Some(k) = Avx2::detect() else { return eprintln!("skipped: this CPU lacks AVX2, FMA or F16C") };
+        let mut rng = Rng::new(5);
+        for len in [1, 7, 8, 9, 192, 383, 768] {
+            for offset in [1e3f32, -3e4, 1e5] {
+                let x: Vec<f32> = rng.normals(len, 1.0).iter().map(|v| v + offset).collect();
+                let (gamma, beta) = (rng.normals(len, 1.0), rng.normals(len, 1.0));
+                let (mut got, mut want) = (vec![0f32; len], vec![0f32; len]);
+                k.layer_norm(&x, &gamma, &beta, 1e-6, &mut got);
+                Scalar.layer_norm(&x, &gamma, &beta, 1e-6, &mut want);
+                for (g, w) in got.iter().zip(&want) {
+                    assert!((g - w).abs() <= 1e-6 * (1.0 + w.abs()), "len {len} offset {offset}: {g} vs {w}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn quantize_u8_matches_the_reference_levels_exactly() {
+        let Some(k) = Avx2::detect() else { return eprintln!("skipped: this CPU lacks AVX2, FMA or F16C") };
+        let mut rng = Rng::new(9);
+        for len in [1, 31, 32, 33, 192, 767, 768] {
+            for std in [0.1f32, 3.0, 100.0] {
+                let mut x = rng.normals(len, std);
+                // values exactly on a rounding tie of the first row's scale
+                if len > 4 {
+                    let (lo, hi) = x.iter().fold((0f32, 0f32), |(l, h), &v| (l.min(v), h.max(v)));
+                    let s = (hi - lo) / 255.0;
+                    x[1] = 2.5 * s;
+                    x[2] = -0.5 * s;
+                }
+                let (mut got, mut want) = (vec![0u8; len], vec![0u8; len]);
+                assert_eq!(k.quantize_u8(&x, &mut got), Scalar.quantize_u8(&x, &mut want));
+                assert_eq!(got, want, "len {len} std {std}");
+            }
+        }
+        let mut q = [7u8; 3];
+        assert_eq!(k.quantize_u8(&[0.0; 3], &mut q), (1.0, 0), "an all-zero row has no range");
+        assert_eq!(q, [0; 3]);
+    }
+}
