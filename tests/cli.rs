@@ -62,6 +62,14 @@ fn bench_json_has_the_documented_keys() {
     assert_eq!(v["threads"], 1);
     assert_eq!(v["backend"], "native");
     assert_eq!(v["precision"], "f32");
+    let blob = std::fs::metadata(tiny_model()).unwrap().len();
+    assert_eq!(v["blob_bytes"].as_u64(), Some(blob));
+    assert_eq!(v["times_ms"].as_array().map(Vec::len), Some(5));
+    if cfg!(target_os = "linux") {
+        // The whole blob is mapped with populate, so the peak resident set holds at least the blob.
+        let peak = v["peak_rss_kib"].as_u64().expect("peak_rss_kib on Linux");
+        assert!(peak * 1024 >= blob, "peak RSS {peak} KiB < blob {blob} bytes");
+    }
 }
 
 #[test]
