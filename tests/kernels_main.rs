@@ -9,21 +9,23 @@ use proptest::test_runner::{Config, TestRunner};
 
 fn main() {
     let cases = std::env::var("VITEDGE_KERNEL_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
-    let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+    // A fresh runner per property: a `TestRunner` counts successes across `run` calls, so a shared
+    // one would run every property after the first with zero cases.
+    let runner = || TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
     let shape = (1usize..40, 1usize..70, 1usize..300, 0usize..9, 0usize..5, any::<bool>(), 0u8..3, any::<u64>());
     let mut results: Vec<(&str, Result<(), String>)> = Vec::new();
-    let r = runner.run(&shape, |(m, n, k, pa, pc, b, ep, seed)| kernel_checks::gemm_float(m, n, k, pa, pc, b, ep, seed).map_err(TestCaseError::fail));
+    let r = runner().run(&shape, |(m, n, k, pa, pc, b, ep, seed)| kernel_checks::gemm_float(m, n, k, pa, pc, b, ep, seed).map_err(TestCaseError::fail));
     results.push(("gemm_f32_and_f16_match_scalar", r.map_err(|e| e.to_string())));
-    let r = runner.run(&shape, |(m, n, k, pa, pc, b, ep, seed)| kernel_checks::gemm_u8i8(m, n, k, pa, pc, b, ep, seed).map_err(TestCaseError::fail));
+    let r = runner().run(&shape, |(m, n, k, pa, pc, b, ep, seed)| kernel_checks::gemm_u8i8(m, n, k, pa, pc, b, ep, seed).map_err(TestCaseError::fail));
     results.push(("gemm_u8i8_matches_scalar", r.map_err(|e| e.to_string())));
-    let r = runner.run(&(1usize..900, 0.01f32..3.0, any::<u64>(), any::<bool>()), |(len, scale, seed, big)| {
+    let r = runner().run(&(1usize..900, 0.01f32..3.0, any::<u64>(), any::<bool>()), |(len, scale, seed, big)| {
         kernel_checks::vector_ops(len, scale, seed, big).map_err(TestCaseError::fail)
     });
     results.push(("vector_ops_match_scalar", r.map_err(|e| e.to_string())));
     results.push(("gelu_is_exact_over_its_range_and_extremes", kernel_checks::gelu_range()));
     results.push(("every_kernel_set_runs_the_whole_model_like_scalar", kernel_checks::whole_model(false, &[1])));
     let names: Vec<&str> = vitedge::kernels::Kernels::all_available().iter().map(|(n, _)| *n).collect();
-    println!("kernel sets checked: {}", names.join(", "));
+    println!("kernel sets checked: {} ({cases} random cases per property)", names.join(", "));
     let mut failed = 0;
     for (name, r) in &results {
         match r {

@@ -1,20 +1,34 @@
-//! Plain NEON (Armv8.0-A, e.g. Cortex-A72 / A53 / A57) f32 GEMM over the `Panel16` layout: one
-//! 16-column panel row is four `float32x4_t`, `MR` rows of `a` are broadcast per step. The f16,
-//! int8 and element-wise kernels of this set are still the scalar reference (dotprod / i8mm / fp16
-//! kernels are future work).
+//! Plain NEON (Armv8.0-A: Cortex-A72 / A53 / A57) kernels, and the helpers the dotprod and i8mm
+//! sets share (epilogues, vector `exp` / `erf`).
+//!
+//! - f32 GEMM: `MR` = 6 rows × one 16-column `Panel16` row (four `float32x4_t`) per step, 24
+//!   accumulators in registers, the activation broadcast by `fmla` by element.
+//! - f16-weight GEMM: the same tile, weights widened with `fcvtl`/`fcvtl2` (plain Armv8.0) once per
+//!   k step and reused by all `MR` rows. This is also what the dotprod / i8mm sets use on CPUs with
+//!   FEAT_FP16: products or sums in f16 (`fmla .8h`) lose ~3 decimal digits over k = 768, and `fmlal`
+//!   (FEAT_FHM) would need the f32 activations rounded to f16; both miss the f32-accumulation
+//!   tolerance the property tests demand (see `aarch64/mod.rs`).
+//! - u8 × i8 GEMM: activations flipped to i8 (`a ^ 0x80` = a − 128, folded into the zero-point
+//!   correction), `smull`/`smull2` into exact i16 products, `sadalp` pairwise into i32.
+//! - Vector ops: LayerNorm with f64 sums like the reference, softmax with a vectorized `exp`, erf GELU
+//!   with a rational approximation, u8 quantization bit-identical to the reference (`fcvtas` rounds
+//!   half away from zero like `f32::round`).
 
 use std::arch::aarch64::*;
+use std::arch::asm;
 
 use half::f16;
 
-use crate::kernels::scalar::Scalar;
-use crate::kernels::{gelu_exact, Epilogue, GemmArgs, GemmF16, GemmF32, GemmU8I8, GemmU8I8Args, VectorOps};
+use crate::blob::round_up;
+use crate::kernels::{u8_params, Epilogue, GemmArgs, GemmF16, GemmF32, GemmU8I8, GemmU8I8Args, VectorOps};
 
 /// NEON kernel set. Construct only through [`Neon::detect`].
 pub struct Neon(());
 
-/// Rows per micro-kernel step (4 rows × 4 vectors = 16 accumulators of the 32 registers).
-const MR: usize = 4;
+/// Rows per f32 / f16 micro-kernel step (6 rows × 4 vectors = 24 of the 32 registers).
+const MR: usize = 6;
+/// Rows per int8 micro-kernel step (2 rows × 8 pairwise accumulators).
+const MR_I8: usize = 2;
 
 impl Neon {
     /// The kernel set if this CPU has NEON (every AArch64 CPU with an FPU).
@@ -24,46 +38,268 @@ impl Neon {
     }
 }
 
+/// Sixteen f32 values: one panel row of results, weights or per-column parameters.
+pub(super) type F32x16 = [float32x4_t; 4];
+/// Sixteen i32 values.
+pub(super) type I32x16 = [int32x4_t; 4];
+
+/// Loads the first `width` (≤ 16) values at `p`; the other lanes are zero.
+///
+/// # Safety
+/// `p` must be valid for reading `width` values.
+#[inline]
 #[target_feature(enable = "neon")]
-fn gemm_f32(args: &GemmArgs<'_, f32>, out: &mut [f32], ldc: usize) {
-    let GemmArgs { m, n, k, a, lda, w, bias, epilogue } = *args;
+pub(super) unsafe fn load_f32x16(p: *const f32, width: usize) -> F32x16 {
+    let mut tmp = [0f32; 16];
+    let src = if width >= 16 {
+        p
+    } else {
+        // SAFETY: the caller guarantees `width` readable values; tmp holds 16.
+        unsafe { std::ptr::copy_nonoverlapping(p, tmp.as_mut_ptr(), width) };
+        tmp.as_ptr()
+    };
+    // SAFETY: `src` points to 16 readable floats (the caller's or tmp).
+    unsafe { [vld1q_f32(src), vld1q_f32(src.add(4)), vld1q_f32(src.add(8)), vld1q_f32(src.add(12))] }
+}
+
+/// Loads the first `width` (≤ 16) values at `p`; the other lanes are zero.
+///
+/// # Safety
+/// `p` must be valid for reading `width` values.
+#[inline]
+#[target_feature(enable = "neon")]
+pub(super) unsafe fn load_i32x16(p: *const i32, width: usize) -> I32x16 {
+    let mut tmp = [0i32; 16];
+    let src = if width >= 16 {
+        p
+    } else {
+        // SAFETY: the caller guarantees `width` readable values; tmp holds 16.
+        unsafe { std::ptr::copy_nonoverlapping(p, tmp.as_mut_ptr(), width) };
+        tmp.as_ptr()
+    };
+    // SAFETY: `src` points to 16 readable i32 (the caller's or tmp).
+    unsafe { [vld1q_s32(src), vld1q_s32(src.add(4)), vld1q_s32(src.add(8)), vld1q_s32(src.add(12))] }
+}
+
+/// Vectorized `erf` (rational approximation on [-4, 4], as in XLA/Eigen; |error| < 2e-7), snapped
+/// to ±1 beyond |x| = 3.9 (where erf is ±1 to within 4e-8) so GELU of very negative x is exactly 0.
+#[inline]
+#[target_feature(enable = "neon")]
+pub(super) fn erf4(a: float32x4_t) -> float32x4_t {
+    let x = vminq_f32(vmaxq_f32(a, vdupq_n_f32(-4.0)), vdupq_n_f32(4.0));
+    let x2 = vmulq_f32(x, x);
+    let mut p = vdupq_n_f32(-2.726_142_3e-10);
+    for c in [2.770_681_4e-08f32, -2.101_024e-06, -5.692_506_4e-05, -7.349_906_3e-04, -2.954_600e-03, -1.609_603_3e-02] {
+        p = vfmaq_f32(vdupq_n_f32(c), p, x2);
+    }
+    p = vmulq_f32(p, x);
+    let mut q = vdupq_n_f32(-1.456_607_2e-05);
+    for c in [-2.133_740_5e-04f32, -1.682_827e-03, -7.373_329e-03, -1.426_474e-02] {
+        q = vfmaq_f32(vdupq_n_f32(c), q, x2);
+    }
+    let e = vdivq_f32(p, q);
+    let tail = vcageq_f32(a, vdupq_n_f32(3.9));
+    let sign = vandq_u32(vreinterpretq_u32_f32(a), vdupq_n_u32(0x8000_0000));
+    let one = vreinterpretq_f32_u32(vorrq_u32(vreinterpretq_u32_f32(vdupq_n_f32(1.0)), sign));
+    vbslq_f32(tail, one, e)
+}
+
+/// Exact-erf GELU of four values.
+#[inline]
+#[target_feature(enable = "neon")]
+pub(super) fn gelu4(x: float32x4_t) -> float32x4_t {
+    let e = erf4(vmulq_n_f32(x, std::f32::consts::FRAC_1_SQRT_2));
+    vmulq_f32(vmulq_n_f32(x, 0.5), vaddq_f32(e, vdupq_n_f32(1.0)))
+}
+
+/// Vectorized `exp` (Cephes-style range reduction, degree-6 polynomial; relative error ~2e-7).
+/// Arguments are clamped to [-87.33, 88.37], so the result is a normal or subnormal float.
+#[inline]
+#[target_feature(enable = "neon")]
+pub(super) fn exp4(x: float32x4_t) -> float32x4_t {
+    let x = vmaxq_f32(vminq_f32(x, vdupq_n_f32(88.37)), vdupq_n_f32(-87.33));
+    let n = vrndnq_f32(vmulq_n_f32(x, std::f32::consts::LOG2_E));
+    let r = vfmsq_f32(x, n, vdupq_n_f32(0.693_145_75));
+    let r = vfmsq_f32(r, n, vdupq_n_f32(1.428_606_8e-6));
+    let mut p = vdupq_n_f32(1.987_569_1e-4);
+    for c in [1.398_199_9e-3f32, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.000_000_1e-1] {
+        p = vfmaq_f32(vdupq_n_f32(c), p, r);
+    }
+    let p = vfmaq_f32(vaddq_f32(r, vdupq_n_f32(1.0)), vmulq_f32(p, r), r);
+    // 2^n for n in [-126, 127] (the clamp keeps it there): exponent bits (n + 127) << 23.
+    let two_n = vreinterpretq_f32_s32(vshlq_n_s32::<23>(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127))));
+    vmulq_f32(p, two_n)
+}
+
+/// Applies the epilogue to 16 results (bias already added) and stores the first `width` at `dst`.
+///
+/// # Safety
+/// `dst` must be valid for reading and writing `width` (≤ 16) floats.
+#[inline]
+#[target_feature(enable = "neon")]
+pub(super) unsafe fn finish16(r: F32x16, dst: *mut f32, width: usize, epilogue: Epilogue) {
+    let mut tmp = [0f32; 16];
+    let full = width >= 16;
+    let p = if full { dst } else { tmp.as_mut_ptr() };
+    if !full && epilogue == Epilogue::Accumulate {
+        // SAFETY: the caller guarantees `width` valid floats at dst; tmp holds 16.
+        unsafe { std::ptr::copy_nonoverlapping(dst, p, width) };
+    }
+    for (q, &v) in r.iter().enumerate() {
+        // SAFETY: `p` points to 16 valid floats (dst when full, else tmp).
+        unsafe {
+            let v = match epilogue {
+                Epilogue::Store => v,
+                Epilogue::Accumulate => vaddq_f32(vld1q_f32(p.add(q * 4)), v),
+                Epilogue::Gelu => gelu4(v),
+            };
+            vst1q_f32(p.add(q * 4), v);
+        }
+    }
+    if !full {
+        // SAFETY: as above; only the first `width` values go back to dst.
+        unsafe { std::ptr::copy_nonoverlapping(p, dst, width) };
+    }
+}
+
+/// The int8 epilogue for one row of 16 columns: `a_scale · w_scale[j] · (acc[j] + fold · w_sum[j])
+/// + bias[j]`, then `epilogue`; `fold` is `−a_zero` for plain u8 sums or `128 − a_zero` when the
+/// activations were flipped to `a − 128`. Evaluated in the reference's order (no fused multiply-add),
+/// so Store / Accumulate results equal the scalar kernel's bit for bit.
+///
+/// # Safety
+/// `dst` must be valid for reading and writing `width` (≤ 16) floats.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "neon")]
+pub(super) unsafe fn finish_u8i8(
+    acc: I32x16,
+    fold: i32,
+    a_scale: f32,
+    w_scale: &F32x16,
+    w_sum: &I32x16,
+    bias: &F32x16,
+    dst: *mut f32,
+    width: usize,
+    epilogue: Epilogue,
+) {
+    let r: F32x16 = std::array::from_fn(|q| {
+        let corrected = vmlaq_n_s32(acc[q], w_sum[q], fold);
+        let s = vmulq_n_f32(w_scale[q], a_scale);
+        vaddq_f32(vmulq_f32(s, vcvtq_f32_s32(corrected)), bias[q])
+    });
+    // SAFETY: forwarded from the caller.
+    unsafe { finish16(r, dst, width, epilogue) }
+}
+
+/// Weight element types of the `Panel16` float GEMMs.
+pub(super) trait PanelWeight: Copy {
+    /// Loads one panel row (16 weights) as f32.
+    ///
+    /// # Safety
+    /// `p` must be valid for reading 16 elements; NEON must be available.
+    unsafe fn load16(p: *const Self) -> F32x16;
+}
+
+impl PanelWeight for f32 {
+    #[inline(always)]
+    unsafe fn load16(p: *const f32) -> F32x16 {
+        // SAFETY: the caller guarantees 16 readable floats at p.
+        unsafe { [vld1q_f32(p), vld1q_f32(p.add(4)), vld1q_f32(p.add(8)), vld1q_f32(p.add(12))] }
+    }
+}
+
+/// `fcvtl`: the low four f16 (as raw bits) of `h` to f32 (plain Armv8.0 NEON; written as `asm!`
+/// because the f16 vector types are not stable in every supported Rust).
+#[inline(always)]
+fn cvt_low_f16(h: uint16x8_t) -> float32x4_t {
+    let out: float32x4_t;
+    // SAFETY: fcvtl is base Armv8.0-A AdvSIMD; pure register-to-register conversion.
+    unsafe { asm!("fcvtl {o:v}.4s, {i:v}.4h", o = lateout(vreg) out, i = in(vreg) h, options(pure, nomem, nostack, preserves_flags)) };
+    out
+}
+
+/// `fcvtl2`: the high four f16 of `h` to f32.
+#[inline(always)]
+fn cvt_high_f16(h: uint16x8_t) -> float32x4_t {
+    let out: float32x4_t;
+    // SAFETY: as in `cvt_low_f16`.
+    unsafe { asm!("fcvtl2 {o:v}.4s, {i:v}.8h", o = lateout(vreg) out, i = in(vreg) h, options(pure, nomem, nostack, preserves_flags)) };
+    out
+}
+
+impl PanelWeight for f16 {
+    #[inline(always)]
+    unsafe fn load16(p: *const f16) -> F32x16 {
+        let p = p as *const u16;
+        // SAFETY: the caller guarantees 16 readable f16 (32 bytes) at p; f16 is a transparent u16.
+        let (lo, hi) = unsafe { (vld1q_u16(p), vld1q_u16(p.add(8))) };
+        [cvt_low_f16(lo), cvt_high_f16(lo), cvt_low_f16(hi), cvt_high_f16(hi)]
+    }
+}
+
+fn check_gemm<W>(args: &GemmArgs<'_, W>, out: &[f32], ldc: usize) {
+    let GemmArgs { m, n, k, a, lda, w, bias, .. } = *args;
     assert!(m == 0 || (lda >= k && a.len() >= (m - 1) * lda + k), "a is too short");
     assert!(w.len() >= n.div_ceil(16) * 16 * k, "packed weights are too short");
     assert!(m == 0 || (ldc >= n && out.len() >= (m - 1) * ldc + n), "out is too short");
     assert!(bias.is_none_or(|b| b.len() >= n), "bias is too short");
+}
+
+/// `R` rows of `a` (row stride `lda`) times one `k × 16` panel.
+///
+/// # Safety
+/// `a` must be valid for `R` rows of `k` floats, `panel` for `16 k` weights.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn tile_f32<W: PanelWeight, const R: usize>(a: *const f32, lda: usize, panel: *const W, k: usize) -> [F32x16; R] {
+    let mut acc = [[vdupq_n_f32(0.0); 4]; R];
+    for kk in 0..k {
+        // SAFETY: kk < k: inside the panel and inside each of the R rows (caller's guarantee).
+        unsafe {
+            let wv = W::load16(panel.add(kk * 16));
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let av = *a.add(r * lda + kk);
+                for q in 0..4 {
+                    acc_r[q] = vfmaq_n_f32(acc_r[q], wv[q], av);
+                }
+            }
+        }
+    }
+    acc
+}
+
+#[target_feature(enable = "neon")]
+fn gemm_panel<W: PanelWeight>(args: &GemmArgs<'_, W>, out: &mut [f32], ldc: usize) {
+    check_gemm(args, out, ldc);
+    let GemmArgs { m, n, k, a, lda, w, bias, epilogue } = *args;
     for p in 0..n.div_ceil(16) {
         let width = (n - p * 16).min(16);
-        let panel = &w[p * 16 * k..(p + 1) * 16 * k];
+        // SAFETY: bias holds ≥ n values (checked), so `width` values from p*16.
+        let bias_v = bias.map_or([vdupq_n_f32(0.0); 4], |b| unsafe { load_f32x16(b.as_ptr().add(p * 16), width) });
+        // SAFETY: the panel offset is inside `w` (checked length).
+        let panel = unsafe { w.as_ptr().add(p * 16 * k) };
         let mut i = 0;
         while i < m {
             let rows = (m - i).min(MR);
+            // SAFETY: rows i..i+rows < m exist in `a` (checked length), the panel holds 16 k weights.
+            let a_i = unsafe { a.as_ptr().add(i * lda) };
             let mut acc = [[vdupq_n_f32(0.0); 4]; MR];
-            for kk in 0..k {
-                let wp = panel[kk * 16..kk * 16 + 16].as_ptr();
-                // SAFETY: the slice above holds 16 floats at wp.
-                let wv = unsafe { [vld1q_f32(wp), vld1q_f32(wp.add(4)), vld1q_f32(wp.add(8)), vld1q_f32(wp.add(12))] };
-                for (r, acc_r) in acc.iter_mut().enumerate().take(rows) {
-                    let av = a[(i + r) * lda + kk];
-                    for q in 0..4 {
-                        acc_r[q] = vfmaq_n_f32(acc_r[q], wv[q], av);
-                    }
+            // SAFETY: as above, for exactly `rows` rows.
+            unsafe {
+                match rows {
+                    6 => acc = tile_f32::<W, 6>(a_i, lda, panel, k),
+                    5 => acc[..5].copy_from_slice(&tile_f32::<W, 5>(a_i, lda, panel, k)),
+                    4 => acc[..4].copy_from_slice(&tile_f32::<W, 4>(a_i, lda, panel, k)),
+                    3 => acc[..3].copy_from_slice(&tile_f32::<W, 3>(a_i, lda, panel, k)),
+                    2 => acc[..2].copy_from_slice(&tile_f32::<W, 2>(a_i, lda, panel, k)),
+                    _ => acc[..1].copy_from_slice(&tile_f32::<W, 1>(a_i, lda, panel, k)),
                 }
             }
             for (r, acc_r) in acc.iter().enumerate().take(rows) {
-                let mut tmp = [0f32; 16];
-                for q in 0..4 {
-                    // SAFETY: tmp holds 16 floats; q*4+3 < 16.
-                    unsafe { vst1q_f32(tmp.as_mut_ptr().add(q * 4), acc_r[q]) };
-                }
-                let row = &mut out[(i + r) * ldc + p * 16..(i + r) * ldc + p * 16 + width];
-                for (jj, o) in row.iter_mut().enumerate() {
-                    let v = tmp[jj] + bias.map_or(0.0, |b| b[p * 16 + jj]);
-                    match epilogue {
-                        Epilogue::Store => *o = v,
-                        Epilogue::Accumulate => *o += v,
-                        Epilogue::Gelu => *o = gelu_exact(v),
-                    }
-                }
+                let v: F32x16 = std::array::from_fn(|q| vaddq_f32(acc_r[q], bias_v[q]));
+                // SAFETY: row i + r < m; columns p*16 .. p*16 + width ≤ n ≤ ldc: inside `out`.
+                unsafe { finish16(v, out.as_mut_ptr().add((i + r) * ldc + p * 16), width, epilogue) };
             }
             i += rows;
         }
@@ -76,42 +312,315 @@ impl GemmF32 for Neon {
     }
     fn gemm(&self, args: &GemmArgs<'_, f32>, out: &mut [f32], ldc: usize) {
         // SAFETY: a `Neon` value exists only when `detect` found NEON.
-        unsafe { gemm_f32(args, out, ldc) }
+        unsafe { gemm_panel(args, out, ldc) }
     }
 }
 
 impl GemmF16 for Neon {
     fn name(&self) -> &'static str {
-        "scalar"
+        "neon-fcvtl"
     }
     fn gemm(&self, args: &GemmArgs<'_, f16>, out: &mut [f32], ldc: usize) {
-        GemmF16::gemm(&Scalar, args, out, ldc)
+        // SAFETY: a `Neon` value exists only when `detect` found NEON.
+        unsafe { gemm_panel(args, out, ldc) }
+    }
+}
+
+/// Checks the int8 GEMM operands and returns `round_up(k, 4)`.
+pub(super) fn check_u8i8(args: &GemmU8I8Args<'_>, out: &[f32], ldc: usize) -> usize {
+    let GemmU8I8Args { m, n, k, a, lda, a_scale, a_zero, w, w_scale, w_sum, bias, .. } = *args;
+    let kp = round_up(k, 4);
+    assert!(m == 0 || (lda >= kp && a.len() >= (m - 1) * lda + kp), "a is too short");
+    assert!(a_scale.len() >= m && a_zero.len() >= m, "activation parameters are too short");
+    assert!(w.len() >= n.div_ceil(16) * 16 * kp, "packed weights are too short");
+    assert!(w_scale.len() >= n && w_sum.len() >= n && bias.is_none_or(|b| b.len() >= n), "per-column data too short");
+    assert!(m == 0 || (ldc >= n && out.len() >= (m - 1) * ldc + n), "out is too short");
+    kp
+}
+
+/// Per-column data of one panel for the int8 epilogue.
+pub(super) struct PanelParams {
+    /// Columns of this panel that exist (≤ 16).
+    pub width: usize,
+    /// Weight scales.
+    pub w_scale: F32x16,
+    /// Weight sums.
+    pub w_sum: I32x16,
+    /// Bias (zero without one).
+    pub bias: F32x16,
+}
+
+impl PanelParams {
+    /// Loads panel `p`'s parameters (lengths checked by [`check_u8i8`]).
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub(super) fn load(args: &GemmU8I8Args<'_>, p: usize) -> PanelParams {
+        let width = (args.n - p * 16).min(16);
+        // SAFETY: w_scale, w_sum and bias hold ≥ n values (check_u8i8), so `width` from p*16.
+        unsafe {
+            PanelParams {
+                width,
+                w_scale: load_f32x16(args.w_scale.as_ptr().add(p * 16), width),
+                w_sum: load_i32x16(args.w_sum.as_ptr().add(p * 16), width),
+                bias: args.bias.map_or([vdupq_n_f32(0.0); 4], |b| load_f32x16(b.as_ptr().add(p * 16), width)),
+            }
+        }
+    }
+
+    /// Finishes row `row` of this panel (`p`) into `out`.
+    ///
+    /// # Safety
+    /// `row < m` and `out` must have passed [`check_u8i8`] with `ldc`.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn finish(&self, args: &GemmU8I8Args<'_>, acc: I32x16, flipped: bool, row: usize, p: usize, out: &mut [f32], ldc: usize) {
+        let zero = args.a_zero[row];
+        let fold = if flipped { 128i32.wrapping_sub(zero) } else { zero.wrapping_neg() };
+        // SAFETY: row < m, columns p*16 .. p*16 + width ≤ n ≤ ldc: inside `out` (checked).
+        unsafe {
+            finish_u8i8(acc, fold, args.a_scale[row], &self.w_scale, &self.w_sum, &self.bias, out.as_mut_ptr().add(row * ldc + p * 16), self.width, args.epilogue)
+        }
+    }
+}
+
+/// `R` rows of u8 activations (flipped to i8) times one `Panel16x4` panel of `groups` 4-k groups,
+/// with `smull`/`smull2` (exact i16 products: |(a − 128)·w| ≤ 2^14) and `sadalp` into i32.
+///
+/// # Safety
+/// `a` must be valid for `R` rows of `4 · groups` bytes (stride `lda`), `panel` for `64 · groups`.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn tile_u8i8<const R: usize>(a: *const u8, lda: usize, panel: *const i8, groups: usize) -> [I32x16; R] {
+    let mut acc = [[vdupq_n_s32(0); 8]; R];
+    let flip = vdupq_n_u32(0x8080_8080);
+    for g in 0..groups {
+        // SAFETY: group g < groups lies inside the panel; 4 bytes at 4g inside each row.
+        unsafe {
+            let wg = [vld1q_s8(panel.add(g * 64)), vld1q_s8(panel.add(g * 64 + 16)), vld1q_s8(panel.add(g * 64 + 32)), vld1q_s8(panel.add(g * 64 + 48))];
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let a4 = std::ptr::read_unaligned(a.add(r * lda + g * 4) as *const u32);
+                let av = vreinterpretq_s8_u32(veorq_u32(vdupq_n_u32(a4), flip));
+                let av_lo = vget_low_s8(av);
+                for q in 0..4 {
+                    acc_r[2 * q] = vpadalq_s16(acc_r[2 * q], vmull_s8(vget_low_s8(wg[q]), av_lo));
+                    acc_r[2 * q + 1] = vpadalq_s16(acc_r[2 * q + 1], vmull_high_s8(wg[q], av));
+                }
+            }
+        }
+    }
+    // Lanes of acc[2q]: [c(k0+k1), c(k2+k3), c+1(k0+k1), c+1(k2+k3)] for c = 4q; acc[2q+1] the same
+    // for columns 4q+2, 4q+3. One more pairwise add gives columns 4q..4q+3.
+    std::array::from_fn(|r| std::array::from_fn(|q| vpaddq_s32(acc[r][2 * q], acc[r][2 * q + 1])))
+}
+
+#[target_feature(enable = "neon")]
+fn gemm_u8i8(args: &GemmU8I8Args<'_>, out: &mut [f32], ldc: usize) {
+    let kp = check_u8i8(args, out, ldc);
+    let (m, lda) = (args.m, args.lda);
+    for p in 0..args.n.div_ceil(16) {
+        let params = PanelParams::load(args, p);
+        // SAFETY: the panel offset is inside `w` (checked length).
+        let panel = unsafe { args.w.as_ptr().add(p * 16 * kp) };
+        let mut i = 0;
+        while i < m {
+            let rows = (m - i).min(MR_I8);
+            // SAFETY: rows i..i+rows < m hold kp ≥ 4·groups bytes each (checked).
+            let a_i = unsafe { args.a.as_ptr().add(i * lda) };
+            let mut acc = [[vdupq_n_s32(0); 4]; MR_I8];
+            // SAFETY: as above, for exactly `rows` rows.
+            unsafe {
+                match rows {
+                    2 => acc = tile_u8i8::<2>(a_i, lda, panel, kp / 4),
+                    _ => acc[..1].copy_from_slice(&tile_u8i8::<1>(a_i, lda, panel, kp / 4)),
+                }
+            }
+            for (r, acc_r) in acc.iter().enumerate().take(rows) {
+                // SAFETY: row i + r < m; out checked.
+                unsafe { params.finish(args, *acc_r, true, i + r, p, out, ldc) };
+            }
+            i += rows;
+        }
     }
 }
 
 impl GemmU8I8 for Neon {
     fn name(&self) -> &'static str {
-        "scalar"
+        "neon"
     }
     fn gemm(&self, args: &GemmU8I8Args<'_>, out: &mut [f32], ldc: usize) {
-        GemmU8I8::gemm(&Scalar, args, out, ldc)
+        // SAFETY: a `Neon` value exists only when `detect` found NEON.
+        unsafe { gemm_u8i8(args, out, ldc) }
     }
+}
+
+/// Widens four f32 to two f64 pairs.
+#[inline]
+#[target_feature(enable = "neon")]
+fn widen(v: float32x4_t) -> (float64x2_t, float64x2_t) {
+    (vcvt_f64_f32(vget_low_f32(v)), vcvt_high_f64_f32(v))
+}
+
+#[target_feature(enable = "neon")]
+fn layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32]) {
+    let len = x.len();
+    assert!(gamma.len() >= len && beta.len() >= len && out.len() >= len, "layer_norm operands are too short");
+    let body = len / 4 * 4;
+    // Sums in f64 like the reference, two lanes at a time.
+    let (mut s0, mut s1) = (vdupq_n_f64(0.0), vdupq_n_f64(0.0));
+    for i in (0..body).step_by(4) {
+        // SAFETY: i + 4 ≤ body ≤ len.
+        let (lo, hi) = widen(unsafe { vld1q_f32(x.as_ptr().add(i)) });
+        s0 = vaddq_f64(s0, lo);
+        s1 = vaddq_f64(s1, hi);
+    }
+    let sum = vaddvq_f64(vaddq_f64(s0, s1)) + x[body..].iter().map(|&v| v as f64).sum::<f64>();
+    let mean = sum / len as f64;
+    let mean_v = vdupq_n_f64(mean);
+    let (mut q0, mut q1) = (vdupq_n_f64(0.0), vdupq_n_f64(0.0));
+    for i in (0..body).step_by(4) {
+        // SAFETY: i + 4 ≤ body ≤ len.
+        let (lo, hi) = widen(unsafe { vld1q_f32(x.as_ptr().add(i)) });
+        let (d0, d1) = (vsubq_f64(lo, mean_v), vsubq_f64(hi, mean_v));
+        q0 = vfmaq_f64(q0, d0, d0);
+        q1 = vfmaq_f64(q1, d1, d1);
+    }
+    let var = (vaddvq_f64(vaddq_f64(q0, q1)) + x[body..].iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>()) / len as f64;
+    let inv = 1.0 / (var + eps as f64).sqrt();
+    let inv_v = vdupq_n_f64(inv);
+    for i in (0..body).step_by(4) {
+        // SAFETY: i + 4 ≤ body ≤ len ≤ the lengths of gamma, beta and out (asserted).
+        unsafe {
+            let (lo, hi) = widen(vld1q_f32(x.as_ptr().add(i)));
+            let n_lo = vcvt_f32_f64(vmulq_f64(vsubq_f64(lo, mean_v), inv_v));
+            let n = vcvt_high_f32_f64(n_lo, vmulq_f64(vsubq_f64(hi, mean_v), inv_v));
+            let y = vaddq_f32(vmulq_f32(n, vld1q_f32(gamma.as_ptr().add(i))), vld1q_f32(beta.as_ptr().add(i)));
+            vst1q_f32(out.as_mut_ptr().add(i), y);
+        }
+    }
+    for i in body..len {
+        out[i] = ((x[i] as f64 - mean) * inv) as f32 * gamma[i] + beta[i];
+    }
+}
+
+#[target_feature(enable = "neon")]
+fn softmax(x: &mut [f32], scale: f32) {
+    let len = x.len();
+    let body = len / 4 * 4;
+    let mut max_v = vdupq_n_f32(f32::NEG_INFINITY);
+    for i in (0..body).step_by(4) {
+        // SAFETY: i + 4 ≤ body ≤ len.
+        max_v = vmaxq_f32(max_v, vmulq_n_f32(unsafe { vld1q_f32(x.as_ptr().add(i)) }, scale));
+    }
+    let max = x[body..].iter().fold(vmaxvq_f32(max_v), |m, &v| m.max(v * scale));
+    let neg_max = vdupq_n_f32(-max);
+    let mut sum_v = vdupq_n_f32(0.0);
+    for i in (0..body).step_by(4) {
+        // SAFETY: i + 4 ≤ body ≤ len.
+        unsafe {
+            let e = exp4(vfmaq_n_f32(neg_max, vld1q_f32(x.as_ptr().add(i)), scale));
+            sum_v = vaddq_f32(sum_v, e);
+            vst1q_f32(x.as_mut_ptr().add(i), e);
+        }
+    }
+    let mut sum = vaddvq_f32(sum_v);
+    if body < len {
+        let mut tmp = [0f32; 4];
+        tmp[..len - body].copy_from_slice(&x[body..]);
+        // SAFETY: tmp holds 4 floats.
+        unsafe {
+            let e = exp4(vfmaq_n_f32(neg_max, vld1q_f32(tmp.as_ptr()), scale));
+            vst1q_f32(tmp.as_mut_ptr(), e);
+        }
+        for (v, &e) in x[body..].iter_mut().zip(&tmp) {
+            *v = e;
+            sum += e;
+        }
+    }
+    let inv = 1.0 / sum;
+    for i in (0..body).step_by(4) {
+        // SAFETY: i + 4 ≤ body ≤ len.
+        unsafe { vst1q_f32(x.as_mut_ptr().add(i), vmulq_n_f32(vld1q_f32(x.as_ptr().add(i)), inv)) };
+    }
+    x[body..].iter_mut().for_each(|v| *v *= inv);
+}
+
+#[target_feature(enable = "neon")]
+fn gelu(x: &mut [f32]) {
+    let mut chunks = x.chunks_exact_mut(4);
+    for c in &mut chunks {
+        // SAFETY: the chunk holds exactly 4 floats.
+        unsafe { vst1q_f32(c.as_mut_ptr(), gelu4(vld1q_f32(c.as_ptr()))) };
+    }
+    let rest = chunks.into_remainder();
+    if !rest.is_empty() {
+        let mut tmp = [0f32; 4];
+        tmp[..rest.len()].copy_from_slice(rest);
+        // SAFETY: tmp holds 4 floats.
+        unsafe { vst1q_f32(tmp.as_mut_ptr(), gelu4(vld1q_f32(tmp.as_ptr()))) };
+        let n = rest.len();
+        rest.copy_from_slice(&tmp[..n]);
+    }
+}
+
+/// Per-row asymmetric u8 quantization, bit-identical to the reference: same min/max (`fminnm` /
+/// `fmaxnm` ignore NaN like `f32::min`), same parameters ([`u8_params`]), and `fcvtas` rounds half
+/// away from zero like `f32::round`.
+#[target_feature(enable = "neon")]
+fn quantize_u8(x: &[f32], out: &mut [u8]) -> (f32, i32) {
+    let len = x.len();
+    assert!(out.len() >= len, "output is too short");
+    let body = len / 16 * 16;
+    let (mut lo, mut hi) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+    for i in (0..len / 4 * 4).step_by(4) {
+        // SAFETY: i + 4 ≤ len.
+        let v = unsafe { vld1q_f32(x.as_ptr().add(i)) };
+        lo = vminnmq_f32(lo, v);
+        hi = vmaxnmq_f32(hi, v);
+    }
+    let (lo, hi) = x[len / 4 * 4..].iter().fold((vminnmvq_f32(lo), vmaxnmvq_f32(hi)), |(l, h), &v| (l.min(v), h.max(v)));
+    let Some((scale, zero)) = u8_params(lo, hi) else {
+        out[..len].fill(0);
+        return (1.0, 0);
+    };
+    let inv = 1.0 / scale;
+    let zero_v = vdupq_n_s32(zero);
+    let (min_v, max_v) = (vdupq_n_s32(0), vdupq_n_s32(255));
+    for i in (0..body).step_by(16) {
+        // SAFETY: i + 16 ≤ body ≤ len ≤ out.len() (asserted).
+        unsafe {
+            let q: [int32x4_t; 4] = std::array::from_fn(|j| {
+                let r = vcvtaq_s32_f32(vmulq_n_f32(vld1q_f32(x.as_ptr().add(i + 4 * j)), inv));
+                vminq_s32(vmaxq_s32(vqaddq_s32(r, zero_v), min_v), max_v)
+            });
+            let h0 = vcombine_u16(vqmovun_s32(q[0]), vqmovun_s32(q[1]));
+            let h1 = vcombine_u16(vqmovun_s32(q[2]), vqmovun_s32(q[3]));
+            vst1q_u8(out.as_mut_ptr().add(i), vcombine_u8(vqmovn_u16(h0), vqmovn_u16(h1)));
+        }
+    }
+    for (o, &v) in out[body..len].iter_mut().zip(&x[body..]) {
+        *o = ((v * inv).round() as i32 + zero).clamp(0, 255) as u8;
+    }
+    (scale, zero)
 }
 
 impl VectorOps for Neon {
     fn name(&self) -> &'static str {
-        "scalar"
+        "neon"
     }
     fn layer_norm(&self, x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32]) {
-        Scalar.layer_norm(x, gamma, beta, eps, out)
+        // SAFETY: a `Neon` value exists only when `detect` found NEON.
+        unsafe { layer_norm(x, gamma, beta, eps, out) }
     }
     fn softmax(&self, x: &mut [f32], scale: f32) {
-        Scalar.softmax(x, scale)
+        // SAFETY: as above.
+        unsafe { softmax(x, scale) }
     }
     fn gelu(&self, x: &mut [f32]) {
-        Scalar.gelu(x)
+        // SAFETY: as above.
+        unsafe { gelu(x) }
     }
     fn quantize_u8(&self, x: &[f32], out: &mut [u8]) -> (f32, i32) {
-        Scalar.quantize_u8(x, out)
+        // SAFETY: as above.
+        unsafe { quantize_u8(x, out) }
     }
 }
