@@ -210,6 +210,7 @@ impl Kernels {
                 ("avx512vl", is_x86_feature_detected!("avx512vl")),
                 ("avx512vnni", is_x86_feature_detected!("avx512vnni")),
                 ("avxvnni", is_x86_feature_detected!("avxvnni")),
+                ("amx-int8", std::arch::x86_64::__cpuid_count(7, 0).edx & (1 << 25) != 0),
             ]
         }
         #[cfg(target_arch = "aarch64")]
