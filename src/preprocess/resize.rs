@@ -49,6 +49,25 @@ pub(crate) struct Coeffs {
 }
 
 impl Coeffs {
+    /// Pillow's 8-bit horizontal pass over one packed-RGB row: `src` holds the source row from
+    /// column `x0` on (enough columns for every tap); writes one RGB8 pixel per output column to `dst`.
+    pub(crate) fn resample_rgb_row(&self, src: &[u8], x0: usize, dst: &mut [u8]) {
+        for (xx, &(xmin, n)) in self.bounds.iter().enumerate() {
+            let k = &self.weights[xx * self.ksize..xx * self.ksize + n];
+            let mut acc = [1i64 << (PRECISION_BITS - 1); 3];
+            let base = (xmin - x0) * 3;
+            for (x, &w) in k.iter().enumerate() {
+                let p = &src[base + x * 3..base + x * 3 + 3];
+                acc[0] += p[0] as i64 * w as i64;
+                acc[1] += p[1] as i64 * w as i64;
+                acc[2] += p[2] as i64 * w as i64;
+            }
+            dst[xx * 3] = clip8(acc[0]);
+            dst[xx * 3 + 1] = clip8(acc[1]);
+            dst[xx * 3 + 2] = clip8(acc[2]);
+        }
+    }
+
     /// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` for `in_size → out_size`, keeping only
     /// output pixels `first..first + count`.
     pub(crate) fn compute(&mut self, in_size: usize, out_size: usize, first: usize, count: usize, interp: Interpolation) {
@@ -177,20 +196,7 @@ impl Preprocessor {
             let c = &self.horizontal;
             for y in 0..rows {
                 let src = &rgb[(y0 + y) * width * 3..(y0 + y + 1) * width * 3];
-                let dst = &mut self.temp[y * s * 3..(y + 1) * s * 3];
-                for (xx, &(xmin, n)) in c.bounds.iter().enumerate() {
-                    let k = &c.weights[xx * c.ksize..xx * c.ksize + n];
-                    let mut acc = [1i64 << (PRECISION_BITS - 1); 3];
-                    for (x, &w) in k.iter().enumerate() {
-                        let p = &src[(xmin + x) * 3..(xmin + x) * 3 + 3];
-                        acc[0] += p[0] as i64 * w as i64;
-                        acc[1] += p[1] as i64 * w as i64;
-                        acc[2] += p[2] as i64 * w as i64;
-                    }
-                    dst[xx * 3] = clip8(acc[0]);
-                    dst[xx * 3 + 1] = clip8(acc[1]);
-                    dst[xx * 3 + 2] = clip8(acc[2]);
-                }
+                c.resample_rgb_row(src, 0, &mut self.temp[y * s * 3..(y + 1) * s * 3]);
             }
         } else {
             for y in 0..rows {

@@ -327,21 +327,7 @@ impl FramePreprocessor {
             };
             let dst = &mut self.temp[(y - self.y0) * s * 3..(y - self.y0 + 1) * s * 3];
             if self.need_h {
-                let c = &self.horizontal;
-                for (xx, &(xmin, n)) in c.bounds.iter().enumerate() {
-                    let k = &c.weights[xx * c.ksize..xx * c.ksize + n];
-                    let mut acc = [1i64 << (PRECISION_BITS - 1); 3];
-                    let base = (xmin - x0) * 3;
-                    for (x, &w) in k.iter().enumerate() {
-                        let p = &src[base + x * 3..base + x * 3 + 3];
-                        acc[0] += p[0] as i64 * w as i64;
-                        acc[1] += p[1] as i64 * w as i64;
-                        acc[2] += p[2] as i64 * w as i64;
-                    }
-                    dst[xx * 3] = clip8(acc[0]);
-                    dst[xx * 3 + 1] = clip8(acc[1]);
-                    dst[xx * 3 + 2] = clip8(acc[2]);
-                }
+                self.horizontal.resample_rgb_row(src, x0, dst);
             } else {
                 let off = (self.left - x0) * 3;
                 dst.copy_from_slice(&src[off..off + s * 3]);
