@@ -78,6 +78,33 @@ pub struct GemmU8I8Args<'a> {
     pub epilogue: Epilogue,
 }
 
+impl<W> GemmArgs<'_, W> {
+    /// Panics with a message unless every operand is long enough for `m`, `n`, `k` and the strides
+    /// (`out` with row stride `ldc`). Every kernel calls this before touching memory unchecked.
+    pub fn check(&self, out: &[f32], ldc: usize) {
+        let GemmArgs { m, n, k, a, lda, w, bias, .. } = *self;
+        assert!(m == 0 || (lda >= k && a.len() >= (m - 1) * lda + k), "a is too short");
+        assert!(w.len() >= n.div_ceil(16) * 16 * k, "packed weights are too short");
+        assert!(m == 0 || (ldc >= n && out.len() >= (m - 1) * ldc + n), "out is too short");
+        assert!(bias.is_none_or(|b| b.len() >= n), "bias is too short");
+    }
+}
+
+impl GemmU8I8Args<'_> {
+    /// Panics with a message unless every operand is long enough for `m`, `n`, `k` and the strides;
+    /// returns the padded reduction length `round_up(k, 4)`.
+    pub fn check(&self, out: &[f32], ldc: usize) -> usize {
+        let GemmU8I8Args { m, n, k, a, lda, a_scale, a_zero, w, w_scale, w_sum, bias, .. } = *self;
+        let kp = crate::blob::round_up(k, 4);
+        assert!(m == 0 || (lda >= kp && a.len() >= (m - 1) * lda + kp), "a is too short");
+        assert!(a_scale.len() >= m && a_zero.len() >= m, "activation parameters are too short");
+        assert!(w.len() >= n.div_ceil(16) * 16 * kp, "packed weights are too short");
+        assert!(w_scale.len() >= n && w_sum.len() >= n && bias.is_none_or(|b| b.len() >= n), "per-column data too short");
+        assert!(m == 0 || (ldc >= n && out.len() >= (m - 1) * ldc + n), "out is too short");
+        kp
+    }
+}
+
 /// f32 × f32 GEMM.
 pub trait GemmF32: Send + Sync {
     /// Instruction-set name, e.g. `avx512`.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 pub use resize::{center_crop_offsets, resized_size, Preprocessor};
 /// Pillow's coefficient tables, shared with the fused camera-frame path (`crate::stream`).
-pub(crate) use resize::{clip8, Coeffs, PRECISION_BITS};
+pub(crate) use resize::Coeffs;
 
 /// Resampling filter used by the resize step (PIL semantics).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,7 +5,7 @@
 use super::{Interpolation, PreprocessConfig, PreprocessError};
 
 /// Fixed-point precision of Pillow's 8-bit resampling coefficients.
-pub(crate) const PRECISION_BITS: u32 = 32 - 8 - 2;
+const PRECISION_BITS: u32 = 32 - 8 - 2;
 /// Largest accepted image side.
 const MAX_SIDE: usize = 1 << 15;
 
@@ -49,6 +49,21 @@ pub(crate) struct Coeffs {
 }
 
 impl Coeffs {
+    /// Pillow's 8-bit vertical pass: `src` holds rows of `row_len` bytes starting at source row `y0`;
+    /// writes one output row of `row_len` bytes per output row into `dst`.
+    pub(crate) fn resample_rows(&self, src: &[u8], y0: usize, row_len: usize, dst: &mut [u8]) {
+        for (yy, &(ymin, n)) in self.bounds.iter().enumerate() {
+            let k = &self.weights[yy * self.ksize..yy * self.ksize + n];
+            for (i, d) in dst[yy * row_len..(yy + 1) * row_len].iter_mut().enumerate() {
+                let mut acc = 1i64 << (PRECISION_BITS - 1);
+                for (y, &w) in k.iter().enumerate() {
+                    acc += src[(ymin - y0 + y) * row_len + i] as i64 * w as i64;
+                }
+                *d = clip8(acc);
+            }
+        }
+    }
+
     /// Pillow's 8-bit horizontal pass over one packed-RGB row: `src` holds the source row from
     /// column `x0` on (enough columns for every tap); writes one RGB8 pixel per output column to `dst`.
     pub(crate) fn resample_rgb_row(&self, src: &[u8], x0: usize, dst: &mut [u8]) {
@@ -108,7 +123,7 @@ impl Coeffs {
 }
 
 #[inline]
-pub(crate) fn clip8(v: i64) -> u8 {
+fn clip8(v: i64) -> u8 {
     if v >= (1i64 << PRECISION_BITS) << 8 {
         255
     } else if v < 0 {
@@ -206,18 +221,7 @@ impl Preprocessor {
         }
         // Vertical pass into the crop.
         if need_v {
-            let c = &self.vertical;
-            for (yy, &(ymin, n)) in c.bounds.iter().enumerate() {
-                let k = &c.weights[yy * c.ksize..yy * c.ksize + n];
-                let dst = &mut self.crop[yy * s * 3..(yy + 1) * s * 3];
-                for (i, d) in dst.iter_mut().enumerate() {
-                    let mut acc = 1i64 << (PRECISION_BITS - 1);
-                    for (y, &w) in k.iter().enumerate() {
-                        acc += self.temp[(ymin - y0 + y) * s * 3 + i] as i64 * w as i64;
-                    }
-                    *d = clip8(acc);
-                }
-            }
+            self.vertical.resample_rows(&self.temp, y0, s * 3, &mut self.crop);
         } else {
             self.crop.copy_from_slice(&self.temp[..s * s * 3]);
         }

@@ -13,7 +13,7 @@
 //! `classify` on the same pixels; for the other formats it is bit-identical to "convert the frame with
 //! [`ColorSpec::to_rgb`], then preprocess" ([`frame_to_rgb8`] is that reference).
 
-use crate::preprocess::{center_crop_offsets, clip8, resized_size, Coeffs, PreprocessConfig, PRECISION_BITS};
+use crate::preprocess::{center_crop_offsets, resized_size, Coeffs, PreprocessConfig};
 
 use super::StreamError;
 
@@ -334,18 +334,7 @@ impl FramePreprocessor {
             }
         }
         if self.need_v {
-            let c = &self.vertical;
-            for (yy, &(ymin, n)) in c.bounds.iter().enumerate() {
-                let k = &c.weights[yy * c.ksize..yy * c.ksize + n];
-                let dst = &mut self.crop[yy * s * 3..(yy + 1) * s * 3];
-                for (i, d) in dst.iter_mut().enumerate() {
-                    let mut acc = 1i64 << (PRECISION_BITS - 1);
-                    for (y, &w) in k.iter().enumerate() {
-                        acc += self.temp[(ymin - self.y0 + y) * s * 3 + i] as i64 * w as i64;
-                    }
-                    *d = clip8(acc);
-                }
-            }
+            self.vertical.resample_rows(&self.temp, self.y0, s * 3, &mut self.crop);
         } else {
             self.crop.copy_from_slice(&self.temp[..s * s * 3]);
         }

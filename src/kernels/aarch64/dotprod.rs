@@ -12,7 +12,7 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use super::neon::{check_u8i8, I32x16, PanelParams};
+use super::neon::{I32x16, PanelParams};
 use crate::kernels::{GemmU8I8, GemmU8I8Args};
 
 /// dotprod int8 GEMM. Construct only through [`Dotprod::detect`].
@@ -112,7 +112,7 @@ unsafe fn tile<const R: usize>(a: *const u8, lda: usize, panel: *const i8, group
 
 #[target_feature(enable = "neon,dotprod")]
 fn gemm_u8i8(args: &GemmU8I8Args<'_>, out: &mut [f32], ldc: usize) {
-    let kp = check_u8i8(args, out, ldc);
+    let kp = args.check(out, ldc);
     let (m, lda, groups) = (args.m, args.lda, kp / 4);
     for p in 0..args.n.div_ceil(16) {
         let params = PanelParams::load(args, p);

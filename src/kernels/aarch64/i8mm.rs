@@ -11,7 +11,7 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use super::neon::{check_u8i8, I32x16, PanelParams};
+use super::neon::{I32x16, PanelParams};
 use crate::kernels::{GemmU8I8, GemmU8I8Args};
 
 /// i8mm int8 GEMM. Construct only through [`I8mm::detect`].
@@ -105,7 +105,7 @@ fn unzip_rows(acc: &[int32x4_t; 8]) -> [I32x16; 2] {
 
 #[target_feature(enable = "neon,i8mm")]
 fn gemm_u8i8(args: &GemmU8I8Args<'_>, out: &mut [f32], ldc: usize) {
-    let kp = check_u8i8(args, out, ldc);
+    let kp = args.check(out, ldc);
     let (m, lda, groups) = (args.m, args.lda, kp / 4);
     let base = args.a.as_ptr();
     for p in 0..args.n.div_ceil(16) {

@@ -19,7 +19,6 @@ use std::arch::asm;
 
 use half::f16;
 
-use crate::blob::round_up;
 use crate::kernels::{u8_params, Epilogue, GemmArgs, GemmF16, GemmF32, GemmU8I8, GemmU8I8Args, VectorOps};
 
 /// NEON kernel set. Construct only through [`Neon::detect`].
@@ -238,14 +237,6 @@ impl PanelWeight for f16 {
     }
 }
 
-fn check_gemm<W>(args: &GemmArgs<'_, W>, out: &[f32], ldc: usize) {
-    let GemmArgs { m, n, k, a, lda, w, bias, .. } = *args;
-    assert!(m == 0 || (lda >= k && a.len() >= (m - 1) * lda + k), "a is too short");
-    assert!(w.len() >= n.div_ceil(16) * 16 * k, "packed weights are too short");
-    assert!(m == 0 || (ldc >= n && out.len() >= (m - 1) * ldc + n), "out is too short");
-    assert!(bias.is_none_or(|b| b.len() >= n), "bias is too short");
-}
-
 /// `R` rows of `a` (row stride `lda`) times one `k × 16` panel.
 ///
 /// # Safety
@@ -271,7 +262,7 @@ unsafe fn tile_f32<W: PanelWeight, const R: usize>(a: *const f32, lda: usize, pa
 
 #[target_feature(enable = "neon")]
 fn gemm_panel<W: PanelWeight>(args: &GemmArgs<'_, W>, out: &mut [f32], ldc: usize) {
-    check_gemm(args, out, ldc);
+    args.check(out, ldc);
     let GemmArgs { m, n, k, a, lda, w, bias, epilogue } = *args;
     for p in 0..n.div_ceil(16) {
         let width = (n - p * 16).min(16);
@@ -326,18 +317,6 @@ impl GemmF16 for Neon {
     }
 }
 
-/// Checks the int8 GEMM operands and returns `round_up(k, 4)`.
-pub(super) fn check_u8i8(args: &GemmU8I8Args<'_>, out: &[f32], ldc: usize) -> usize {
-    let GemmU8I8Args { m, n, k, a, lda, a_scale, a_zero, w, w_scale, w_sum, bias, .. } = *args;
-    let kp = round_up(k, 4);
-    assert!(m == 0 || (lda >= kp && a.len() >= (m - 1) * lda + kp), "a is too short");
-    assert!(a_scale.len() >= m && a_zero.len() >= m, "activation parameters are too short");
-    assert!(w.len() >= n.div_ceil(16) * 16 * kp, "packed weights are too short");
-    assert!(w_scale.len() >= n && w_sum.len() >= n && bias.is_none_or(|b| b.len() >= n), "per-column data too short");
-    assert!(m == 0 || (ldc >= n && out.len() >= (m - 1) * ldc + n), "out is too short");
-    kp
-}
-
 /// Per-column data of one panel for the int8 epilogue.
 pub(super) struct PanelParams {
     /// Columns of this panel that exist (≤ 16).
@@ -351,12 +330,12 @@ pub(super) struct PanelParams {
 }
 
 impl PanelParams {
-    /// Loads panel `p`'s parameters (lengths checked by [`check_u8i8`]).
+    /// Loads panel `p`'s parameters (lengths checked by [`GemmU8I8Args::check`](crate::kernels::GemmU8I8Args::check)).
     #[inline]
     #[target_feature(enable = "neon")]
     pub(super) fn load(args: &GemmU8I8Args<'_>, p: usize) -> PanelParams {
         let width = (args.n - p * 16).min(16);
-        // SAFETY: w_scale, w_sum and bias hold ≥ n values (check_u8i8), so `width` from p*16.
+        // SAFETY: w_scale, w_sum and bias hold ≥ n values (GemmU8I8Args::check), so `width` from p*16.
         unsafe {
             PanelParams {
                 width,
@@ -370,7 +349,7 @@ impl PanelParams {
     /// Finishes row `row` of this panel (`p`) into `out`.
     ///
     /// # Safety
-    /// `row < m` and `out` must have passed [`check_u8i8`] with `ldc`.
+    /// `row < m` and `out` must have passed [`GemmU8I8Args::check`](crate::kernels::GemmU8I8Args::check) with `ldc`.
     #[inline]
     #[target_feature(enable = "neon")]
     pub(super) unsafe fn finish(&self, args: &GemmU8I8Args<'_>, acc: I32x16, flipped: bool, row: usize, p: usize, out: &mut [f32], ldc: usize) {
@@ -415,7 +394,7 @@ unsafe fn tile_u8i8<const R: usize>(a: *const u8, lda: usize, panel: *const i8, 
 
 #[target_feature(enable = "neon")]
 fn gemm_u8i8(args: &GemmU8I8Args<'_>, out: &mut [f32], ldc: usize) {
-    let kp = check_u8i8(args, out, ldc);
+    let kp = args.check(out, ldc);
     let (m, lda) = (args.m, args.lda);
     for p in 0..args.n.div_ceil(16) {
         let params = PanelParams::load(args, p);

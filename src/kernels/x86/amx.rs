@@ -15,7 +15,7 @@ use std::arch::asm;
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use super::avx512::{check_gemm_u8i8, finish_u8i8, gemm_u8i8_rows, Avx512, PanelQuant};
+use super::avx512::{finish_u8i8, gemm_u8i8_rows, Avx512, PanelQuant};
 use crate::blob::round_up;
 use crate::kernels::{GemmU8I8, GemmU8I8Args};
 
@@ -162,7 +162,7 @@ macro_rules! amx_block {
 ///
 /// # Safety
 /// Rows `row0 .. row0 + 16·row_tiles` and panels `p0 .. p0 + panels` are inside the operands
-/// (checked by [`check_gemm_u8i8`]); sums of row tile `rt` and panel `p` are in `sums.0[rt·2 + p]`.
+/// (checked by [`GemmU8I8Args::check`](crate::kernels::GemmU8I8Args::check)); sums of row tile `rt` and panel `p` are in `sums.0[rt·2 + p]`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn finish_block(args: &GemmU8I8Args<'_>, sums: &Sums, row0: usize, row_tiles: usize, p0: usize, panels: usize, out: *mut f32, ldc: usize) {
@@ -192,7 +192,7 @@ unsafe fn finish_block(args: &GemmU8I8Args<'_>, sums: &Sums, row0: usize, row_ti
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
 fn gemm_amx(args: &GemmU8I8Args<'_>, out: &mut [f32], ldc: usize) {
-    check_gemm_u8i8(args, out, ldc);
+    args.check(out, ldc);
     let GemmU8I8Args { m, n, k, a, lda, w, .. } = *args;
     let groups = round_up(k, 4) / 4;
     let steps = groups / 16;

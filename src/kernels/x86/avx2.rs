@@ -145,26 +145,6 @@ impl PanelWeight for f16 {
     }
 }
 
-/// Panics unless every slice of a float GEMM is long enough for `m`, `n`, `k` and the strides.
-pub(super) fn check_gemm<W>(args: &GemmArgs<'_, W>, out: &[f32], ldc: usize) {
-    let GemmArgs { m, n, k, a, lda, w, bias, .. } = *args;
-    assert!(m == 0 || (lda >= k && a.len() >= (m - 1) * lda + k), "a is too short");
-    assert!(w.len() >= n.div_ceil(16) * 16 * k, "packed weights are too short");
-    assert!(m == 0 || (ldc >= n && out.len() >= (m - 1) * ldc + n), "out is too short");
-    assert!(bias.is_none_or(|b| b.len() >= n), "bias is too short");
-}
-
-/// Panics unless every slice of a u8 × i8 GEMM is long enough for `m`, `n`, `k` and the strides.
-pub(super) fn check_gemm_u8i8(args: &GemmU8I8Args<'_>, out: &[f32], ldc: usize) {
-    let GemmU8I8Args { m, n, k, a, lda, a_scale, a_zero, w, w_scale, w_sum, bias, .. } = *args;
-    let kp = round_up(k, 4);
-    assert!(m == 0 || (lda >= kp && a.len() >= (m - 1) * lda + kp), "a is too short");
-    assert!(a_scale.len() >= m && a_zero.len() >= m, "activation parameters are too short");
-    assert!(w.len() >= n.div_ceil(16) * 16 * kp, "packed weights are too short");
-    assert!(w_scale.len() >= n && w_sum.len() >= n && bias.is_none_or(|b| b.len() >= n), "per-column data too short");
-    assert!(m == 0 || (ldc >= n && out.len() >= (m - 1) * ldc + n), "out is too short");
-}
-
 /// `R` rows × one 16-column panel: accumulates over `k`, adds `bias`, applies the epilogue.
 ///
 /// # Safety
@@ -222,7 +202,7 @@ pub(super) unsafe fn load16_ps(p: *const f32, width: usize) -> (__m256, __m256) 
 /// Float GEMM over `Panel16` weights of element type `W`.
 #[target_feature(enable = "avx2,fma,f16c")]
 fn gemm_panel<W: PanelWeight>(args: &GemmArgs<'_, W>, out: &mut [f32], ldc: usize) {
-    check_gemm(args, out, ldc);
+    args.check(out, ldc);
     let GemmArgs { m, n, k, a, lda, w, bias, epilogue } = *args;
     for p in 0..n.div_ceil(16) {
         let width = (n - p * 16).min(16);
@@ -286,7 +266,7 @@ impl ColumnData {
     /// Loads the column data of panel `p` (`width` = its valid columns).
     ///
     /// # Safety
-    /// `args` must have passed [`check_gemm_u8i8`] and `p` be a panel index below `ceil(n/16)`;
+    /// `args` must have passed [`GemmU8I8Args::check`](crate::kernels::GemmU8I8Args::check) and `p` be a panel index below `ceil(n/16)`;
     /// AVX2 must be available.
     #[inline]
     #[target_feature(enable = "avx2")]
@@ -336,7 +316,7 @@ pub(super) unsafe fn finish_i32(
 /// `R` rows × one 16-column `Panel16x4` panel of the u8 × i8 GEMM (see [`gemm_u8i8`]).
 ///
 /// # Safety
-/// `args` must have passed [`check_gemm_u8i8`], rows `i..i+R` must be below `m` and `p` a panel
+/// `args` must have passed [`GemmU8I8Args::check`](crate::kernels::GemmU8I8Args::check), rows `i..i+R` must be below `m` and `p` a panel
 /// index below `ceil(n/16)`; AVX2 and FMA must be available.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
@@ -383,7 +363,7 @@ unsafe fn tile_u8i8<const R: usize>(args: &GemmU8I8Args<'_>, out: *mut f32, ldc:
 /// i32 overflow would need k > 65000.
 #[target_feature(enable = "avx2,fma")]
 fn gemm_u8i8(args: &GemmU8I8Args<'_>, out: &mut [f32], ldc: usize) {
-    check_gemm_u8i8(args, out, ldc);
+    args.check(out, ldc);
     let (m, n) = (args.m, args.n);
     let op = out.as_mut_ptr();
     for p in 0..n.div_ceil(16) {

@@ -122,14 +122,6 @@ impl PanelWeight for f16 {
     }
 }
 
-fn check_gemm<W>(args: &GemmArgs<'_, W>, out: &[f32], ldc: usize) {
-    let GemmArgs { m, n, k, a, lda, w, bias, .. } = *args;
-    assert!(m == 0 || (lda >= k && a.len() >= (m - 1) * lda + k), "a is too short");
-    assert!(w.len() >= n.div_ceil(16) * 16 * k, "packed weights are too short");
-    assert!(m == 0 || (ldc >= n && out.len() >= (m - 1) * ldc + n), "out is too short");
-    assert!(bias.is_none_or(|b| b.len() >= n), "bias is too short");
-}
-
 /// One `R × P` tile of a float GEMM: rows `a[r·lda ..]`, panels `w[p·16k ..]`, results to
 /// `out[r·ldc + p·16 ..]` (masked by `masks[p]`), with `bias[p]` added.
 ///
@@ -237,7 +229,7 @@ fn prefetch_part(base: *const u8, bytes: usize, part: usize, parts: usize) {
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,f16c,fma")]
 fn gemm_panel<W: PanelWeight>(args: &GemmArgs<'_, W>, out: &mut [f32], ldc: usize) {
-    check_gemm(args, out, ldc);
+    args.check(out, ldc);
     let GemmArgs { m, n, k, a, lda, w, bias, epilogue } = *args;
     let total = n.div_ceil(16);
     let mut p0 = 0;
@@ -252,7 +244,7 @@ fn gemm_panel<W: PanelWeight>(args: &GemmArgs<'_, W>, out: &mut [f32], ldc: usiz
             let rows = (m - i).min(MR);
             prefetch_part(next_base, next, i / MR, tiles);
             // SAFETY: rows i..i+rows < m of `a` and `out`, panels p0..p0+panels < ceil(n/16) of `w`
-            // (lengths checked by `check_gemm`); stores are masked to columns below n ≤ ldc.
+            // (lengths checked by `GemmArgs::check`); stores are masked to columns below n ≤ ldc.
             unsafe {
                 let (ap, wp, op) = (a.as_ptr().add(i * lda), w.as_ptr().add(p0 * 16 * k), out.as_mut_ptr().add(i * ldc + p0 * 16));
                 dispatch_tile!(tile_float, W; rows, panels; ap, lda, wp, k, op, ldc, &bv, &masks, epilogue);
@@ -283,17 +275,6 @@ impl GemmF16 for Avx512 {
     }
 }
 
-/// Checks the operand lengths of an int8 GEMM (panics with a message on a caller bug).
-pub(crate) fn check_gemm_u8i8(args: &GemmU8I8Args<'_>, out: &[f32], ldc: usize) {
-    let GemmU8I8Args { m, n, k, a, lda, a_scale, a_zero, w, w_scale, w_sum, bias, .. } = *args;
-    let kp = round_up(k, 4);
-    assert!(m == 0 || (lda >= kp && a.len() >= (m - 1) * lda + kp), "a is too short");
-    assert!(a_scale.len() >= m && a_zero.len() >= m, "activation parameters are too short");
-    assert!(w.len() >= n.div_ceil(16) * 16 * kp, "packed weights are too short");
-    assert!(w_scale.len() >= n && w_sum.len() >= n && bias.is_none_or(|b| b.len() >= n), "per-column data too short");
-    assert!(m == 0 || (ldc >= n && out.len() >= (m - 1) * ldc + n), "out is too short");
-}
-
 /// Per-panel dequantization data of panels `p0 .. p0 + panels`: column masks, weight scales,
 /// weight sums and bias.
 pub(crate) struct PanelQuant {
@@ -304,7 +285,7 @@ pub(crate) struct PanelQuant {
 }
 
 impl PanelQuant {
-    /// Loads the data of `panels` panels from `p0` (lengths checked by [`check_gemm_u8i8`]).
+    /// Loads the data of `panels` panels from `p0` (lengths checked by [`GemmU8I8Args::check`](crate::kernels::GemmU8I8Args::check)).
     #[inline]
     #[target_feature(enable = "avx512f")]
     pub(crate) fn load(args: &GemmU8I8Args<'_>, p0: usize, panels: usize) -> PanelQuant {
@@ -394,7 +375,7 @@ pub(crate) fn gemm_u8i8_rows(args: &GemmU8I8Args<'_>, rows: std::ops::Range<usiz
         while i < rows.end {
             let r = (rows.end - i).min(MR);
             // SAFETY: rows i..i+r < m of `a`, `out` and the activation parameters, panels
-            // p0..p0+panels of `w` (lengths checked by `check_gemm_u8i8`); stores are masked below n.
+            // p0..p0+panels of `w` (lengths checked by `GemmU8I8Args::check`); stores are masked below n.
             unsafe {
                 let (ap, wp, op) = (a.as_ptr().add(i * lda), w.as_ptr().add(p0 * 64 * groups), out.as_mut_ptr().add(i * ldc + p0 * 16));
                 let (sp, zp) = (a_scale.as_ptr().add(i), a_zero.as_ptr().add(i));
@@ -411,7 +392,7 @@ impl GemmU8I8 for Avx512 {
         "avx512vnni"
     }
     fn gemm(&self, args: &GemmU8I8Args<'_>, out: &mut [f32], ldc: usize) {
-        check_gemm_u8i8(args, out, ldc);
+        args.check(out, ldc);
         // SAFETY: an `Avx512` value exists only when `detect` found every feature enabled here.
         unsafe { gemm_u8i8_rows(args, 0..args.m, out, ldc) }
     }

@@ -6,7 +6,7 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{check_gemm_u8i8, finish_i32, ColumnData};
+use super::avx2::{finish_i32, ColumnData};
 use crate::blob::round_up;
 use crate::kernels::{GemmU8I8, GemmU8I8Args};
 
@@ -28,7 +28,7 @@ impl AvxVnni {
 /// `R` rows × one 16-column panel.
 ///
 /// # Safety
-/// `args` must have passed [`check_gemm_u8i8`], rows `i..i+R` must be below `m` and `p` a panel
+/// `args` must have passed [`GemmU8I8Args::check`](crate::kernels::GemmU8I8Args::check), rows `i..i+R` must be below `m` and `p` a panel
 /// index below `ceil(n/16)`; AVX-VNNI, AVX2 and FMA must be available.
 #[inline]
 #[target_feature(enable = "avx2,fma,avxvnni")]
@@ -59,7 +59,7 @@ unsafe fn tile<const R: usize>(args: &GemmU8I8Args<'_>, out: *mut f32, ldc: usiz
 
 #[target_feature(enable = "avx2,fma,avxvnni")]
 fn gemm_u8i8(args: &GemmU8I8Args<'_>, out: &mut [f32], ldc: usize) {
-    check_gemm_u8i8(args, out, ldc);
+    args.check(out, ldc);
     let (m, n) = (args.m, args.n);
     let op = out.as_mut_ptr();
     for p in 0..n.div_ceil(16) {
