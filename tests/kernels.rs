@@ -22,8 +22,25 @@ proptest! {
     }
 
     #[test]
+    fn gemm_bf16_matches_scalar(m in 1usize..40, n in 1usize..70, k in 1usize..300, pad_a in 0usize..5, pad_c in 0usize..5, seed: u64) {
+        kernel_checks::gemm_bf16(m, n, k, pad_a, pad_c, seed).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
     fn vector_ops_match_scalar(len in 1usize..900, scale in 0.01f32..3.0, seed: u64, big: bool) {
         kernel_checks::vector_ops(len, scale, seed, big).map_err(TestCaseError::fail)?;
+    }
+}
+
+/// Attention-sized bf16 GEMMs (QKᵀ and PV of ViT-Tiny, split like two threads do), where the AMX
+/// kernel runs full tiles, its k tail and ragged rows in one call.
+#[test]
+fn gemm_bf16_matches_scalar_on_attention_shapes() {
+    for (m, n, k) in [(197, 197, 64), (112, 197, 64), (85, 64, 197), (197, 64, 197), (48, 32, 64)] {
+        let compared = kernel_checks::gemm_bf16(m, n, k, 0, 0, m as u64).unwrap();
+        #[cfg(target_arch = "x86_64")]
+        assert!(compared >= 1 || !is_x86_feature_detected!("avx512bf16"), "no bf16 kernel was compared");
+        let _ = compared;
     }
 }
 

@@ -18,6 +18,10 @@ fn main() {
     results.push(("gemm_f32_and_f16_match_scalar", r.map_err(|e| e.to_string())));
     let r = runner().run(&shape, |(m, n, k, pa, pc, b, ep, seed)| kernel_checks::gemm_u8i8(m, n, k, pa, pc, b, ep, seed).map_err(TestCaseError::fail));
     results.push(("gemm_u8i8_matches_scalar", r.map_err(|e| e.to_string())));
+    let r = runner().run(&(1usize..40, 1usize..70, 1usize..300, 0usize..5, 0usize..5, any::<u64>()), |(m, n, k, pa, pc, seed)| {
+        kernel_checks::gemm_bf16(m, n, k, pa, pc, seed).map(|_| ()).map_err(TestCaseError::fail)
+    });
+    results.push(("gemm_bf16_matches_scalar", r.map_err(|e| e.to_string())));
     let r = runner().run(&(1usize..900, 0.01f32..3.0, any::<u64>(), any::<bool>()), |(len, scale, seed, big)| {
         kernel_checks::vector_ops(len, scale, seed, big).map_err(TestCaseError::fail)
     });

@@ -3,7 +3,8 @@
 
 use super::{check_len, Engine, EngineError, EngineOptions};
 use crate::blob::round_up;
-use crate::kernels::{pack, Epilogue, GemmArgs, GemmU8I8Args, Kernels};
+use crate::kernels::{pack, Epilogue, GemmArgs, GemmBf16, GemmBf16Args, GemmU8I8Args, Kernels};
+use half::bf16;
 use super::pool::Pool;
 use crate::model::{Linear, Matrix, Model, Norm, VitConfig, Weights};
 
@@ -48,6 +49,14 @@ struct Arena {
     a_u8: Vec<u8>,
     a_scale: Vec<f32>,
     a_zero: Vec<i32>,
+    /// bf16 attention only (empty otherwise): per head, keys and values in `Panel16x2` …
+    k_bf16: Vec<bf16>,
+    v_bf16: Vec<bf16>,
+    /// … and per pool thread, its query rows and attention probabilities.
+    q_bf16: Vec<bf16>,
+    p_bf16: Vec<bf16>,
+    /// … and the row sums of its unnormalized probabilities.
+    p_sums: Vec<f32>,
 }
 
 /// vitedge's own engine.
@@ -55,6 +64,8 @@ pub struct NativeEngine<'m> {
     cfg: VitConfig,
     weights: Weights<'m>,
     kernels: Kernels,
+    /// The bf16 GEMM attention runs on (int8 models on CPUs with bf16 dot products), else f32.
+    attention_bf16: Option<&'static dyn GemmBf16>,
     /// Per-column weight sums of every int8 matrix, keyed by the weight slice's address.
     w_sums: Vec<(usize, Vec<i32>)>,
     arena: Arena,
@@ -80,23 +91,40 @@ impl<'m> NativeEngine<'m> {
                 w_sums.push((w.as_ptr() as usize, pack::panel16x4_row_sums(w, l.n, l.k)));
             }
         }
+        // int8 activations carry 8 significant bits, so bf16 attention (8-bit mantissa, f32 sums)
+        // keeps the int8 accuracy (README: measured agreement and cosine); f32 and f16 models keep
+        // f32 attention.
+        let attention_bf16 = kernels.gemm_bf16.filter(|_| model.header().precision == "int8");
         let threads = if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
-        let arena = Arena {
+        let mut arena = Arena {
             x: vec![0.0; t * d],
             h: vec![0.0; t * d],
             qkv: vec![0.0; t * 3 * d],
             scores: vec![0.0; threads * t * t],
-            k_panels: vec![0.0; heads * round_up(t, 16) * hd],
-            v_panels: vec![0.0; heads * round_up(hd, 16) * t],
+            k_panels: if attention_bf16.is_none() { vec![0.0; heads * round_up(t, 16) * hd] } else { Vec::new() },
+            v_panels: if attention_bf16.is_none() { vec![0.0; heads * round_up(hd, 16) * t] } else { Vec::new() },
             ctx: vec![0.0; t * d],
             mlp: vec![0.0; (t * cfg.mlp_hidden).max(cfg.num_patches() * cfg.patch_len())],
             head_out: vec![0.0; 2 * cfg.num_classes],
             a_u8: vec![0; cfg.num_patches().max(t) * round_up(max_k, 4)],
             a_scale: vec![0.0; t.max(cfg.num_patches())],
             a_zero: vec![0; t.max(cfg.num_patches())],
+            k_bf16: Vec::new(),
+            v_bf16: Vec::new(),
+            q_bf16: Vec::new(),
+            p_bf16: Vec::new(),
+            p_sums: Vec::new(),
         };
-        log::debug!("native engine: kernels {kernels:?}, {threads} threads");
-        Ok(NativeEngine { cfg, weights, kernels, w_sums, arena, pool: Pool::new(threads) })
+        if attention_bf16.is_some() {
+            let (hdp, tp) = (round_up(hd, 2), round_up(t, 2));
+            arena.k_bf16 = vec![bf16::ZERO; heads * round_up(t, 16) * hdp];
+            arena.v_bf16 = vec![bf16::ZERO; heads * round_up(hd, 16) * tp];
+            arena.q_bf16 = vec![bf16::ZERO; threads * t * hdp];
+            arena.p_bf16 = vec![bf16::ZERO; threads * t * tp];
+            arena.p_sums = vec![0.0; threads * t];
+        }
+        log::debug!("native engine: kernels {kernels:?}, attention in {}, {threads} threads", if attention_bf16.is_some() { "bf16" } else { "f32" });
+        Ok(NativeEngine { cfg, weights, kernels, attention_bf16, w_sums, arena, pool: Pool::new(threads) })
     }
 }
 
@@ -209,6 +237,100 @@ fn layer_norm_rows(kernels: &Kernels, norm: &Norm<'_>, eps: f32, x: &[f32], out:
     }
 }
 
+/// Multi-head attention in f32: `ctx = softmax(q·kᵀ·scale)·v` per head, from the `qkv` rows.
+#[allow(clippy::too_many_arguments)]
+fn attention_f32(k: &Kernels, pool: &Pool, ar: &mut Arena, t: usize, d: usize, hd: usize, heads: usize, scale: f32) {
+    // Keys and values of every head packed as GEMM weights (one task per head) …
+    let (tp, hp) = (round_up(t, 16) * hd, round_up(hd, 16) * t);
+    let (kp_p, vp_p) = (SharedMut::new(&mut ar.k_panels), SharedMut::new(&mut ar.v_panels));
+    let qkv = &ar.qkv;
+    let pack_head = |head: usize| {
+        // SAFETY: each head writes only its own block of the per-head K/V panel buffers.
+        let (k_panels, v_panels) = unsafe { (kp_p.slice(head * tp, tp), vp_p.slice(head * hp, hp)) };
+        pack::panel16_from_rows(&qkv[d + head * hd..], t, hd, 3 * d, k_panels);
+        pack::panel16_from_cols(&qkv[2 * d + head * hd..], hd, t, 3 * d, v_panels);
+    };
+    pool.run(heads, &pack_head);
+    // … then the query rows split across threads: each task runs every head for its rows and
+    // writes the heads' outputs side by side into its own rows of `ctx`.
+    let (k_panels, v_panels) = (&ar.k_panels, &ar.v_panels);
+    let tasks = pool.threads().min(t.div_ceil(16)).max(1);
+    let (sc_p, ctx_p) = (SharedMut::new(&mut ar.scores), SharedMut::new(&mut ar.ctx));
+    let attend = |task: usize| {
+        let (r0, r1) = (task_first_row(task, tasks, t), task_first_row(task + 1, tasks, t));
+        if r0 >= r1 {
+            return;
+        }
+        let rows = r1 - r0;
+        // SAFETY: task `task` uses score slot `task` (the buffer has one `t × t` slot per pool
+        // thread, and tasks ≤ threads) and rows r0..r1 of `ctx`; row ranges are disjoint.
+        let (scores, ctx) = unsafe { (sc_p.slice(task * t * t, rows * t), ctx_p.slice(r0 * d, rows * d)) };
+        for head in 0..heads {
+            let w = &k_panels[head * tp..(head + 1) * tp];
+            let args = GemmArgs { m: rows, n: t, k: hd, a: &qkv[r0 * 3 * d + head * hd..], lda: 3 * d, w, bias: None, epilogue: Epilogue::Store };
+            k.gemm_f32.gemm(&args, scores, t);
+            for row in scores.chunks_exact_mut(t) {
+                k.vector.softmax(row, scale);
+            }
+            let w = &v_panels[head * hp..(head + 1) * hp];
+            let args = GemmArgs { m: rows, n: hd, k: t, a: scores, lda: t, w, bias: None, epilogue: Epilogue::Store };
+            k.gemm_f32.gemm(&args, &mut ctx[head * hd..], d);
+        }
+    };
+    pool.run(tasks, &attend);
+}
+
+/// Multi-head attention with bf16 operands and f32 sums (int8 models): keys and values of every
+/// head are packed as `Panel16x2` (one task per head), then the query rows are split across
+/// threads; each task converts its query rows, runs `q·kᵀ`, the unnormalized softmax (exp in f32,
+/// stored as bf16) and `p·v` per head, then divides each context row by its probability sum.
+#[allow(clippy::too_many_arguments)]
+fn attention_bf16(gb: &dyn GemmBf16, pool: &Pool, ar: &mut Arena, t: usize, d: usize, hd: usize, heads: usize, scale: f32) {
+    let (hdp, tp) = (round_up(hd, 2), round_up(t, 2));
+    let (kl, vl) = (round_up(t, 16) * hdp, round_up(hd, 16) * tp);
+    let (kp_p, vp_p) = (SharedMut::new(&mut ar.k_bf16), SharedMut::new(&mut ar.v_bf16));
+    let qkv = &ar.qkv;
+    let pack_head = |head: usize| {
+        // SAFETY: each head writes only its own block of the per-head K/V buffers.
+        let (kb, vb) = unsafe { (kp_p.slice(head * kl, kl), vp_p.slice(head * vl, vl)) };
+        gb.pack_rows(&qkv[d + head * hd..], t, hd, 3 * d, kb);
+        gb.pack_cols(&qkv[2 * d + head * hd..], hd, t, 3 * d, vb);
+    };
+    pool.run(heads, &pack_head);
+    let (kb, vb) = (&ar.k_bf16, &ar.v_bf16);
+    let tasks = pool.threads().min(t.div_ceil(16)).max(1);
+    let (sc_p, ctx_p) = (SharedMut::new(&mut ar.scores), SharedMut::new(&mut ar.ctx));
+    let (q_p, p_p, sum_p) = (SharedMut::new(&mut ar.q_bf16), SharedMut::new(&mut ar.p_bf16), SharedMut::new(&mut ar.p_sums));
+    let attend = |task: usize| {
+        let (r0, r1) = (task_first_row(task, tasks, t), task_first_row(task + 1, tasks, t));
+        if r0 >= r1 {
+            return;
+        }
+        let rows = r1 - r0;
+        // SAFETY: task `task` uses slot `task` of the per-thread buffers (each has one slot of
+        // t rows per pool thread, and tasks ≤ threads) and rows r0..r1 of `ctx`; row ranges are
+        // disjoint.
+        let (scores, ctx, qb, pb) = unsafe {
+            (sc_p.slice(task * t * t, rows * t), ctx_p.slice(r0 * d, rows * d), q_p.slice(task * t * hdp, rows * hdp), p_p.slice(task * t * tp, rows * tp))
+        };
+        // SAFETY: slot `task` of the per-thread row sums (t per thread), as above.
+        let sums = unsafe { sum_p.slice(task * t, rows) };
+        for head in 0..heads {
+            gb.convert_rows(&qkv[r0 * 3 * d + head * hd..], rows, hd, 3 * d, qb, hdp);
+            gb.gemm(&GemmBf16Args { m: rows, n: t, k: hd, a: qb, lda: hdp, w: &kb[head * kl..(head + 1) * kl] }, scores, t);
+            for (r, (row, prow)) in scores.chunks_exact(t).zip(pb.chunks_exact_mut(tp)).enumerate() {
+                sums[r] = gb.softmax_to_bf16(row, scale, prow);
+            }
+            gb.gemm(&GemmBf16Args { m: rows, n: hd, k: t, a: pb, lda: tp, w: &vb[head * vl..(head + 1) * vl] }, &mut ctx[head * hd..], d);
+            for (r, &sum) in sums[..rows].iter().enumerate() {
+                let inv = 1.0 / sum;
+                ctx[r * d + head * hd..r * d + (head + 1) * hd].iter_mut().for_each(|v| *v *= inv);
+            }
+        }
+    };
+    pool.run(tasks, &attend);
+}
+
 impl NativeEngine<'_> {
     /// Names of the linear layers in the order [`Tap`] indices use: `patch_embed.proj`, then per
     /// block `attn.qkv`, `attn.proj`, `mlp.fc1`, `mlp.fc2`, then `head` (and `head_dist`).
@@ -264,44 +386,11 @@ impl NativeEngine<'_> {
             layer_norm_rows(k, &b.norm1, eps, &ar.x, &mut ar.h, d);
             let q = (&mut ar.a_u8[..], &mut ar.a_scale[..], &mut ar.a_zero[..]);
             linear(tap, 1 + 4 * bi, k, pool, sums, &b.qkv, t, &ar.h, d, &mut ar.qkv, 3 * d, Epilogue::Store, q);
-            // Keys and values of every head packed as GEMM weights (one task per head) …
-            let (tp, hp) = (round_up(t, 16) * hd, round_up(hd, 16) * t);
-            let (kp_p, vp_p) = (SharedMut::new(&mut ar.k_panels), SharedMut::new(&mut ar.v_panels));
-            let qkv = &ar.qkv;
-            let pack_head = |head: usize| {
-                // SAFETY: each head writes only its own block of the per-head K/V panel buffers.
-                let (k_panels, v_panels) = unsafe { (kp_p.slice(head * tp, tp), vp_p.slice(head * hp, hp)) };
-                pack::panel16_from_rows(&qkv[d + head * hd..], t, hd, 3 * d, k_panels);
-                pack::panel16_from_cols(&qkv[2 * d + head * hd..], hd, t, 3 * d, v_panels);
-            };
-            pool.run(heads, &pack_head);
-            // … then the query rows split across threads: each task runs every head for its rows and
-            // writes the heads' outputs side by side into its own rows of `ctx`.
-            let (k_panels, v_panels) = (&ar.k_panels, &ar.v_panels);
-            let tasks = pool.threads().min(t.div_ceil(16)).max(1);
-            let (sc_p, ctx_p) = (SharedMut::new(&mut ar.scores), SharedMut::new(&mut ar.ctx));
-            let attend = |task: usize| {
-                let (r0, r1) = (task_first_row(task, tasks, t), task_first_row(task + 1, tasks, t));
-                if r0 >= r1 {
-                    return;
-                }
-                let rows = r1 - r0;
-                // SAFETY: task `task` uses score slot `task` (the buffer has one `t × t` slot per pool
-                // thread, and tasks ≤ threads) and rows r0..r1 of `ctx`; row ranges are disjoint.
-                let (scores, ctx) = unsafe { (sc_p.slice(task * t * t, rows * t), ctx_p.slice(r0 * d, rows * d)) };
-                for head in 0..heads {
-                    let w = &k_panels[head * tp..(head + 1) * tp];
-                    let args = GemmArgs { m: rows, n: t, k: hd, a: &qkv[r0 * 3 * d + head * hd..], lda: 3 * d, w, bias: None, epilogue: Epilogue::Store };
-                    k.gemm_f32.gemm(&args, scores, t);
-                    for row in scores.chunks_exact_mut(t) {
-                        k.vector.softmax(row, scale);
-                    }
-                    let w = &v_panels[head * hp..(head + 1) * hp];
-                    let args = GemmArgs { m: rows, n: hd, k: t, a: scores, lda: t, w, bias: None, epilogue: Epilogue::Store };
-                    k.gemm_f32.gemm(&args, &mut ctx[head * hd..], d);
-                }
-            };
-            pool.run(tasks, &attend);
+            if let Some(gb) = self.attention_bf16 {
+                attention_bf16(gb, pool, ar, t, d, hd, heads, scale);
+            } else {
+                attention_f32(k, pool, ar, t, d, hd, heads, scale);
+            }
             let q = (&mut ar.a_u8[..], &mut ar.a_scale[..], &mut ar.a_zero[..]);
             linear(tap, 2 + 4 * bi, k, pool, sums, &b.proj, t, &ar.ctx, d, &mut ar.x, d, Epilogue::Accumulate, q);
             layer_norm_rows(k, &b.norm2, eps, &ar.x, &mut ar.h, d);
@@ -348,7 +437,7 @@ impl Engine for NativeEngine<'_> {
     }
 
     fn describe(&self) -> String {
-        format!("{:?}", self.kernels)
+        format!("{:?}, attention {}", self.kernels, self.attention_bf16.map_or("f32", |_| "bf16"))
     }
 
     fn infer(&mut self, input: &[f32], logits: &mut [f32]) -> Result<(), EngineError> {

@@ -4,6 +4,10 @@
 //! All GEMMs compute `out[i, j] = epilogue(bias[j] + Σ_kk a[i, kk] · w[j, kk])` for `i < m`, `j < n`,
 //! with `a` row-major (row stride `lda`), `w` pre-packed in 16-column panels (see
 //! [`crate::blob::Layout`]) and `out` row-major (row stride `ldc`).
+//!
+//! [`GemmBf16`] is the attention GEMM of int8 models on CPUs with bf16 dot products (AMX-BF16,
+//! AVX512-BF16): both operands are activations converted to bf16 at run time (see
+//! [`pack::panel16x2_from_rows`]), accumulation stays f32.
 
 pub mod pack;
 pub mod scalar;
@@ -12,7 +16,7 @@ pub mod aarch64;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 
-use half::f16;
+use half::{bf16, f16};
 
 /// What a GEMM does with each result before storing it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,6 +109,39 @@ impl GemmU8I8Args<'_> {
     }
 }
 
+/// Operands of a bf16 × bf16 → f32 GEMM: `out[i, j] = Σ_kk a[i, kk] · w[j, kk]` (plain store, no
+/// bias). Reductions run over `kp = round_up(k, 2)` values: `a` rows hold `kp` values (a padding
+/// value must be finite, it meets zero weights) and `w` is in the `Panel16x2` layout: `ceil(n/16)`
+/// panels of `kp/2` pair rows, each pair row 16 columns × 2 consecutive k values (32 bf16, 64
+/// bytes — the operand layout of `vdpbf16ps` and of AMX `tdpbf16ps` B tiles).
+#[derive(Clone, Copy)]
+pub struct GemmBf16Args<'a> {
+    /// Rows of `a` and `out`.
+    pub m: usize,
+    /// Columns of `out`.
+    pub n: usize,
+    /// Reduction length.
+    pub k: usize,
+    /// Left operand, `m` rows of at least `round_up(k, 2)` values, `lda` apart.
+    pub a: &'a [bf16],
+    /// Row stride of `a` (≥ `round_up(k, 2)`).
+    pub lda: usize,
+    /// Packed right operand (`Panel16x2`).
+    pub w: &'a [bf16],
+}
+
+impl GemmBf16Args<'_> {
+    /// Panics with a message unless every operand is long enough; returns `round_up(k, 2)`.
+    pub fn check(&self, out: &[f32], ldc: usize) -> usize {
+        let GemmBf16Args { m, n, k, a, lda, w } = *self;
+        let kp = crate::blob::round_up(k, 2);
+        assert!(m == 0 || (lda >= kp && a.len() >= (m - 1) * lda + kp), "a is too short");
+        assert!(w.len() >= n.div_ceil(16) * 16 * kp, "packed operand is too short");
+        assert!(m == 0 || (ldc >= n && out.len() >= (m - 1) * ldc + n), "out is too short");
+        kp
+    }
+}
+
 /// f32 × f32 GEMM.
 pub trait GemmF32: Send + Sync {
     /// Instruction-set name, e.g. `avx512`.
@@ -127,6 +164,42 @@ pub trait GemmU8I8: Send + Sync {
     fn name(&self) -> &'static str;
     /// Computes `args` into `out` (row stride `ldc`).
     fn gemm(&self, args: &GemmU8I8Args<'_>, out: &mut [f32], ldc: usize);
+}
+
+/// bf16 × bf16 GEMM with f32 accumulation (attention of int8 models).
+pub trait GemmBf16: Send + Sync {
+    /// Instruction-set name.
+    fn name(&self) -> &'static str;
+    /// Computes `args` into `out` (row stride `ldc`).
+    fn gemm(&self, args: &GemmBf16Args<'_>, out: &mut [f32], ldc: usize);
+    /// [`pack::rows_to_bf16`]: f32 rows to bf16 rows (kernels with conversion instructions
+    /// override it; results are bit-identical).
+    fn convert_rows(&self, src: &[f32], rows: usize, k: usize, src_stride: usize, dst: &mut [bf16], dst_stride: usize) {
+        pack::rows_to_bf16(src, rows, k, src_stride, dst, dst_stride);
+    }
+    /// [`pack::panel16x2_from_rows`], bit-identical.
+    fn pack_rows(&self, src: &[f32], n: usize, k: usize, row_stride: usize, dst: &mut [bf16]) {
+        pack::panel16x2_from_rows(src, n, k, row_stride, dst);
+    }
+    /// [`pack::panel16x2_from_cols`], bit-identical.
+    fn pack_cols(&self, src: &[f32], n: usize, k: usize, row_stride: usize, dst: &mut [bf16]) {
+        pack::panel16x2_from_cols(src, n, k, row_stride, dst);
+    }
+    /// Unnormalized softmax of attention scores: `out[i] = bf16(exp(x[i]·scale − max_j x[j]·scale))`
+    /// for `i < x.len()`, zeros up to `out.len()`; returns `Σ out[i]` summed in f32 before rounding
+    /// (the caller divides the `p·v` rows by it, so normalization costs `head_dim` multiplies instead
+    /// of a pass over the scores).
+    fn softmax_to_bf16(&self, x: &[f32], scale: f32, out: &mut [bf16]) -> f32 {
+        let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
+        let mut sum = 0f64;
+        for (o, &v) in out.iter_mut().zip(x) {
+            let e = (v * scale - max).exp();
+            sum += e as f64;
+            *o = pack::to_bf16(e);
+        }
+        out[x.len()..].fill(bf16::ZERO);
+        sum as f32
+    }
 }
 
 /// Row-wise element-wise kernels.
@@ -153,6 +226,9 @@ pub struct Kernels {
     pub gemm_f16: &'static dyn GemmF16,
     /// int8 GEMM.
     pub gemm_u8i8: &'static dyn GemmU8I8,
+    /// bf16 GEMM for the attention of int8 models, on CPUs with bf16 dot products; without it
+    /// (and in the scalar reference) attention runs in f32.
+    pub gemm_bf16: Option<&'static dyn GemmBf16>,
     /// Element-wise kernels.
     pub vector: &'static dyn VectorOps,
 }
@@ -161,10 +237,11 @@ impl std::fmt::Debug for Kernels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "gemm_f32={} gemm_f16={} gemm_u8i8={} vector={}",
+            "gemm_f32={} gemm_f16={} gemm_u8i8={} gemm_bf16={} vector={}",
             self.gemm_f32.name(),
             self.gemm_f16.name(),
             self.gemm_u8i8.name(),
+            self.gemm_bf16.map_or("none", |g| g.name()),
             self.vector.name()
         )
     }
@@ -177,6 +254,7 @@ impl Kernels {
             gemm_f32: &scalar::Scalar,
             gemm_f16: &scalar::Scalar,
             gemm_u8i8: &scalar::Scalar,
+            gemm_bf16: None,
             vector: &scalar::Scalar,
         }
     }
@@ -237,7 +315,9 @@ impl Kernels {
                 ("avx512vl", is_x86_feature_detected!("avx512vl")),
                 ("avx512vnni", is_x86_feature_detected!("avx512vnni")),
                 ("avxvnni", is_x86_feature_detected!("avxvnni")),
+                ("avx512bf16", is_x86_feature_detected!("avx512bf16")),
                 ("amx-int8", std::arch::x86_64::__cpuid_count(7, 0).edx & (1 << 25) != 0),
+                ("amx-bf16", std::arch::x86_64::__cpuid_count(7, 0).edx & (1 << 22) != 0),
             ]
         }
         #[cfg(target_arch = "aarch64")]

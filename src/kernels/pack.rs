@@ -1,6 +1,67 @@
 //! Conversions between row-major matrices and the panel layouts the GEMM kernels read.
 
+use half::bf16;
+
 use crate::blob::round_up;
+
+/// `v` rounded to bf16 (nearest, ties to even; NaN stays NaN): plain bit operations, so loops over
+/// it vectorize.
+#[inline(always)]
+pub fn to_bf16(v: f32) -> bf16 {
+    let b = v.to_bits();
+    let rounded = (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16;
+    bf16::from_bits(if v.is_nan() { ((b >> 16) as u16) | 0x40 } else { rounded })
+}
+
+/// Converts `rows` rows of `k` values (`src` rows `src_stride` apart) to bf16 rows `dst_stride`
+/// apart, zeroing each destination row from `k` to `dst_stride`.
+pub fn rows_to_bf16(src: &[f32], rows: usize, k: usize, src_stride: usize, dst: &mut [bf16], dst_stride: usize) {
+    for i in 0..rows {
+        let (s, d) = (&src[i * src_stride..i * src_stride + k], &mut dst[i * dst_stride..(i + 1) * dst_stride]);
+        for (o, &v) in d.iter_mut().zip(s) {
+            *o = to_bf16(v);
+        }
+        d[k..].fill(bf16::ZERO);
+    }
+}
+
+/// Packs an `n × k` matrix whose element `(j, kk)` is `src[j * row_stride + kk]` into `Panel16x2`
+/// bf16 (see [`GemmBf16Args`](crate::kernels::GemmBf16Args)). `dst` must hold
+/// `round_up(n, 16) * round_up(k, 2)` values; padding is zeroed.
+pub fn panel16x2_from_rows(src: &[f32], n: usize, k: usize, row_stride: usize, dst: &mut [bf16]) {
+    let kp = round_up(k, 2);
+    let dst = &mut dst[..round_up(n, 16) * kp];
+    dst.fill(bf16::ZERO);
+    for j in 0..n {
+        let row = &src[j * row_stride..j * row_stride + k];
+        let base = (j / 16) * 16 * kp + (j % 16) * 2;
+        for (kk, &v) in row.iter().enumerate() {
+            dst[base + (kk / 2) * 32 + kk % 2] = to_bf16(v);
+        }
+    }
+}
+
+/// Packs an `n × k` matrix whose element `(j, kk)` is `src[kk * row_stride + j]` (stored
+/// transposed, `k` rows of `n`) into `Panel16x2` bf16; `dst` as for [`panel16x2_from_rows`].
+pub fn panel16x2_from_cols(src: &[f32], n: usize, k: usize, row_stride: usize, dst: &mut [bf16]) {
+    let kp = round_up(k, 2);
+    let dst = &mut dst[..round_up(n, 16) * kp];
+    for (p, panel) in dst.chunks_exact_mut(16 * kp).enumerate() {
+        let j0 = p * 16;
+        let width = (n - j0).min(16);
+        for (g, pair_row) in panel.chunks_exact_mut(32).enumerate() {
+            let k0 = &src[2 * g * row_stride + j0..2 * g * row_stride + j0 + width];
+            let k1 = (2 * g + 1 < k).then(|| &src[(2 * g + 1) * row_stride + j0..(2 * g + 1) * row_stride + j0 + width]);
+            for jj in 0..16 {
+                pair_row[2 * jj] = if jj < width { to_bf16(k0[jj]) } else { bf16::ZERO };
+                pair_row[2 * jj + 1] = match k1 {
+                    Some(k1) if jj < width => to_bf16(k1[jj]),
+                    _ => bf16::ZERO,
+                };
+            }
+        }
+    }
+}
 
 /// Packs an `n × k` matrix whose element `(j, kk)` is `src[j * row_stride + kk]` into `Panel16`.
 /// `dst` must hold `round_up(n, 16) * k` values; padding columns are zeroed.
@@ -108,6 +169,43 @@ mod tests {
             let mut packed_t = vec![f32::NAN; round_up(n, 16) * k];
             panel16_from_cols(&t, n, k, n, &mut packed_t);
             assert_eq!(packed_t, packed);
+        }
+    }
+
+    #[test]
+    fn bf16_rounding_matches_half() {
+        let mut x = 0x1234_5677u32;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let v = f32::from_bits(x);
+            let (got, want) = (to_bf16(v), bf16::from_f32(v));
+            assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "{v:e}: {got} vs {want}");
+        }
+        for v in [0.0f32, -0.0, 1.0, f32::MAX, f32::INFINITY, f32::NEG_INFINITY, 1.0 + f32::EPSILON * 64.0, f32::MIN_POSITIVE] {
+            assert_eq!(to_bf16(v).to_bits(), bf16::from_f32(v).to_bits(), "{v:e}");
+        }
+    }
+
+    #[test]
+    fn panel16x2_from_rows_and_cols_agree_on_ragged_shapes() {
+        for (n, k) in [(1, 1), (15, 3), (16, 8), (17, 5), (40, 33)] {
+            let src: Vec<f32> = (0..n * k).map(|i| i as f32 * 0.5 - 7.0).collect();
+            let kp = round_up(k, 2);
+            let mut packed = vec![bf16::NAN; round_up(n, 16) * kp];
+            panel16x2_from_rows(&src, n, k, k, &mut packed);
+            for j in 0..round_up(n, 16) {
+                for kk in 0..kp {
+                    let got = packed[(j / 16) * 16 * kp + (kk / 2) * 32 + (j % 16) * 2 + kk % 2];
+                    let want = if j < n && kk < k { bf16::from_f32(src[j * k + kk]) } else { bf16::ZERO };
+                    assert_eq!(got.to_bits(), want.to_bits(), "n {n} k {k} j {j} kk {kk}");
+                }
+            }
+            let t: Vec<f32> = (0..k).flat_map(|kk| (0..n).map(move |j| (j * k + kk) as f32 * 0.5 - 7.0)).collect();
+            let mut packed_t = vec![bf16::NAN; round_up(n, 16) * kp];
+            panel16x2_from_cols(&t, n, k, n, &mut packed_t);
+            assert_eq!(packed_t.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), packed.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
         }
     }
 

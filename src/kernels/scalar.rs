@@ -3,7 +3,7 @@
 
 use half::f16;
 
-use super::{gelu_exact, u8_params, Epilogue, GemmArgs, GemmF16, GemmF32, GemmU8I8, GemmU8I8Args, VectorOps};
+use super::{gelu_exact, u8_params, Epilogue, GemmArgs, GemmBf16, GemmBf16Args, GemmF16, GemmF32, GemmU8I8, GemmU8I8Args, VectorOps};
 use crate::blob::round_up;
 
 /// The scalar reference implementation of every kernel trait.
@@ -82,6 +82,34 @@ impl GemmU8I8 for Scalar {
                     let j = p * 16 + jj;
                     let r = a_scale[i] * w_scale[j] * (acc[jj] - a_zero[i] * w_sum[j]) as f32 + bias.map_or(0.0, |b| b[j]);
                     finish(&mut out[i * ldc + j], r, epilogue);
+                }
+            }
+        }
+    }
+}
+
+impl GemmBf16 for Scalar {
+    fn name(&self) -> &'static str {
+        "scalar"
+    }
+    fn gemm(&self, args: &GemmBf16Args<'_>, out: &mut [f32], ldc: usize) {
+        let kp = args.check(out, ldc);
+        let GemmBf16Args { m, n, k, a, lda, w } = *args;
+        for i in 0..m {
+            let a_row = &a[i * lda..i * lda + k];
+            for p in 0..n.div_ceil(16) {
+                let panel = &w[p * 16 * kp..(p + 1) * 16 * kp];
+                let mut acc = [0f32; 16];
+                // Products of two bf16 values are exact in f32; only the first k values count.
+                for (kk, &av) in a_row.iter().enumerate() {
+                    let av = av.to_f32();
+                    let pair_row = &panel[(kk / 2) * 32..(kk / 2) * 32 + 32];
+                    for jj in 0..16 {
+                        acc[jj] += av * pair_row[jj * 2 + kk % 2].to_f32();
+                    }
+                }
+                for jj in 0..16.min(n - p * 16) {
+                    out[i * ldc + p * 16 + jj] = acc[jj];
                 }
             }
         }

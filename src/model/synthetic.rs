@@ -134,15 +134,37 @@ pub fn header_for(cfg: &VitConfig, preprocess: PreprocessConfig, labels: Vec<Str
 
 /// A complete f32 blob with random weights (preprocessing: mean = std = 0.5, bicubic, crop 0.9).
 pub fn random_blob(cfg: &VitConfig, seed: u64) -> BlobWriter {
-    let mut w = BlobWriter::new(header_for(cfg, PreprocessConfig::augreg(cfg.image_size), Vec::new(), "f32"));
+    random_blob_in(cfg, seed, "f32")
+}
+
+/// [`random_blob`] with the weight matrices stored in `precision`: `f32`, `f16`, or `int8`
+/// (symmetric per-row scales, like the quantizer; activations are quantized at run time).
+pub fn random_blob_in(cfg: &VitConfig, seed: u64, precision: &str) -> BlobWriter {
+    let mut w = BlobWriter::new(header_for(cfg, PreprocessConfig::augreg(cfg.image_size), Vec::new(), precision));
     for (name, shape, data) in random_tensors(cfg, seed) {
-        if is_matrix(&name, &shape) {
-            let (n, k) = (shape[0], shape[1]);
-            let mut packed = vec![0.0; round_up(n, 16) * k];
-            pack::panel16_from_rows(&data, n, k, k, &mut packed);
-            w.add_f32(&name, &shape, Layout::Panel16, &packed);
-        } else {
+        if !is_matrix(&name, &shape) {
             w.add_f32(&name, &shape, Layout::RowMajor, &data);
+            continue;
+        }
+        let (n, k) = (shape[0], shape[1]);
+        match precision {
+            "f16" => {
+                let h: Vec<half::f16> = data.iter().map(|&v| half::f16::from_f32(v)).collect();
+                let mut p = vec![half::f16::ZERO; round_up(n, 16) * k];
+                pack::panel16_from_rows(&h, n, k, k, &mut p);
+                w.add_f16(&name, &shape, Layout::Panel16, &p);
+            }
+            "int8" => {
+                let scales: Vec<f32> = data.chunks_exact(k).map(|r| r.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0).collect();
+                let q: Vec<i8> = data.iter().enumerate().map(|(i, v)| (v / scales[i / k]).round() as i8).collect();
+                w.add_i8(&name, &shape, Layout::Panel16x4, &pack::panel16x4_from_rows(&q, n, k));
+                w.add_f32(&format!("{name}_scale"), &[n], Layout::RowMajor, &scales);
+            }
+            _ => {
+                let mut p = vec![0f32; round_up(n, 16) * k];
+                pack::panel16_from_rows(&data, n, k, k, &mut p);
+                w.add_f32(&name, &shape, Layout::Panel16, &p);
+            }
         }
     }
     w

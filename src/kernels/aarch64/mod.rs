@@ -27,7 +27,7 @@ pub fn kernel_sets() -> Vec<(&'static str, Kernels)> {
     let Some(neon) = neon::Neon::detect() else {
         return v;
     };
-    let base = Kernels { gemm_f32: neon, gemm_f16: neon, gemm_u8i8: neon, vector: neon };
+    let base = Kernels { gemm_f32: neon, gemm_f16: neon, gemm_u8i8: neon, gemm_bf16: None, vector: neon };
     if let Some(k) = i8mm::I8mm::detect() {
         v.push(("i8mm", Kernels { gemm_u8i8: k, ..base }));
     }

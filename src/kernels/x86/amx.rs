@@ -9,6 +9,10 @@
 //! bytes) and ragged rows (fewer than 16) are computed with the AVX-512 VNNI kernel, so results are
 //! exact integers like the scalar reference.
 //!
+//! With AMX-BF16, `tdpbf16ps` runs the bf16 attention GEMM the same way: a B tile of 16 pair rows
+//! × 16 columns × 2 bf16 is one 1 KiB slice of a `Panel16x2` panel; the k tail and ragged rows go
+//! to the AVX512-BF16 kernel.
+//!
 //! The other kinds of this set (f32 / f16 GEMM, element-wise) are the AVX-512 kernels.
 
 use std::arch::asm;
@@ -16,8 +20,10 @@ use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
 use super::avx512::{finish_u8i8, gemm_u8i8_rows, Avx512, PanelQuant};
+use super::avx512bf16::{self, gemm_bf16_rows, Avx512Bf16};
+use half::bf16;
 use crate::blob::round_up;
-use crate::kernels::{GemmU8I8, GemmU8I8Args};
+use crate::kernels::{GemmBf16, GemmBf16Args, GemmU8I8, GemmU8I8Args};
 
 /// AMX int8 GEMM. Construct only through [`Amx::detect`].
 pub struct Amx(());
@@ -76,13 +82,14 @@ impl TileConfig {
     }
 }
 
-/// Four 16 × 16 i32 accumulator tiles stored for the epilogue.
+/// Four 16 × 16 accumulator tiles (i32 or f32) stored for the epilogue.
 #[repr(C, align(64))]
-struct Sums([[i32; 256]; 4]);
+struct Sums<T>([[T; 256]; 4]);
 
-/// Runs the k loop of one block with `$rows` 16-row tiles × `$cols` panels and stores the sums.
+/// Runs the k loop of one block with `$rows` 16-row tiles × `$cols` panels of the tile multiply
+/// `$op` (`tdpbusd` or `tdpbf16ps`; both take 64-byte rows) and stores the sums.
 macro_rules! amx_block {
-    (2, 2, $a0:expr, $a1:expr, $b0:expr, $b1:expr, $lda:expr, $steps:expr, $sums:expr) => {
+    ($op:literal, 2, 2, $a0:expr, $a1:expr, $b0:expr, $b1:expr, $lda:expr, $steps:expr, $sums:expr) => {
         asm!(
             "tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3",
             "2:",
@@ -90,10 +97,10 @@ macro_rules! amx_block {
             "tileloadd tmm6, [{b0} + {s64}*1]",
             "tileloadd tmm5, [{a1} + {lda}*1]",
             "tileloadd tmm7, [{b1} + {s64}*1]",
-            "tdpbusd tmm0, tmm4, tmm6",
-            "tdpbusd tmm1, tmm4, tmm7",
-            "tdpbusd tmm2, tmm5, tmm6",
-            "tdpbusd tmm3, tmm5, tmm7",
+            concat!($op, " tmm0, tmm4, tmm6"),
+            concat!($op, " tmm1, tmm4, tmm7"),
+            concat!($op, " tmm2, tmm5, tmm6"),
+            concat!($op, " tmm3, tmm5, tmm7"),
             "add {a0}, 64", "add {a1}, 64", "add {b0}, 1024", "add {b1}, 1024",
             "dec {n}", "jnz 2b",
             "tilestored [{c} + {s64}*1], tmm0",
@@ -105,15 +112,15 @@ macro_rules! amx_block {
             options(nostack),
         )
     };
-    (2, 1, $a0:expr, $a1:expr, $b0:expr, $lda:expr, $steps:expr, $sums:expr) => {
+    ($op:literal, 2, 1, $a0:expr, $a1:expr, $b0:expr, $lda:expr, $steps:expr, $sums:expr) => {
         asm!(
             "tilezero tmm0", "tilezero tmm2",
             "2:",
             "tileloadd tmm4, [{a0} + {lda}*1]",
             "tileloadd tmm6, [{b0} + {s64}*1]",
             "tileloadd tmm5, [{a1} + {lda}*1]",
-            "tdpbusd tmm0, tmm4, tmm6",
-            "tdpbusd tmm2, tmm5, tmm6",
+            concat!($op, " tmm0, tmm4, tmm6"),
+            concat!($op, " tmm2, tmm5, tmm6"),
             "add {a0}, 64", "add {a1}, 64", "add {b0}, 1024",
             "dec {n}", "jnz 2b",
             "tilestored [{c} + {s64}*1], tmm0",
@@ -123,15 +130,15 @@ macro_rules! amx_block {
             options(nostack),
         )
     };
-    (1, 2, $a0:expr, $b0:expr, $b1:expr, $lda:expr, $steps:expr, $sums:expr) => {
+    ($op:literal, 1, 2, $a0:expr, $b0:expr, $b1:expr, $lda:expr, $steps:expr, $sums:expr) => {
         asm!(
             "tilezero tmm0", "tilezero tmm1",
             "2:",
             "tileloadd tmm4, [{a0} + {lda}*1]",
             "tileloadd tmm6, [{b0} + {s64}*1]",
             "tileloadd tmm7, [{b1} + {s64}*1]",
-            "tdpbusd tmm0, tmm4, tmm6",
-            "tdpbusd tmm1, tmm4, tmm7",
+            concat!($op, " tmm0, tmm4, tmm6"),
+            concat!($op, " tmm1, tmm4, tmm7"),
             "add {a0}, 64", "add {b0}, 1024", "add {b1}, 1024",
             "dec {n}", "jnz 2b",
             "tilestored [{c} + {s64}*1], tmm0",
@@ -141,13 +148,13 @@ macro_rules! amx_block {
             options(nostack),
         )
     };
-    (1, 1, $a0:expr, $b0:expr, $lda:expr, $steps:expr, $sums:expr) => {
+    ($op:literal, 1, 1, $a0:expr, $b0:expr, $lda:expr, $steps:expr, $sums:expr) => {
         asm!(
             "tilezero tmm0",
             "2:",
             "tileloadd tmm4, [{a0} + {lda}*1]",
             "tileloadd tmm6, [{b0} + {s64}*1]",
-            "tdpbusd tmm0, tmm4, tmm6",
+            concat!($op, " tmm0, tmm4, tmm6"),
             "add {a0}, 64", "add {b0}, 1024",
             "dec {n}", "jnz 2b",
             "tilestored [{c} + {s64}*1], tmm0",
@@ -165,7 +172,7 @@ macro_rules! amx_block {
 /// (checked by [`GemmU8I8Args::check`](crate::kernels::GemmU8I8Args::check)); sums of row tile `rt` and panel `p` are in `sums.0[rt·2 + p]`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn finish_block(args: &GemmU8I8Args<'_>, sums: &Sums, row0: usize, row_tiles: usize, p0: usize, panels: usize, out: *mut f32, ldc: usize) {
+unsafe fn finish_block(args: &GemmU8I8Args<'_>, sums: &Sums<i32>, row0: usize, row_tiles: usize, p0: usize, panels: usize, out: *mut f32, ldc: usize) {
     let groups = round_up(args.k, 4) / 4;
     let first_tail = groups / 16 * 16;
     let q = PanelQuant::load(args, p0, panels);
@@ -222,10 +229,10 @@ fn gemm_amx(args: &GemmU8I8Args<'_>, out: &mut [f32], ldc: usize) {
             // checked); the stores write tiles·panels KiB of the 4 KiB `sums`.
             unsafe {
                 match (tiles, panels) {
-                    (2, 2) => amx_block!(2, 2, a0, a0.add(16 * lda), b0, b0.add(64 * groups), lda, steps, c),
-                    (2, _) => amx_block!(2, 1, a0, a0.add(16 * lda), b0, lda, steps, c),
-                    (_, 2) => amx_block!(1, 2, a0, b0, b0.add(64 * groups), lda, steps, c),
-                    _ => amx_block!(1, 1, a0, b0, lda, steps, c),
+                    (2, 2) => amx_block!("tdpbusd", 2, 2, a0, a0.add(16 * lda), b0, b0.add(64 * groups), lda, steps, c),
+                    (2, _) => amx_block!("tdpbusd", 2, 1, a0, a0.add(16 * lda), b0, lda, steps, c),
+                    (_, 2) => amx_block!("tdpbusd", 1, 2, a0, b0, b0.add(64 * groups), lda, steps, c),
+                    _ => amx_block!("tdpbusd", 1, 1, a0, b0, lda, steps, c),
                 }
                 finish_block(args, &sums, rt * 16, tiles, p0, panels, op, ldc);
             }
@@ -248,5 +255,126 @@ impl GemmU8I8 for Amx {
         // SAFETY: an `Amx` value exists only when `detect` found AMX and the AVX-512 set and the
         // kernel granted the tile state.
         unsafe { gemm_amx(args, out, ldc) }
+    }
+}
+
+/// AMX bf16 GEMM (attention of int8 models). Construct only through [`AmxBf16::detect`].
+pub struct AmxBf16(());
+
+impl AmxBf16 {
+    /// The kernel if [`Amx::detect`] succeeds and the CPU also has AMX-BF16 and AVX512-BF16.
+    pub fn detect() -> Option<&'static AmxBf16> {
+        static K: AmxBf16 = AmxBf16(());
+        // CPUID leaf 7 exists: `Amx::detect` read it.
+        let ok = Amx::detect().is_some() && Avx512Bf16::detect().is_some() && __cpuid_count(7, 0).edx & (1 << 22) != 0;
+        ok.then_some(&K)
+    }
+}
+
+/// Copies the f32 sums of a `tiles` × `panels` block to rows `row0..` of `out` (columns masked below n).
+///
+/// # Safety
+/// The block's rows and columns below n are inside `out` (row stride `ldc`).
+#[target_feature(enable = "avx512f")]
+unsafe fn store_block(sums: &Sums<f32>, row0: usize, tiles: usize, col0: usize, panels: usize, n: usize, out: *mut f32, ldc: usize) {
+    for p in 0..panels {
+        let width = (n - col0 - p * 16).min(16);
+        let mask = ((1u32 << width) - 1) as __mmask16;
+        for rt in 0..tiles {
+            for r in 0..16 {
+                // SAFETY: the sums tile holds 16 rows of 16 f32; the destination is the caller's.
+                unsafe {
+                    let v = _mm512_load_ps(sums.0[rt * 2 + p].as_ptr().add(r * 16));
+                    _mm512_mask_storeu_ps(out.add((row0 + rt * 16 + r) * ldc + col0 + p * 16), mask, v);
+                }
+            }
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+fn gemm_amx_bf16(args: &GemmBf16Args<'_>, out: &mut [f32], ldc: usize) {
+    let kp = args.check(out, ldc);
+    let GemmBf16Args { m, n, a, lda, w, .. } = *args;
+    let pairs = kp / 2;
+    let steps = pairs / 16;
+    let row_tiles = m / 16;
+    if steps == 0 || row_tiles == 0 {
+        // SAFETY: checked above; `detect` found AVX512-BF16.
+        unsafe { gemm_bf16_rows(args, 0..m, 0..pairs, out, ldc, false) };
+        return;
+    }
+    let total = n.div_ceil(16);
+    let panel_len = 16 * kp;
+    let lda_bytes = lda * 2;
+    let cfg = TileConfig::full();
+    let mut sums = Sums([[0f32; 256]; 4]);
+    let op = out.as_mut_ptr();
+    // SAFETY: `detect` checked AMX-TILE/AMX-BF16 and obtained the tile state permission; the
+    // configuration is a valid palette-1 layout.
+    unsafe { asm!("ldtilecfg [{0}]", in(reg) &cfg as *const TileConfig, options(nostack, readonly)) };
+    let mut p0 = 0;
+    while p0 < total {
+        let panels = (total - p0).min(2);
+        let b0 = w[p0 * panel_len..].as_ptr();
+        let mut rt = 0;
+        while rt < row_tiles {
+            let tiles = (row_tiles - rt).min(2);
+            let a0 = a[rt * 16 * lda..].as_ptr();
+            let c = sums.0.as_mut_ptr();
+            // SAFETY: the A tiles read rows rt·16 .. rt·16 + 16·tiles ≤ m, 32·steps ≤ kp values each
+            // (lda apart); the B tiles read 1 KiB × steps of panels p0, p0 + 1 < ceil(n/16) (lengths
+            // checked); the stores write tiles·panels KiB of the 4 KiB `sums`, then rows below m and
+            // columns below n of `out`.
+            unsafe {
+                match (tiles, panels) {
+                    (2, 2) => amx_block!("tdpbf16ps", 2, 2, a0, a0.add(16 * lda), b0, b0.add(panel_len), lda_bytes, steps, c),
+                    (2, _) => amx_block!("tdpbf16ps", 2, 1, a0, a0.add(16 * lda), b0, lda_bytes, steps, c),
+                    (_, 2) => amx_block!("tdpbf16ps", 1, 2, a0, b0, b0.add(panel_len), lda_bytes, steps, c),
+                    _ => amx_block!("tdpbf16ps", 1, 1, a0, b0, lda_bytes, steps, c),
+                }
+                store_block(&sums, rt * 16, tiles, p0 * 16, panels, n, op, ldc);
+            }
+            rt += tiles;
+        }
+        p0 += panels;
+    }
+    // SAFETY: releases the tile state configured above.
+    unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    // SAFETY: checked above; rows and pairs are in range.
+    unsafe {
+        if steps * 16 < pairs {
+            gemm_bf16_rows(args, 0..row_tiles * 16, steps * 16..pairs, out, ldc, true);
+        }
+        if row_tiles * 16 < m {
+            gemm_bf16_rows(args, row_tiles * 16..m, 0..pairs, out, ldc, false);
+        }
+    }
+}
+
+impl GemmBf16 for AmxBf16 {
+    fn name(&self) -> &'static str {
+        "amx-bf16"
+    }
+    fn gemm(&self, args: &GemmBf16Args<'_>, out: &mut [f32], ldc: usize) {
+        // SAFETY: an `AmxBf16` value exists only when `detect` found AMX-BF16, AVX512-BF16 and the
+        // AVX-512 set and the kernel granted the tile state.
+        unsafe { gemm_amx_bf16(args, out, ldc) }
+    }
+    fn convert_rows(&self, src: &[f32], rows: usize, k: usize, src_stride: usize, dst: &mut [bf16], dst_stride: usize) {
+        // SAFETY: `detect` found AVX512-BF16 and BW.
+        unsafe { avx512bf16::convert_rows(src, rows, k, src_stride, dst, dst_stride) }
+    }
+    fn pack_rows(&self, src: &[f32], n: usize, k: usize, row_stride: usize, dst: &mut [bf16]) {
+        // SAFETY: as above.
+        unsafe { avx512bf16::pack_rows(src, n, k, row_stride, dst) }
+    }
+    fn pack_cols(&self, src: &[f32], n: usize, k: usize, row_stride: usize, dst: &mut [bf16]) {
+        // SAFETY: as above.
+        unsafe { avx512bf16::pack_cols(src, n, k, row_stride, dst) }
+    }
+    fn softmax_to_bf16(&self, x: &[f32], scale: f32, out: &mut [bf16]) -> f32 {
+        // SAFETY: as above.
+        unsafe { avx512bf16::softmax_to_bf16(x, scale, out) }
     }
 }

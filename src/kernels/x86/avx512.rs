@@ -194,6 +194,7 @@ macro_rules! dispatch_tile {
         }
     };
 }
+pub(crate) use dispatch_tile;
 
 /// Per-panel column masks and bias vectors of the panels `p0 .. p0 + panels`.
 #[inline]
@@ -419,7 +420,7 @@ pub(crate) unsafe fn panel16x4_sums(src: &[i8], kp: usize, sums: &mut [i32]) {
 /// Vectorized `exp` (Cephes-style range reduction and degree-6 polynomial; relative error ~2e-7).
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn exp16(x: __m512) -> __m512 {
+pub(crate) fn exp16(x: __m512) -> __m512 {
     let x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.37)), _mm512_set1_ps(-87.33));
     let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)));
     let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_145_75), x);

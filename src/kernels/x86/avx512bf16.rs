@@ -1,0 +1,286 @@
+//! AVX512-BF16 GEMM (`vdpbf16ps`: Intel Cooper Lake / Sapphire Rapids, AMD Zen 4 and later), the
+//! attention GEMM of int8 models. One `Panel16x2` pair row (16 columns × 2 k values of bf16) is one
+//! zmm register, exactly the operand `vdpbf16ps` multiplies with a broadcast pair of activations,
+//! adding both products of each column into its f32 lane.
+//!
+//! Micro-kernels are the `MR` × `NP` tiles of the AVX-512 set (6 rows × 4 panels). The AMX set hands
+//! this file its ragged rows and the k tail that does not fill a 32-value tile.
+
+use std::arch::x86_64::*;
+use std::ops::Range;
+
+use half::bf16;
+
+use super::avx512::{dispatch_tile, exp16, Avx512};
+use crate::blob::round_up;
+use crate::kernels::{GemmBf16, GemmBf16Args};
+
+/// AVX512-BF16 GEMM. Construct only through [`Avx512Bf16::detect`].
+pub struct Avx512Bf16(());
+
+/// Rows per micro-kernel tile.
+const MR: usize = 6;
+/// 16-column panels per micro-kernel tile.
+const NP: usize = 4;
+
+impl Avx512Bf16 {
+    /// The kernel if this CPU has AVX512-BF16 and the AVX-512 set.
+    pub fn detect() -> Option<&'static Avx512Bf16> {
+        static K: Avx512Bf16 = Avx512Bf16(());
+        (Avx512::detect().is_some() && is_x86_feature_detected!("avx512bf16")).then_some(&K)
+    }
+}
+
+/// One `R × P` tile over pair rows `pairs` of the panels: `out` (masked per panel) is overwritten,
+/// or added to when `accumulate`.
+///
+/// # Safety
+/// `a` valid for `R` rows `lda` apart holding the values of pairs `pairs`, `w` for `P` panels of
+/// `panel_len` values, `out` for the masked lanes of `R` rows `ldc` apart.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile<const R: usize, const P: usize>(
+    a: *const bf16,
+    lda: usize,
+    w: *const bf16,
+    panel_len: usize,
+    pairs: Range<usize>,
+    out: *mut f32,
+    ldc: usize,
+    masks: &[__mmask16; NP],
+    accumulate: bool,
+) {
+    let mut acc = [[_mm512_setzero_ps(); P]; R];
+    // SAFETY (whole body): every pointer offset stays inside the ranges the caller guarantees;
+    // `__m512i` and `__m512bh` are both 64-byte vectors, so the transmutes only relabel lanes.
+    unsafe {
+        if accumulate {
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                for (p, acc_rp) in acc_r.iter_mut().enumerate() {
+                    *acc_rp = _mm512_maskz_loadu_ps(masks[p], out.add(r * ldc + p * 16));
+                }
+            }
+        }
+        for g in pairs {
+            let wv: [__m512bh; P] = std::array::from_fn(|p| std::mem::transmute(_mm512_loadu_si512(w.add(p * panel_len + g * 32) as *const __m512i)));
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let pair = std::ptr::read_unaligned(a.add(r * lda + g * 2) as *const i32);
+                let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
+                for (acc_rp, wp) in acc_r.iter_mut().zip(&wv) {
+                    *acc_rp = _mm512_dpbf16_ps(*acc_rp, av, *wp);
+                }
+            }
+        }
+        for (r, acc_r) in acc.iter().enumerate() {
+            for (p, acc_rp) in acc_r.iter().enumerate() {
+                _mm512_mask_storeu_ps(out.add(r * ldc + p * 16), masks[p], *acc_rp);
+            }
+        }
+    }
+}
+
+/// bf16 GEMM over rows `rows` and pair rows `pairs` (of `round_up(k, 2) / 2`) of `args`, storing into
+/// `out` or, when `accumulate`, adding to it. The plain kernel runs all rows and pairs; the AMX kernel
+/// hands its ragged rows and its k tail here.
+///
+/// # Safety
+/// `args.check(out, ldc)` must have passed, `rows` must lie below `m` and `pairs` below
+/// `round_up(k, 2) / 2`; the CPU must have AVX512-BF16 and AVX-512 BW.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+pub(crate) unsafe fn gemm_bf16_rows(args: &GemmBf16Args<'_>, rows: Range<usize>, pairs: Range<usize>, out: &mut [f32], ldc: usize, accumulate: bool) {
+    let GemmBf16Args { n, k, a, lda, w, .. } = *args;
+    let panel_len = 16 * crate::blob::round_up(k, 2);
+    let total = n.div_ceil(16);
+    let mut p0 = 0;
+    while p0 < total {
+        let panels = (total - p0).min(NP);
+        let masks: [__mmask16; NP] = std::array::from_fn(|p| {
+            let width = n.saturating_sub((p0 + p) * 16).min(16);
+            ((1u32 << width) - 1) as __mmask16
+        });
+        let mut i = rows.start;
+        while i < rows.end {
+            let r = (rows.end - i).min(MR);
+            // SAFETY: rows i..i+r < m of `a` and `out`, panels p0..p0+panels of `w`, pairs below
+            // round_up(k, 2)/2 (the caller's contract and `GemmBf16Args::check`); stores are masked
+            // below n.
+            unsafe {
+                let (ap, wp, op) = (a.as_ptr().add(i * lda), w.as_ptr().add(p0 * panel_len), out.as_mut_ptr().add(i * ldc + p0 * 16));
+                dispatch_tile!(tile, ; r, panels; ap, lda, wp, panel_len, pairs.clone(), op, ldc, &masks, accumulate);
+            }
+            i += r;
+        }
+        p0 += panels;
+    }
+}
+
+/// Mask of the first `width` (0..=16) lanes.
+#[inline(always)]
+fn mask16(width: usize) -> __mmask16 {
+    ((1u32 << width.min(16)) - 1) as __mmask16
+}
+
+/// 32 f32 values (`width` ≤ 32 of them valid from `src`) as 32 bf16 in order (zeros past `width`).
+///
+/// # Safety
+/// `src` valid for `width` values.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn load32_bf16(src: *const f32, width: usize) -> __m512i {
+    // SAFETY: masked loads touch only the valid lanes.
+    unsafe {
+        let lo = _mm512_maskz_loadu_ps(mask16(width), src);
+        let hi = _mm512_maskz_loadu_ps(mask16(width.saturating_sub(16)), src.add(16.min(width)));
+        std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo))
+    }
+}
+
+/// SIMD [`pack::rows_to_bf16`](crate::kernels::pack::rows_to_bf16) (`vcvtne2ps2bf16` rounds to
+/// nearest even like the reference).
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+pub(crate) fn convert_rows(src: &[f32], rows: usize, k: usize, src_stride: usize, dst: &mut [bf16], dst_stride: usize) {
+    assert!(rows == 0 || (dst_stride >= k && src.len() >= (rows - 1) * src_stride + k && dst.len() >= rows * dst_stride));
+    for i in 0..rows {
+        let mut kk = 0;
+        while kk < dst_stride {
+            let width = k.saturating_sub(kk).min(32);
+            let lanes = (dst_stride - kk).min(32);
+            // SAFETY: reads values kk..kk+width < k of row i, writes lanes kk..kk+lanes ≤ dst_stride.
+            unsafe {
+                let v = load32_bf16(src.as_ptr().add(i * src_stride + kk), width);
+                _mm512_mask_storeu_epi16(dst.as_mut_ptr().add(i * dst_stride + kk) as *mut i16, ((1u64 << lanes) - 1) as __mmask32, v);
+            }
+            kk += 32;
+        }
+    }
+}
+
+/// SIMD [`pack::panel16x2_from_rows`](crate::kernels::pack::panel16x2_from_rows): each source row's
+/// pairs are converted 16 at a time and scattered to their 16 pair rows (64 bytes apart).
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+pub(crate) fn pack_rows(src: &[f32], n: usize, k: usize, row_stride: usize, dst: &mut [bf16]) {
+    let kp = round_up(k, 2);
+    let dst = &mut dst[..round_up(n, 16) * kp];
+    assert!(n == 0 || src.len() >= (n - 1) * row_stride + k);
+    dst.fill(bf16::ZERO);
+    let offsets = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(16));
+    for j in 0..n {
+        // Pair g of row j lives at u32 index (j/16)·8·kp + g·16 + j%16 of `dst`.
+        let base = (j / 16) * 8 * kp + j % 16;
+        let mut g = 0;
+        while 2 * g < k {
+            let width = (k - 2 * g).min(32);
+            let pairs = width.div_ceil(2);
+            // SAFETY: reads values 2g..2g+width < k of row j; scatters `pairs` u32 to indices
+            // base + (g + i)·16 < round_up(n,16)·kp/2 (the pair rows of column j).
+            unsafe {
+                let v = load32_bf16(src.as_ptr().add(j * row_stride + 2 * g), width);
+                let out = (dst.as_mut_ptr() as *mut i32).add(base + g * 16);
+                _mm512_mask_i32scatter_epi32::<4>(out, mask16(pairs), offsets, v);
+            }
+            g += 16;
+        }
+    }
+}
+
+/// SIMD [`pack::panel16x2_from_cols`](crate::kernels::pack::panel16x2_from_cols): two source rows
+/// (k and k + 1) of 16 columns become one pair row by converting both and interleaving.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+pub(crate) fn pack_cols(src: &[f32], n: usize, k: usize, row_stride: usize, dst: &mut [bf16]) {
+    let kp = round_up(k, 2);
+    let dst = &mut dst[..round_up(n, 16) * kp];
+    assert!(n == 0 || src.len() >= (k - 1) * row_stride + n);
+    // Lane 2i takes bf16 i (row k), lane 2i + 1 takes bf16 16 + i (row k + 1).
+    let interleave = _mm512_set_epi16(
+        31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0,
+    );
+    for (p, panel) in dst.chunks_exact_mut(16 * kp).enumerate() {
+        let j0 = p * 16;
+        let mask = mask16(n - j0);
+        for (g, pair_row) in panel.chunks_exact_mut(32).enumerate() {
+            // SAFETY: masked loads read columns j0.. below n of rows 2g (< k) and 2g + 1 (only when
+            // < k); the store writes this 32-value pair row.
+            unsafe {
+                let r0 = _mm512_maskz_loadu_ps(mask, src.as_ptr().add(2 * g * row_stride + j0));
+                let r1 = if 2 * g + 1 < k { _mm512_maskz_loadu_ps(mask, src.as_ptr().add((2 * g + 1) * row_stride + j0)) } else { _mm512_setzero_ps() };
+                let both = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(r1, r0));
+                _mm512_storeu_si512(pair_row.as_mut_ptr() as *mut __m512i, _mm512_permutexvar_epi16(interleave, both));
+            }
+        }
+    }
+}
+
+/// SIMD [`GemmBf16::softmax_to_bf16`]: a max pass and an exp / sum / convert pass, two
+/// accumulators each so consecutive vectors do not wait on each other.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+pub(crate) fn softmax_to_bf16(x: &[f32], scale: f32, out: &mut [bf16]) -> f32 {
+    let n = x.len();
+    assert!(out.len() >= n, "output is too short");
+    let sv = _mm512_set1_ps(scale);
+    let neg = _mm512_set1_ps(f32::NEG_INFINITY);
+    let (mut m0, mut m1) = (neg, neg);
+    let mut i = 0;
+    // SAFETY (both loops): full vectors read lanes below n; the tails are masked.
+    unsafe {
+        while i + 32 <= n {
+            m0 = _mm512_max_ps(m0, _mm512_mul_ps(_mm512_loadu_ps(x.as_ptr().add(i)), sv));
+            m1 = _mm512_max_ps(m1, _mm512_mul_ps(_mm512_loadu_ps(x.as_ptr().add(i + 16)), sv));
+            i += 32;
+        }
+        while i < n {
+            let mask = mask16(n - i);
+            m0 = _mm512_mask_max_ps(m0, mask, m0, _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, x.as_ptr().add(i)), sv));
+            i += 16;
+        }
+    }
+    let maxs = _mm512_set1_ps(_mm512_reduce_max_ps(_mm512_max_ps(m0, m1)));
+    let (mut s0, mut s1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    let mut i = 0;
+    unsafe {
+        while i + 32 <= n {
+            let e0 = exp16(_mm512_fmsub_ps(_mm512_loadu_ps(x.as_ptr().add(i)), sv, maxs));
+            let e1 = exp16(_mm512_fmsub_ps(_mm512_loadu_ps(x.as_ptr().add(i + 16)), sv, maxs));
+            s0 = _mm512_add_ps(s0, e0);
+            s1 = _mm512_add_ps(s1, e1);
+            _mm512_storeu_si512(out.as_mut_ptr().add(i) as *mut __m512i, std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(e1, e0)));
+            i += 32;
+        }
+        while i < n {
+            let mask = mask16(n - i);
+            let e = _mm512_maskz_mov_ps(mask, exp16(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(mask, x.as_ptr().add(i)), sv, maxs)));
+            s0 = _mm512_add_ps(s0, e);
+            _mm256_mask_storeu_epi16(out.as_mut_ptr().add(i) as *mut i16, mask, std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(e)));
+            i += 16;
+        }
+    }
+    out[n..].fill(bf16::ZERO);
+    _mm512_reduce_add_ps(_mm512_add_ps(s0, s1))
+}
+
+impl GemmBf16 for Avx512Bf16 {
+    fn name(&self) -> &'static str {
+        "avx512bf16"
+    }
+    fn gemm(&self, args: &GemmBf16Args<'_>, out: &mut [f32], ldc: usize) {
+        let kp = args.check(out, ldc);
+        // SAFETY: checked above; an `Avx512Bf16` exists only when `detect` found the features.
+        unsafe { gemm_bf16_rows(args, 0..args.m, 0..kp / 2, out, ldc, false) }
+    }
+    fn convert_rows(&self, src: &[f32], rows: usize, k: usize, src_stride: usize, dst: &mut [bf16], dst_stride: usize) {
+        // SAFETY: `detect` found AVX512-BF16 and BW.
+        unsafe { convert_rows(src, rows, k, src_stride, dst, dst_stride) }
+    }
+    fn pack_rows(&self, src: &[f32], n: usize, k: usize, row_stride: usize, dst: &mut [bf16]) {
+        // SAFETY: as above.
+        unsafe { pack_rows(src, n, k, row_stride, dst) }
+    }
+    fn pack_cols(&self, src: &[f32], n: usize, k: usize, row_stride: usize, dst: &mut [bf16]) {
+        // SAFETY: as above.
+        unsafe { pack_cols(src, n, k, row_stride, dst) }
+    }
+    fn softmax_to_bf16(&self, x: &[f32], scale: f32, out: &mut [bf16]) -> f32 {
+        // SAFETY: as above.
+        unsafe { softmax_to_bf16(x, scale, out) }
+    }
+}
