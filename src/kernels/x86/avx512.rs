@@ -122,12 +122,14 @@ impl PanelWeight for f16 {
     }
 }
 
-/// One `R × P` tile of a float GEMM: rows `a[r·lda ..]`, panels `w[p·16k ..]`, results to
-/// `out[r·ldc + p·16 ..]` (masked by `masks[p]`), with `bias[p]` added.
+/// One `R × P` tile of a float GEMM over `k` values: rows `a[r·lda ..]`, panels
+/// `w[p·panel_stride ..]` (16 weights per k), results to `out[r·ldc + p·16 ..]` (masked by
+/// `masks[p]`), with `bias[p]` added; when `init`, the sums start from the values in `out`.
 ///
 /// # Safety
-/// `a` must be valid for `R` rows of `k` values `lda` apart, `w` for `P` panels of `16·k` weights,
-/// `out` for the masked lanes of `R` rows `ldc` apart; the CPU must have the features enabled here.
+/// `a` must be valid for `R` rows of `k` values `lda` apart, `w` for `P` panels of `16·k` weights
+/// `panel_stride` apart, `out` for the masked lanes of `R` rows `ldc` apart; the CPU must have the
+/// features enabled here.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,f16c,fma")]
 #[allow(clippy::too_many_arguments)]
@@ -135,18 +137,27 @@ unsafe fn tile_float<W: PanelWeight, const R: usize, const P: usize>(
     a: *const f32,
     lda: usize,
     w: *const W,
+    panel_stride: usize,
     k: usize,
     out: *mut f32,
     ldc: usize,
     bias: &[__m512; NP],
     masks: &[__mmask16; NP],
+    init: bool,
     epilogue: Epilogue,
 ) {
     let mut acc = [[_mm512_setzero_ps(); P]; R];
     // SAFETY (whole body): every pointer offset stays inside the ranges the caller guarantees.
     unsafe {
+        if init {
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                for (p, acc_rp) in acc_r.iter_mut().enumerate() {
+                    *acc_rp = _mm512_maskz_loadu_ps(masks[p], out.add(r * ldc + p * 16));
+                }
+            }
+        }
         for kk in 0..k {
-            let wv: [__m512; P] = std::array::from_fn(|p| W::load16(w.add(p * 16 * k + kk * 16)));
+            let wv: [__m512; P] = std::array::from_fn(|p| W::load16(w.add(p * panel_stride + kk * 16)));
             for (r, acc_r) in acc.iter_mut().enumerate() {
                 let av = _mm512_set1_ps(*a.add(r * lda + kk));
                 for (acc_rp, wp) in acc_r.iter_mut().zip(&wv) {
@@ -248,7 +259,7 @@ fn gemm_panel<W: PanelWeight>(args: &GemmArgs<'_, W>, out: &mut [f32], ldc: usiz
             // (lengths checked by `GemmArgs::check`); stores are masked to columns below n ≤ ldc.
             unsafe {
                 let (ap, wp, op) = (a.as_ptr().add(i * lda), w.as_ptr().add(p0 * 16 * k), out.as_mut_ptr().add(i * ldc + p0 * 16));
-                dispatch_tile!(tile_float, W; rows, panels; ap, lda, wp, k, op, ldc, &bv, &masks, epilogue);
+                dispatch_tile!(tile_float, W; rows, panels; ap, lda, wp, 16 * k, k, op, ldc, &bv, &masks, false, epilogue);
             }
             i += rows;
         }
@@ -266,13 +277,92 @@ impl GemmF32 for Avx512 {
     }
 }
 
+/// Reduction values per block of [`gemm_f16_blocked`]: 4 panels × 128 k × 16 columns of f32 is
+/// 32 KiB, which stays in L1 while every row tile runs over it.
+const KC: usize = 128;
+
+thread_local! {
+    /// Per thread: one `NP × KC` block of f16 weights widened to f32 (allocated on first use).
+    static WIDE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// f16-weight GEMM blocked over k: each block of up to `NP` panels × `KC` reduction values is
+/// widened to f32 once into an L1-sized buffer and every row tile runs the f32 tile on it (in the
+/// tile loop, `vcvtph2ps` would compete with the FMAs for the same ports for every row tile). Sums
+/// carry over blocks through `out`; the epilogue runs on the last block. A single row tile converts
+/// inside the tile instead.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,f16c,fma")]
+fn gemm_f16_blocked(args: &GemmArgs<'_, f16>, out: &mut [f32], ldc: usize) {
+    args.check(out, ldc);
+    let GemmArgs { m, n, k, a, lda, w, bias, epilogue } = *args;
+    if m <= MR {
+        gemm_panel(args, out, ldc);
+        return;
+    }
+    // The buffer leaves the thread-local for the loop (a closure would not inherit this function's
+    // target features, and the intrinsics in it would not inline).
+    let mut wide = WIDE.take();
+    if wide.len() < NP * 16 * KC {
+        wide.resize(NP * 16 * KC, 0.0);
+    }
+    let total = n.div_ceil(16);
+    let tiles = m.div_ceil(MR);
+    let mut p0 = 0;
+    while p0 < total {
+        let panels = (total - p0).min(NP);
+        let (masks, bv) = panel_masks_and_bias(n, p0, panels, bias);
+        let no_bias = [_mm512_setzero_ps(); NP];
+        let mut k0 = 0;
+        while k0 < k {
+            let kc = (k - k0).min(KC);
+            for p in 0..panels {
+                let src = &w[(p0 + p) * 16 * k + k0 * 16..(p0 + p) * 16 * k + (k0 + kc) * 16];
+                for (d, s) in wide[p * 16 * kc..(p + 1) * 16 * kc].chunks_exact_mut(16).zip(src.chunks_exact(16)) {
+                    // SAFETY: both chunks hold exactly 16 values.
+                    unsafe { _mm512_storeu_ps(d.as_mut_ptr(), <f16 as PanelWeight>::load16(s.as_ptr())) };
+                }
+            }
+            // The next block's f16 weights are fetched into L2 while this one computes.
+            let (next_p0, next_k0) = if k0 + kc < k { (p0, k0 + kc) } else { (p0 + panels, 0) };
+            let next_panels = total.saturating_sub(next_p0).min(NP);
+            let next_bytes = (k - next_k0).min(KC) * 16 * 2;
+            let first = k0 == 0;
+            let last = k0 + kc == k;
+            // Sums start from `out` after the first block (or on it, for a residual add); the bias
+            // joins on the first block and the epilogue (GELU) on the last.
+            let init = !first || epilogue == Epilogue::Accumulate;
+            let ep = if last && epilogue == Epilogue::Gelu { Epilogue::Gelu } else { Epilogue::Store };
+            let bias_v = if first { &bv } else { &no_bias };
+            let mut i = 0;
+            while i < m {
+                let rows = (m - i).min(MR);
+                for p in 0..next_panels {
+                    let base = w[(next_p0 + p) * 16 * k + next_k0 * 16..].as_ptr() as *const u8;
+                    prefetch_part(base, next_bytes, i / MR, tiles);
+                }
+                // SAFETY: rows i..i+rows < m of `a` (values k0..k0+kc < k) and `out` (checked by
+                // `GemmArgs::check`); the widened block holds `panels` panels of 16·kc values;
+                // stores are masked below n.
+                unsafe {
+                    let (ap, wp, op) = (a.as_ptr().add(i * lda + k0), wide.as_ptr(), out.as_mut_ptr().add(i * ldc + p0 * 16));
+                    dispatch_tile!(tile_float, f32; rows, panels; ap, lda, wp, 16 * kc, kc, op, ldc, bias_v, &masks, init, ep);
+                }
+                i += rows;
+            }
+            k0 += kc;
+        }
+        p0 += panels;
+    }
+    WIDE.set(wide);
+}
+
 impl GemmF16 for Avx512 {
     fn name(&self) -> &'static str {
         "avx512"
     }
     fn gemm(&self, args: &GemmArgs<'_, f16>, out: &mut [f32], ldc: usize) {
         // SAFETY: an `Avx512` value exists only when `detect` found every feature enabled here.
-        unsafe { gemm_panel(args, out, ldc) }
+        unsafe { gemm_f16_blocked(args, out, ldc) }
     }
 }
 
