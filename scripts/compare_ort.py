@@ -18,7 +18,8 @@ What it does:
 5. Times both, interleaved in rounds (each round runs every configuration's vitedge bench and ORT
    session one after the other, alternating which goes first), on the same preprocessed image:
    vitedge `bench --json` per round, ORT `session.run` in this process (intra_op threads = n,
-   sequential execution, ORT_ENABLE_ALL). Warm-up 3 runs each per round.
+   sequential execution, ORT_ENABLE_ALL). Warm-up 3 runs each per round; 0.2 s pause between
+   steps so neither engine's spinning worker threads overlap the next measurement.
 6. Prints a markdown table (or `--json`) with medians / p90s over all timed runs, ratios and the
    targets of the speed issue (pass/fail), open → first result and peak RSS, CPU model, ORT version.
 
@@ -412,7 +413,11 @@ def measure(args, vitedge, blobs, onnx_paths, image, x):
             if r % 2:
                 steps.reverse()
             for step in steps:
+                # Let the previous step's threads go idle first: ORT's pool spins after each run
+                # (and vitedge's for 0.3 ms), which would steal a core from the next measurement.
+                time.sleep(0.2)
                 step(c, n)
+            time.sleep(0.2)
             startup_vitedge(c)
         log(f"round {r + 1}/{len(per_round)} done")
     return res
