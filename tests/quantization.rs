@@ -81,8 +81,10 @@ fn check_int8(backend: Backend, min_agreement: f64) {
     report(&format!("int8 vs f32 ({backend:?})"), &r);
     assert!(r.agreement.unwrap() >= min_agreement, "agreement {:?}", r.agreement);
     assert!(r.top1 >= r.reference_top1.unwrap() - 0.005, "top-1 {} vs f32 {:?}", r.top1, r.reference_top1);
-    assert!(r.cosine_mean.unwrap() >= 0.999, "cosine mean {:?} (measured 0.99943)", r.cosine_mean);
-    assert!(r.cosine_min.unwrap() >= 0.995, "cosine min {:?} (measured 0.99735)", r.cosine_min);
+    // The logit cosine is the stable measure (identical to 5 digits across kernel sets and attention
+    // precisions), so its bounds are tight: mean measured 0.99943, min 0.99743–0.99812.
+    assert!(r.cosine_mean.unwrap() >= 0.9992, "cosine mean {:?} (measured 0.99943)", r.cosine_mean);
+    assert!(r.cosine_min.unwrap() >= 0.996, "cosine min {:?} (measured 0.99743–0.99812)", r.cosine_min);
 }
 
 #[test]
@@ -90,7 +92,11 @@ fn int8_tracks_f32_on_held_out_images_native() {
     if skip_without_real_data("int8_tracks_f32_on_held_out_images_native") {
         return;
     }
-    check_int8(Backend::Native, 0.98); // measured 0.9872
+    // Measured 0.9786 (amx: bf16 attention on AMX tiles), 0.9850 (avx512: bf16 attention with
+    // vdpbf16ps), 0.9808 (avx2: f32 attention), 0.9872 before bf16 attention: the same 4–7 near-tie
+    // images flip with the summation order alone (top-1 82.26 % and cosine mean 0.99943 are identical
+    // across all of them), so the bound sits below that spread, above the 0.97.
+    check_int8(Backend::Native, 0.975);
 }
 
 #[test]
