@@ -171,7 +171,8 @@ fn linear(
     let (out_p, q_p, s_p, z_p) = (SharedMut::new(out), SharedMut::new(a_u8), SharedMut::new(a_scale), SharedMut::new(a_zero));
     let bias = Some(l.bias);
     let run = |t: usize| {
-        let (r0, r1) = (task_first_row(t, tasks, m), task_first_row(t + 1, tasks, m));
+        let align = if matches!(l.weight, Matrix::I8 { .. }) { 16 } else { 1 };
+        let (r0, r1) = (task_first_row(t, tasks, m, align), task_first_row(t + 1, tasks, m, align));
         if r0 >= r1 {
             return;
         }
@@ -222,13 +223,14 @@ fn linear(
 }
 
 /// First row of task `t` (of `tasks`) when `m` rows are split: an even split rounded to a multiple
-/// of 16 rows (the AMX tile height, and a multiple of the other kernels' row blocks), so only the
-/// last task has ragged rows; `task_first_row(tasks, ..) = m`. Non-decreasing in `t`.
-fn task_first_row(t: usize, tasks: usize, m: usize) -> usize {
+/// of `align` rows (16 for int8 weights and bf16 attention: the AMX tile height, so only the last
+/// task has ragged rows; 1 for float GEMMs, whose 6-row tiles gain nothing from it and whose tasks
+/// would otherwise differ by up to 15 rows). `task_first_row(tasks, ..) = m`; non-decreasing in `t`.
+fn task_first_row(t: usize, tasks: usize, m: usize, align: usize) -> usize {
     if t >= tasks {
         return m;
     }
-    ((t * m / tasks + 8) / 16 * 16).min(m)
+    ((t * m / tasks + align / 2) / align * align).min(m)
 }
 
 fn layer_norm_rows(kernels: &Kernels, norm: &Norm<'_>, eps: f32, x: &[f32], out: &mut [f32], d: usize) {
@@ -257,7 +259,7 @@ fn attention_f32(k: &Kernels, pool: &Pool, ar: &mut Arena, t: usize, d: usize, h
     let tasks = pool.threads().min(t.div_ceil(16)).max(1);
     let (sc_p, ctx_p) = (SharedMut::new(&mut ar.scores), SharedMut::new(&mut ar.ctx));
     let attend = |task: usize| {
-        let (r0, r1) = (task_first_row(task, tasks, t), task_first_row(task + 1, tasks, t));
+        let (r0, r1) = (task_first_row(task, tasks, t, 1), task_first_row(task + 1, tasks, t, 1));
         if r0 >= r1 {
             return;
         }
@@ -302,7 +304,7 @@ fn attention_bf16(gb: &dyn GemmBf16, pool: &Pool, ar: &mut Arena, t: usize, d: u
     let (sc_p, ctx_p) = (SharedMut::new(&mut ar.scores), SharedMut::new(&mut ar.ctx));
     let (q_p, p_p, sum_p) = (SharedMut::new(&mut ar.q_bf16), SharedMut::new(&mut ar.p_bf16), SharedMut::new(&mut ar.p_sums));
     let attend = |task: usize| {
-        let (r0, r1) = (task_first_row(task, tasks, t), task_first_row(task + 1, tasks, t));
+        let (r0, r1) = (task_first_row(task, tasks, t, 16), task_first_row(task + 1, tasks, t, 16));
         if r0 >= r1 {
             return;
         }

@@ -221,7 +221,7 @@ pub(crate) fn softmax_to_bf16(x: &[f32], scale: f32, out: &mut [bf16]) -> f32 {
     let neg = _mm512_set1_ps(f32::NEG_INFINITY);
     let (mut m0, mut m1) = (neg, neg);
     let mut i = 0;
-    // SAFETY (both loops): full vectors read lanes below n; the tails are masked.
+    // SAFETY: full vectors read lanes below n; the tail is masked.
     unsafe {
         while i + 32 <= n {
             m0 = _mm512_max_ps(m0, _mm512_mul_ps(_mm512_loadu_ps(x.as_ptr().add(i)), sv));
@@ -237,6 +237,8 @@ pub(crate) fn softmax_to_bf16(x: &[f32], scale: f32, out: &mut [bf16]) -> f32 {
     let maxs = _mm512_set1_ps(_mm512_reduce_max_ps(_mm512_max_ps(m0, m1)));
     let (mut s0, mut s1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
     let mut i = 0;
+    // SAFETY: full vectors read and write lanes below n ≤ out.len() (asserted); the tail is masked;
+    // `__m512bh`/`__m256bh` and `__m512i`/`__m256i` have the same size, the transmutes relabel lanes.
     unsafe {
         while i + 32 <= n {
             let e0 = exp16(_mm512_fmsub_ps(_mm512_loadu_ps(x.as_ptr().add(i)), sv, maxs));
