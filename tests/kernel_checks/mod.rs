@@ -212,8 +212,8 @@ pub fn gelu_range() -> Check {
     Ok(())
 }
 
-/// The whole native forward pass with every kernel set vs scalar, for the given thread counts: an
-/// f32 model (same arithmetic up to rounding: 1e-3) and an int8 model, where a last-bit difference
+/// The whole native forward pass with every kernel set vs scalar, for the given thread counts: f32
+/// and f16 models (same arithmetic up to rounding: 1e-3) and an int8 model, where a last-bit difference
 /// can move an activation by one quantization level and sets with bf16 attention round its
 /// operands (measured on the random ViT-Tiny: 0.04 avx2, 0.07 amx-bf16, logits spanning ±3.3; the
 /// bound is 3 % of the largest logit).
@@ -224,7 +224,7 @@ pub fn whole_model(full_size: bool, threads: &[usize]) -> Check {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let cfg = if full_size { vit_tiny_config(1000) } else { tiny_config(10) };
     let input = Rng::new(3).normals(cfg.input_len(), 1.0);
-    for precision in ["f32", "int8"] {
+    for precision in ["f32", "f16", "int8"] {
         let path = dir.path().join(format!("{precision}.vitb"));
         random_blob_in(&cfg, 11, precision).write(&path).map_err(|e| e.to_string())?;
         let model = Model::open(&path).map_err(|e| e.to_string())?;
