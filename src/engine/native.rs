@@ -30,33 +30,64 @@ impl<T> SharedMut<T> {
     }
 }
 
+/// A zeroed heap buffer whose first element sits on a 64-byte boundary (a `Vec` is only as aligned
+/// as its element type, and glibc places large blocks 16 bytes into a page, so every 64-byte vector
+/// load and store of a GEMM operand or output would straddle two cache lines).
+struct Aligned<T> {
+    storage: Vec<T>,
+    start: usize,
+    len: usize,
+}
+
+impl<T: Copy + Default> Aligned<T> {
+    fn zeroed(len: usize) -> Self {
+        let spare = 64 / std::mem::size_of::<T>().max(1);
+        let storage = vec![T::default(); len + spare];
+        let start = storage.as_ptr().align_offset(64).min(spare);
+        Aligned { storage, start, len }
+    }
+}
+
+impl<T> std::ops::Deref for Aligned<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.storage[self.start..self.start + self.len]
+    }
+}
+
+impl<T> std::ops::DerefMut for Aligned<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        &mut self.storage[self.start..self.start + self.len]
+    }
+}
+
 /// Scratch buffers sized from the model header.
 struct Arena {
-    x: Vec<f32>,
-    h: Vec<f32>,
-    qkv: Vec<f32>,
+    x: Aligned<f32>,
+    h: Aligned<f32>,
+    qkv: Aligned<f32>,
     /// Per pool thread: attention scores of its query rows (at most `[T, T]`).
-    scores: Vec<f32>,
+    scores: Aligned<f32>,
     /// Per head: keys packed as GEMM weights.
-    k_panels: Vec<f32>,
+    k_panels: Aligned<f32>,
     /// Per head: values packed as GEMM weights.
-    v_panels: Vec<f32>,
-    ctx: Vec<f32>,
+    v_panels: Aligned<f32>,
+    ctx: Aligned<f32>,
     /// The MLP hidden activations `[T, mlp_hidden]`; before the first block it holds the unfolded
     /// patches `[num_patches, patch_len]` (the two are never live at once, so they share memory).
-    mlp: Vec<f32>,
-    head_out: Vec<f32>,
-    a_u8: Vec<u8>,
-    a_scale: Vec<f32>,
-    a_zero: Vec<i32>,
+    mlp: Aligned<f32>,
+    head_out: Aligned<f32>,
+    a_u8: Aligned<u8>,
+    a_scale: Aligned<f32>,
+    a_zero: Aligned<i32>,
     /// bf16 attention only (empty otherwise): per head, keys and values in `Panel16x2` …
-    k_bf16: Vec<bf16>,
-    v_bf16: Vec<bf16>,
+    k_bf16: Aligned<bf16>,
+    v_bf16: Aligned<bf16>,
     /// … and per pool thread, its query rows and attention probabilities.
-    q_bf16: Vec<bf16>,
-    p_bf16: Vec<bf16>,
+    q_bf16: Aligned<bf16>,
+    p_bf16: Aligned<bf16>,
     /// … and the row sums of its unnormalized probabilities.
-    p_sums: Vec<f32>,
+    p_sums: Aligned<f32>,
 }
 
 /// vitedge's own engine.
@@ -97,31 +128,31 @@ impl<'m> NativeEngine<'m> {
         let attention_bf16 = kernels.gemm_bf16.filter(|_| model.header().precision == "int8");
         let threads = if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
         let mut arena = Arena {
-            x: vec![0.0; t * d],
-            h: vec![0.0; t * d],
-            qkv: vec![0.0; t * 3 * d],
-            scores: vec![0.0; threads * t * t],
-            k_panels: if attention_bf16.is_none() { vec![0.0; heads * round_up(t, 16) * hd] } else { Vec::new() },
-            v_panels: if attention_bf16.is_none() { vec![0.0; heads * round_up(hd, 16) * t] } else { Vec::new() },
-            ctx: vec![0.0; t * d],
-            mlp: vec![0.0; (t * cfg.mlp_hidden).max(cfg.num_patches() * cfg.patch_len())],
-            head_out: vec![0.0; 2 * cfg.num_classes],
-            a_u8: vec![0; cfg.num_patches().max(t) * round_up(max_k, 4)],
-            a_scale: vec![0.0; t.max(cfg.num_patches())],
-            a_zero: vec![0; t.max(cfg.num_patches())],
-            k_bf16: Vec::new(),
-            v_bf16: Vec::new(),
-            q_bf16: Vec::new(),
-            p_bf16: Vec::new(),
-            p_sums: Vec::new(),
+            x: Aligned::zeroed(t * d),
+            h: Aligned::zeroed(t * d),
+            qkv: Aligned::zeroed(t * 3 * d),
+            scores: Aligned::zeroed(threads * t * t),
+            k_panels: if attention_bf16.is_none() { Aligned::zeroed(heads * round_up(t, 16) * hd) } else { Aligned::zeroed(0) },
+            v_panels: if attention_bf16.is_none() { Aligned::zeroed(heads * round_up(hd, 16) * t) } else { Aligned::zeroed(0) },
+            ctx: Aligned::zeroed(t * d),
+            mlp: Aligned::zeroed((t * cfg.mlp_hidden).max(cfg.num_patches() * cfg.patch_len())),
+            head_out: Aligned::zeroed(2 * cfg.num_classes),
+            a_u8: Aligned::zeroed(cfg.num_patches().max(t) * round_up(max_k, 4)),
+            a_scale: Aligned::zeroed(t.max(cfg.num_patches())),
+            a_zero: Aligned::zeroed(t.max(cfg.num_patches())),
+            k_bf16: Aligned::zeroed(0),
+            v_bf16: Aligned::zeroed(0),
+            q_bf16: Aligned::zeroed(0),
+            p_bf16: Aligned::zeroed(0),
+            p_sums: Aligned::zeroed(0),
         };
         if attention_bf16.is_some() {
             let (hdp, tp) = (round_up(hd, 2), round_up(t, 2));
-            arena.k_bf16 = vec![bf16::ZERO; heads * round_up(t, 16) * hdp];
-            arena.v_bf16 = vec![bf16::ZERO; heads * round_up(hd, 16) * tp];
-            arena.q_bf16 = vec![bf16::ZERO; threads * t * hdp];
-            arena.p_bf16 = vec![bf16::ZERO; threads * t * tp];
-            arena.p_sums = vec![0.0; threads * t];
+            arena.k_bf16 = Aligned::zeroed(heads * round_up(t, 16) * hdp);
+            arena.v_bf16 = Aligned::zeroed(heads * round_up(hd, 16) * tp);
+            arena.q_bf16 = Aligned::zeroed(threads * t * hdp);
+            arena.p_bf16 = Aligned::zeroed(threads * t * tp);
+            arena.p_sums = Aligned::zeroed(threads * t);
         }
         log::debug!("native engine: kernels {kernels:?}, attention in {}, {threads} threads", if attention_bf16.is_some() { "bf16" } else { "f32" });
         Ok(NativeEngine { cfg, weights, kernels, attention_bf16, w_sums, arena, pool: Pool::new(threads) })
@@ -444,5 +475,34 @@ impl Engine for NativeEngine<'_> {
 
     fn infer(&mut self, input: &[f32], logits: &mut [f32]) -> Result<(), EngineError> {
         self.forward(input, logits, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligned_buffers_start_on_64_bytes_and_are_zeroed() {
+        for len in [0, 1, 15, 197 * 197, 100_000] {
+            let f = Aligned::<f32>::zeroed(len);
+            let b = Aligned::<u8>::zeroed(len);
+            let h = Aligned::<bf16>::zeroed(len);
+            assert_eq!((f.len(), b.len(), h.len()), (len, len, len));
+            assert!(len == 0 || f.as_ptr() as usize % 64 == 0 && b.as_ptr() as usize % 64 == 0 && h.as_ptr() as usize % 64 == 0);
+            assert!(f.iter().all(|&v| v == 0.0) && b.iter().all(|&v| v == 0) && h.iter().all(|v| v.to_bits() == 0));
+        }
+    }
+
+    #[test]
+    fn row_splits_cover_every_row_once() {
+        for m in [1, 15, 16, 17, 196, 197] {
+            for (tasks, align) in (1..5).flat_map(|t| [(t, 1), (t, 16)]) {
+                let starts: Vec<usize> = (0..=tasks).map(|t| task_first_row(t, tasks, m, align)).collect();
+                assert_eq!((starts[0], starts[tasks]), (0, m));
+                assert!(starts.windows(2).all(|w| w[0] <= w[1]), "{m} rows, {tasks} tasks: {starts:?}");
+                assert!(starts[..tasks].iter().all(|&s| s % align == 0 || s == m), "{m} rows, align {align}: {starts:?}");
+            }
+        }
     }
 }
