@@ -66,7 +66,7 @@ struct Arena {
     x: Aligned<f32>,
     h: Aligned<f32>,
     qkv: Aligned<f32>,
-    /// Per pool thread: attention scores of its query rows (at most `[T, T]`).
+    /// Per pool thread: attention scores of its query rows (at most `T` rows, padded to 16 values).
     scores: Aligned<f32>,
     /// Per head: keys packed as GEMM weights.
     k_panels: Aligned<f32>,
@@ -131,7 +131,7 @@ impl<'m> NativeEngine<'m> {
             x: Aligned::zeroed(t * d),
             h: Aligned::zeroed(t * d),
             qkv: Aligned::zeroed(t * 3 * d),
-            scores: Aligned::zeroed(threads * t * t),
+            scores: Aligned::zeroed(threads * t * round_up(t, 16)),
             k_panels: if attention_bf16.is_none() { Aligned::zeroed(heads * round_up(t, 16) * hd) } else { Aligned::zeroed(0) },
             v_panels: if attention_bf16.is_none() { Aligned::zeroed(heads * round_up(hd, 16) * t) } else { Aligned::zeroed(0) },
             ctx: Aligned::zeroed(t * d),
@@ -151,7 +151,7 @@ impl<'m> NativeEngine<'m> {
             arena.k_bf16 = Aligned::zeroed(heads * round_up(t, 16) * hdp);
             arena.v_bf16 = Aligned::zeroed(heads * round_up(hd, 16) * tp);
             arena.q_bf16 = Aligned::zeroed(threads * t * hdp);
-            arena.p_bf16 = Aligned::zeroed(threads * t * tp);
+            arena.p_bf16 = Aligned::zeroed(threads * t * round_up(t, 32));
             arena.p_sums = Aligned::zeroed(threads * t);
         }
         log::debug!("native engine: kernels {kernels:?}, attention in {}, {threads} threads", if attention_bf16.is_some() { "bf16" } else { "f32" });
@@ -288,6 +288,8 @@ fn attention_f32(k: &Kernels, pool: &Pool, ar: &mut Arena, t: usize, d: usize, h
     // writes the heads' outputs side by side into its own rows of `ctx`.
     let (k_panels, v_panels) = (&ar.k_panels, &ar.v_panels);
     let tasks = pool.threads().min(t.div_ceil(16)).max(1);
+    // Score rows padded to 16 values so every row starts on a 64-byte boundary.
+    let ts = round_up(t, 16);
     let (sc_p, ctx_p) = (SharedMut::new(&mut ar.scores), SharedMut::new(&mut ar.ctx));
     let attend = |task: usize| {
         let (r0, r1) = (task_first_row(task, tasks, t, 1), task_first_row(task + 1, tasks, t, 1));
@@ -295,18 +297,18 @@ fn attention_f32(k: &Kernels, pool: &Pool, ar: &mut Arena, t: usize, d: usize, h
             return;
         }
         let rows = r1 - r0;
-        // SAFETY: task `task` uses score slot `task` (the buffer has one `t × t` slot per pool
-        // thread, and tasks ≤ threads) and rows r0..r1 of `ctx`; row ranges are disjoint.
-        let (scores, ctx) = unsafe { (sc_p.slice(task * t * t, rows * t), ctx_p.slice(r0 * d, rows * d)) };
+        // SAFETY: task `task` uses score slot `task` (the buffer has one slot of `t` padded rows per
+        // pool thread, and tasks ≤ threads) and rows r0..r1 of `ctx`; row ranges are disjoint.
+        let (scores, ctx) = unsafe { (sc_p.slice(task * t * ts, rows * ts), ctx_p.slice(r0 * d, rows * d)) };
         for head in 0..heads {
             let w = &k_panels[head * tp..(head + 1) * tp];
             let args = GemmArgs { m: rows, n: t, k: hd, a: &qkv[r0 * 3 * d + head * hd..], lda: 3 * d, w, bias: None, epilogue: Epilogue::Store };
-            k.gemm_f32.gemm(&args, scores, t);
-            for row in scores.chunks_exact_mut(t) {
-                k.vector.softmax(row, scale);
+            k.gemm_f32.gemm(&args, scores, ts);
+            for row in scores.chunks_exact_mut(ts) {
+                k.vector.softmax(&mut row[..t], scale);
             }
             let w = &v_panels[head * hp..(head + 1) * hp];
-            let args = GemmArgs { m: rows, n: hd, k: t, a: scores, lda: t, w, bias: None, epilogue: Epilogue::Store };
+            let args = GemmArgs { m: rows, n: hd, k: t, a: scores, lda: ts, w, bias: None, epilogue: Epilogue::Store };
             k.gemm_f32.gemm(&args, &mut ctx[head * hd..], d);
         }
     };
@@ -332,6 +334,8 @@ fn attention_bf16(gb: &dyn GemmBf16, pool: &Pool, ar: &mut Arena, t: usize, d: u
     pool.run(heads, &pack_head);
     let (kb, vb) = (&ar.k_bf16, &ar.v_bf16);
     let tasks = pool.threads().min(t.div_ceil(16)).max(1);
+    // Score and probability rows padded to 64 bytes (16 f32, 32 bf16) so every row is aligned.
+    let (ts, ps) = (round_up(t, 16), round_up(t, 32));
     let (sc_p, ctx_p) = (SharedMut::new(&mut ar.scores), SharedMut::new(&mut ar.ctx));
     let (q_p, p_p, sum_p) = (SharedMut::new(&mut ar.q_bf16), SharedMut::new(&mut ar.p_bf16), SharedMut::new(&mut ar.p_sums));
     let attend = |task: usize| {
@@ -344,17 +348,17 @@ fn attention_bf16(gb: &dyn GemmBf16, pool: &Pool, ar: &mut Arena, t: usize, d: u
         // t rows per pool thread, and tasks ≤ threads) and rows r0..r1 of `ctx`; row ranges are
         // disjoint.
         let (scores, ctx, qb, pb) = unsafe {
-            (sc_p.slice(task * t * t, rows * t), ctx_p.slice(r0 * d, rows * d), q_p.slice(task * t * hdp, rows * hdp), p_p.slice(task * t * tp, rows * tp))
+            (sc_p.slice(task * t * ts, rows * ts), ctx_p.slice(r0 * d, rows * d), q_p.slice(task * t * hdp, rows * hdp), p_p.slice(task * t * ps, rows * ps))
         };
         // SAFETY: slot `task` of the per-thread row sums (t per thread), as above.
         let sums = unsafe { sum_p.slice(task * t, rows) };
         for head in 0..heads {
             gb.convert_rows(&qkv[r0 * 3 * d + head * hd..], rows, hd, 3 * d, qb, hdp);
-            gb.gemm(&GemmBf16Args { m: rows, n: t, k: hd, a: qb, lda: hdp, w: &kb[head * kl..(head + 1) * kl] }, scores, t);
-            for (r, (row, prow)) in scores.chunks_exact(t).zip(pb.chunks_exact_mut(tp)).enumerate() {
-                sums[r] = gb.softmax_to_bf16(row, scale, prow);
+            gb.gemm(&GemmBf16Args { m: rows, n: t, k: hd, a: qb, lda: hdp, w: &kb[head * kl..(head + 1) * kl] }, scores, ts);
+            for (r, (row, prow)) in scores.chunks_exact(ts).zip(pb.chunks_exact_mut(ps)).enumerate() {
+                sums[r] = gb.softmax_to_bf16(&row[..t], scale, prow);
             }
-            gb.gemm(&GemmBf16Args { m: rows, n: hd, k: t, a: pb, lda: tp, w: &vb[head * vl..(head + 1) * vl] }, &mut ctx[head * hd..], d);
+            gb.gemm(&GemmBf16Args { m: rows, n: hd, k: t, a: pb, lda: ps, w: &vb[head * vl..(head + 1) * vl] }, &mut ctx[head * hd..], d);
             for (r, &sum) in sums[..rows].iter().enumerate() {
                 let inv = 1.0 / sum;
                 ctx[r * d + head * hd..r * d + (head + 1) * hd].iter_mut().for_each(|v| *v *= inv);
