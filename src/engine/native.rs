@@ -493,7 +493,7 @@ mod tests {
             let b = Aligned::<u8>::zeroed(len);
             let h = Aligned::<bf16>::zeroed(len);
             assert_eq!((f.len(), b.len(), h.len()), (len, len, len));
-            assert!(len == 0 || f.as_ptr() as usize % 64 == 0 && b.as_ptr() as usize % 64 == 0 && h.as_ptr() as usize % 64 == 0);
+            assert!(len == 0 || (f.as_ptr() as usize).is_multiple_of(64) && (b.as_ptr() as usize).is_multiple_of(64) && (h.as_ptr() as usize).is_multiple_of(64));
             assert!(f.iter().all(|&v| v == 0.0) && b.iter().all(|&v| v == 0) && h.iter().all(|v| v.to_bits() == 0));
         }
     }

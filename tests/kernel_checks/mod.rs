@@ -92,7 +92,7 @@ pub fn gemm_bf16(m: usize, n: usize, k: usize, pad_a: usize, pad_c: usize, seed:
     let a: Vec<bf16> = rng.normals(m * lda, 1.0).into_iter().map(bf16::from_f32).collect();
     let w = rng.normals(n * k, 1.0 / (k as f32).sqrt());
     let mut wp = vec![bf16::ZERO; round_up(n, 16) * kp];
-    if seed % 2 == 0 {
+    if seed.is_multiple_of(2) {
         pack::panel16x2_from_rows(&w, n, k, k, &mut wp);
     } else {
         let wt: Vec<f32> = (0..k).flat_map(|kk| (0..n).map(|j| w[j * k + kk]).collect::<Vec<_>>()).collect();

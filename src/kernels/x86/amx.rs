@@ -276,6 +276,7 @@ impl AmxBf16 {
 /// # Safety
 /// The block's rows and columns below n are inside `out` (row stride `ldc`).
 #[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn store_block(sums: &Sums<f32>, row0: usize, tiles: usize, col0: usize, panels: usize, n: usize, out: *mut f32, ldc: usize) {
     for p in 0..panels {
         let width = (n - col0 - p * 16).min(16);
