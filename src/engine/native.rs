@@ -3,7 +3,7 @@
 
 use super::{check_len, Engine, EngineError, EngineOptions};
 use crate::blob::round_up;
-use crate::kernels::{pack, Epilogue, GemmArgs, GemmBf16, GemmBf16Args, GemmU8I8Args, Kernels};
+use crate::kernels::{pack, Aligned, Epilogue, GemmArgs, GemmBf16, GemmBf16Args, GemmU8I8Args, Kernels};
 use half::bf16;
 use super::pool::Pool;
 use crate::model::{Linear, Matrix, Model, Norm, VitConfig, Weights};
@@ -27,37 +27,6 @@ impl<T> SharedMut<T> {
     unsafe fn slice(&self, start: usize, len: usize) -> &mut [T] {
         // SAFETY: guaranteed by the caller.
         unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
-    }
-}
-
-/// A zeroed heap buffer whose first element sits on a 64-byte boundary (a `Vec` is only as aligned
-/// as its element type, and glibc places large blocks 16 bytes into a page, so every 64-byte vector
-/// load and store of a GEMM operand or output would straddle two cache lines).
-struct Aligned<T> {
-    storage: Vec<T>,
-    start: usize,
-    len: usize,
-}
-
-impl<T: Copy + Default> Aligned<T> {
-    fn zeroed(len: usize) -> Self {
-        let spare = 64 / std::mem::size_of::<T>().max(1);
-        let storage = vec![T::default(); len + spare];
-        let start = storage.as_ptr().align_offset(64).min(spare);
-        Aligned { storage, start, len }
-    }
-}
-
-impl<T> std::ops::Deref for Aligned<T> {
-    type Target = [T];
-    fn deref(&self) -> &[T] {
-        &self.storage[self.start..self.start + self.len]
-    }
-}
-
-impl<T> std::ops::DerefMut for Aligned<T> {
-    fn deref_mut(&mut self) -> &mut [T] {
-        &mut self.storage[self.start..self.start + self.len]
     }
 }
 

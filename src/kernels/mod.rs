@@ -217,6 +217,52 @@ pub trait VectorOps: Send + Sync {
     fn quantize_u8(&self, x: &[f32], out: &mut [u8]) -> (f32, i32);
 }
 
+/// A zeroed heap buffer whose first element sits on a 64-byte boundary (a `Vec` is only as aligned
+/// as its element type, and glibc places large blocks 16 bytes into a page, so every 64-byte vector
+/// load and store of a GEMM operand or output would straddle two cache lines).
+pub struct Aligned<T> {
+    storage: Vec<T>,
+    start: usize,
+    len: usize,
+}
+
+impl<T: Copy + Default> Aligned<T> {
+    /// `len` zeroed (default) values starting on a 64-byte boundary.
+    pub fn zeroed(len: usize) -> Self {
+        let spare = 64 / std::mem::size_of::<T>().max(1);
+        let storage = vec![T::default(); len + spare];
+        let start = storage.as_ptr().align_offset(64).min(spare);
+        Aligned { storage, start, len }
+    }
+}
+
+impl<T> Default for Aligned<T> {
+    /// An empty buffer.
+    fn default() -> Self {
+        Aligned::empty()
+    }
+}
+
+impl<T> Aligned<T> {
+    /// An empty buffer (no allocation).
+    pub const fn empty() -> Self {
+        Aligned { storage: Vec::new(), start: 0, len: 0 }
+    }
+}
+
+impl<T> std::ops::Deref for Aligned<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.storage[self.start..self.start + self.len]
+    }
+}
+
+impl<T> std::ops::DerefMut for Aligned<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        &mut self.storage[self.start..self.start + self.len]
+    }
+}
+
 /// The kernels one engine uses, chosen once at start-up.
 #[derive(Clone, Copy)]
 pub struct Kernels {

@@ -19,7 +19,7 @@ use std::arch::asm;
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use super::avx512::{finish_u8i8, gemm_u8i8_rows, Avx512, PanelQuant};
+use super::avx512::{finish_u8i8, gemm_u8i8_rows, tail_mask, Avx512, PanelQuant};
 use super::avx512bf16::{self, gemm_bf16_rows, Avx512Bf16};
 use half::bf16;
 use crate::blob::round_up;
@@ -279,8 +279,7 @@ impl AmxBf16 {
 #[allow(clippy::too_many_arguments)]
 unsafe fn store_block(sums: &Sums<f32>, row0: usize, tiles: usize, col0: usize, panels: usize, n: usize, out: *mut f32, ldc: usize) {
     for p in 0..panels {
-        let width = (n - col0 - p * 16).min(16);
-        let mask = ((1u32 << width) - 1) as __mmask16;
+        let mask = tail_mask(n - col0 - p * 16);
         for rt in 0..tiles {
             for r in 0..16 {
                 // SAFETY: the sums tile holds 16 rows of 16 f32; the destination is the caller's.

@@ -11,7 +11,7 @@ use std::arch::x86_64::*;
 use half::f16;
 
 use crate::blob::round_up;
-use crate::kernels::{u8_params, Epilogue, GemmArgs, GemmF16, GemmF32, GemmU8I8, GemmU8I8Args, VectorOps};
+use crate::kernels::{u8_params, Aligned, Epilogue, GemmArgs, GemmF16, GemmF32, GemmU8I8, GemmU8I8Args, VectorOps};
 
 /// AVX-512 kernel set. Construct only through [`Avx512::detect`].
 pub struct Avx512(());
@@ -21,9 +21,9 @@ const MR: usize = 6;
 /// 16-column panels per micro-kernel tile.
 const NP: usize = 4;
 
-/// Mask of the first `width` (1..=16) lanes.
+/// Mask of the first `width` lanes (all 16 when `width` ≥ 16, none when 0).
 #[inline(always)]
-fn tail_mask(width: usize) -> __mmask16 {
+pub(crate) fn tail_mask(width: usize) -> __mmask16 {
     if width >= 16 {
         0xffff
     } else {
@@ -283,7 +283,7 @@ const KC: usize = 128;
 
 thread_local! {
     /// Per thread: one `NP × KC` block of f16 weights widened to f32 (allocated on first use).
-    static WIDE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static WIDE: std::cell::RefCell<Aligned<f32>> = const { std::cell::RefCell::new(Aligned::empty()) };
 }
 
 /// f16-weight GEMM blocked over k: each block of up to `NP` panels × `KC` reduction values is
@@ -301,15 +301,13 @@ fn gemm_f16_blocked(args: &GemmArgs<'_, f16>, out: &mut [f32], ldc: usize) {
     }
     // The buffer leaves the thread-local for the loop (a closure would not inherit this function's
     // target features, and the intrinsics in it would not inline).
-    let mut buffer = WIDE.take();
-    // 16 spare values so the block can start on a 64-byte boundary: a heap block is only 16-byte
-    // aligned, and every zmm weight load of a misaligned block would split two cache lines
-    // (measured: the worker thread's tiles ran ~18 % slower than the caller's on equal rows).
-    if buffer.len() < NP * 16 * KC + 16 {
-        buffer.resize(NP * 16 * KC + 16, 0.0);
+    // 64-byte aligned: a heap block is only 16-byte aligned, and every zmm weight load of a
+    // misaligned block would split two cache lines (measured: the worker thread's tiles ran ~18 %
+    // slower than the caller's on equal rows).
+    let mut wide = WIDE.take();
+    if wide.len() < NP * 16 * KC {
+        wide = Aligned::zeroed(NP * 16 * KC);
     }
-    let start = buffer.as_ptr().align_offset(64).min(16);
-    let wide = &mut buffer[start..];
     let total = n.div_ceil(16);
     let tiles = m.div_ceil(MR);
     let mut p0 = 0;
@@ -358,7 +356,7 @@ fn gemm_f16_blocked(args: &GemmArgs<'_, f16>, out: &mut [f32], ldc: usize) {
         }
         p0 += panels;
     }
-    WIDE.set(buffer);
+    WIDE.set(wide);
 }
 
 impl GemmF16 for Avx512 {

@@ -11,7 +11,7 @@ use std::ops::Range;
 
 use half::bf16;
 
-use super::avx512::{dispatch_tile, exp16, Avx512};
+use super::avx512::{dispatch_tile, exp16, tail_mask, Avx512};
 use crate::blob::round_up;
 use crate::kernels::{GemmBf16, GemmBf16Args};
 
@@ -95,10 +95,7 @@ pub(crate) unsafe fn gemm_bf16_rows(args: &GemmBf16Args<'_>, rows: Range<usize>,
     let mut p0 = 0;
     while p0 < total {
         let panels = (total - p0).min(NP);
-        let masks: [__mmask16; NP] = std::array::from_fn(|p| {
-            let width = n.saturating_sub((p0 + p) * 16).min(16);
-            ((1u32 << width) - 1) as __mmask16
-        });
+        let masks: [__mmask16; NP] = std::array::from_fn(|p| tail_mask(n.saturating_sub((p0 + p) * 16)));
         let mut i = rows.start;
         while i < rows.end {
             let r = (rows.end - i).min(MR);
@@ -115,12 +112,6 @@ pub(crate) unsafe fn gemm_bf16_rows(args: &GemmBf16Args<'_>, rows: Range<usize>,
     }
 }
 
-/// Mask of the first `width` (0..=16) lanes.
-#[inline(always)]
-fn mask16(width: usize) -> __mmask16 {
-    ((1u32 << width.min(16)) - 1) as __mmask16
-}
-
 /// 32 f32 values (`width` ≤ 32 of them valid from `src`) as 32 bf16 in order (zeros past `width`).
 ///
 /// # Safety
@@ -130,8 +121,8 @@ fn mask16(width: usize) -> __mmask16 {
 unsafe fn load32_bf16(src: *const f32, width: usize) -> __m512i {
     // SAFETY: masked loads touch only the valid lanes.
     unsafe {
-        let lo = _mm512_maskz_loadu_ps(mask16(width), src);
-        let hi = _mm512_maskz_loadu_ps(mask16(width.saturating_sub(16)), src.add(16.min(width)));
+        let lo = _mm512_maskz_loadu_ps(tail_mask(width), src);
+        let hi = _mm512_maskz_loadu_ps(tail_mask(width.saturating_sub(16)), src.add(16.min(width)));
         std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo))
     }
 }
@@ -177,7 +168,7 @@ pub(crate) fn pack_rows(src: &[f32], n: usize, k: usize, row_stride: usize, dst:
             unsafe {
                 let v = load32_bf16(src.as_ptr().add(j * row_stride + 2 * g), width);
                 let out = (dst.as_mut_ptr() as *mut i32).add(base + g * 16);
-                _mm512_mask_i32scatter_epi32::<4>(out, mask16(pairs), offsets, v);
+                _mm512_mask_i32scatter_epi32::<4>(out, tail_mask(pairs), offsets, v);
             }
             g += 16;
         }
@@ -197,7 +188,7 @@ pub(crate) fn pack_cols(src: &[f32], n: usize, k: usize, row_stride: usize, dst:
     );
     for (p, panel) in dst.chunks_exact_mut(16 * kp).enumerate() {
         let j0 = p * 16;
-        let mask = mask16(n - j0);
+        let mask = tail_mask(n - j0);
         for (g, pair_row) in panel.chunks_exact_mut(32).enumerate() {
             // SAFETY: masked loads read columns j0.. below n of rows 2g (< k) and 2g + 1 (only when
             // < k); the store writes this 32-value pair row.
@@ -229,7 +220,7 @@ pub(crate) fn softmax_to_bf16(x: &[f32], scale: f32, out: &mut [bf16]) -> f32 {
             i += 32;
         }
         while i < n {
-            let mask = mask16(n - i);
+            let mask = tail_mask(n - i);
             m0 = _mm512_mask_max_ps(m0, mask, m0, _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, x.as_ptr().add(i)), sv));
             i += 16;
         }
@@ -249,7 +240,7 @@ pub(crate) fn softmax_to_bf16(x: &[f32], scale: f32, out: &mut [bf16]) -> f32 {
             i += 32;
         }
         while i < n {
-            let mask = mask16(n - i);
+            let mask = tail_mask(n - i);
             let e = _mm512_maskz_mov_ps(mask, exp16(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(mask, x.as_ptr().add(i)), sv, maxs)));
             s0 = _mm512_add_ps(s0, e);
             _mm256_mask_storeu_epi16(out.as_mut_ptr().add(i) as *mut i16, mask, std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(e)));
