@@ -96,33 +96,29 @@ impl<'m> NativeEngine<'m> {
         // f32 attention.
         let attention_bf16 = kernels.gemm_bf16.filter(|_| model.header().precision == "int8");
         let threads = if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
-        let mut arena = Arena {
+        // Attention buffers for the precision in use only (the other set stays empty).
+        let (hdp, tp) = (round_up(hd, 2), round_up(t, 2));
+        let f32_attention = |len: usize| if attention_bf16.is_none() { len } else { 0 };
+        let bf16_attention = |len: usize| if attention_bf16.is_some() { len } else { 0 };
+        let arena = Arena {
             x: Aligned::zeroed(t * d),
             h: Aligned::zeroed(t * d),
             qkv: Aligned::zeroed(t * 3 * d),
             scores: Aligned::zeroed(threads * t * round_up(t, 16)),
-            k_panels: if attention_bf16.is_none() { Aligned::zeroed(heads * round_up(t, 16) * hd) } else { Aligned::zeroed(0) },
-            v_panels: if attention_bf16.is_none() { Aligned::zeroed(heads * round_up(hd, 16) * t) } else { Aligned::zeroed(0) },
+            k_panels: Aligned::zeroed(f32_attention(heads * round_up(t, 16) * hd)),
+            v_panels: Aligned::zeroed(f32_attention(heads * round_up(hd, 16) * t)),
             ctx: Aligned::zeroed(t * d),
             mlp: Aligned::zeroed((t * cfg.mlp_hidden).max(cfg.num_patches() * cfg.patch_len())),
             head_out: Aligned::zeroed(2 * cfg.num_classes),
             a_u8: Aligned::zeroed(cfg.num_patches().max(t) * round_up(max_k, 4)),
             a_scale: Aligned::zeroed(t.max(cfg.num_patches())),
             a_zero: Aligned::zeroed(t.max(cfg.num_patches())),
-            k_bf16: Aligned::zeroed(0),
-            v_bf16: Aligned::zeroed(0),
-            q_bf16: Aligned::zeroed(0),
-            p_bf16: Aligned::zeroed(0),
-            p_sums: Aligned::zeroed(0),
+            k_bf16: Aligned::zeroed(bf16_attention(heads * round_up(t, 16) * hdp)),
+            v_bf16: Aligned::zeroed(bf16_attention(heads * round_up(hd, 16) * tp)),
+            q_bf16: Aligned::zeroed(bf16_attention(threads * t * hdp)),
+            p_bf16: Aligned::zeroed(bf16_attention(threads * t * round_up(t, 32))),
+            p_sums: Aligned::zeroed(bf16_attention(threads * t)),
         };
-        if attention_bf16.is_some() {
-            let (hdp, tp) = (round_up(hd, 2), round_up(t, 2));
-            arena.k_bf16 = Aligned::zeroed(heads * round_up(t, 16) * hdp);
-            arena.v_bf16 = Aligned::zeroed(heads * round_up(hd, 16) * tp);
-            arena.q_bf16 = Aligned::zeroed(threads * t * hdp);
-            arena.p_bf16 = Aligned::zeroed(threads * t * round_up(t, 32));
-            arena.p_sums = Aligned::zeroed(threads * t);
-        }
         log::debug!("native engine: kernels {kernels:?}, attention in {}, {threads} threads", if attention_bf16.is_some() { "bf16" } else { "f32" });
         Ok(NativeEngine { cfg, weights, kernels, attention_bf16, w_sums, arena, pool: Pool::new(threads) })
     }
@@ -170,8 +166,8 @@ fn linear(
     let tasks = pool.threads().min(m.div_ceil(16)).max(1);
     let (out_p, q_p, s_p, z_p) = (SharedMut::new(out), SharedMut::new(a_u8), SharedMut::new(a_scale), SharedMut::new(a_zero));
     let bias = Some(l.bias);
+    let align = if matches!(l.weight, Matrix::I8 { .. }) { 16 } else { 1 };
     let run = |t: usize| {
-        let align = if matches!(l.weight, Matrix::I8 { .. }) { 16 } else { 1 };
         let (r0, r1) = (task_first_row(t, tasks, m, align), task_first_row(t + 1, tasks, m, align));
         if r0 >= r1 {
             return;
