@@ -165,6 +165,70 @@ macro_rules! amx_block {
     };
 }
 
+/// The tile multiply a GEMM runs: `tdpbusd` (u8 × i8 → i32) or `tdpbf16ps` (bf16 pairs → f32).
+#[derive(Clone, Copy)]
+enum TileOp {
+    U8I8,
+    Bf16,
+}
+
+/// Walks `row_tiles` 16-row tiles × `panels` 16-column panels in blocks of up to 2 × 2 tiles: per
+/// block, `steps` tile multiplies `op` (64 bytes of each A row and 1 KiB of each panel per step) into
+/// the four accumulator tiles, which are stored and handed to `finish(sums, first row, row tiles,
+/// first panel, panels)`. Configures the tiles before and releases them after.
+///
+/// # Safety
+/// AMX (with `op`'s extension) must be available with the tile state granted; `a` must be valid for
+/// `16·row_tiles` rows of `64·steps` bytes `lda` bytes apart and `w` for `panels` panels of
+/// `steps` KiB, `panel_bytes` apart; `finish` must be sound for every block.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn walk_blocks<T: Copy + Default>(
+    op: TileOp,
+    row_tiles: usize,
+    panels: usize,
+    a: *const u8,
+    lda: usize,
+    w: *const u8,
+    panel_bytes: usize,
+    steps: usize,
+    mut finish: impl FnMut(&Sums<T>, usize, usize, usize, usize),
+) {
+    let cfg = TileConfig::full();
+    let mut sums = Sums([[T::default(); 256]; 4]);
+    // SAFETY (whole body): the caller's contract; the configuration is a valid palette-1 layout and
+    // the stores write tiles·panels KiB of the 4 KiB `sums`.
+    unsafe {
+        asm!("ldtilecfg [{0}]", in(reg) &cfg as *const TileConfig, options(nostack, readonly));
+        let mut p0 = 0;
+        while p0 < panels {
+            let cols = (panels - p0).min(2);
+            // The second tile's pointers are only formed (wrapping) and used when that tile exists.
+            let (b0, b1) = (w.add(p0 * panel_bytes), w.wrapping_add((p0 + 1) * panel_bytes));
+            let mut rt = 0;
+            while rt < row_tiles {
+                let tiles = (row_tiles - rt).min(2);
+                let (a0, a1) = (a.add(rt * 16 * lda), a.wrapping_add((rt + 1) * 16 * lda));
+                let c = sums.0.as_mut_ptr();
+                match (op, tiles, cols) {
+                    (TileOp::U8I8, 2, 2) => amx_block!("tdpbusd", 2, 2, a0, a1, b0, b1, lda, steps, c),
+                    (TileOp::U8I8, 2, _) => amx_block!("tdpbusd", 2, 1, a0, a1, b0, lda, steps, c),
+                    (TileOp::U8I8, _, 2) => amx_block!("tdpbusd", 1, 2, a0, b0, b1, lda, steps, c),
+                    (TileOp::U8I8, _, _) => amx_block!("tdpbusd", 1, 1, a0, b0, lda, steps, c),
+                    (TileOp::Bf16, 2, 2) => amx_block!("tdpbf16ps", 2, 2, a0, a1, b0, b1, lda, steps, c),
+                    (TileOp::Bf16, 2, _) => amx_block!("tdpbf16ps", 2, 1, a0, a1, b0, lda, steps, c),
+                    (TileOp::Bf16, _, 2) => amx_block!("tdpbf16ps", 1, 2, a0, b0, b1, lda, steps, c),
+                    (TileOp::Bf16, _, _) => amx_block!("tdpbf16ps", 1, 1, a0, b0, lda, steps, c),
+                }
+                finish(&sums, rt * 16, tiles, p0, cols);
+                rt += tiles;
+            }
+            p0 += cols;
+        }
+        asm!("tilerelease", options(nostack, nomem));
+    }
+}
+
 /// Finishes a block: adds the k tail with VNNI, dequantizes, applies the epilogue, stores.
 ///
 /// # Safety
@@ -208,40 +272,15 @@ fn gemm_amx(args: &GemmU8I8Args<'_>, out: &mut [f32], ldc: usize) {
         gemm_u8i8_rows(args, 0..m, out, ldc);
         return;
     }
-    let total = n.div_ceil(16);
-    let cfg = TileConfig::full();
-    let mut sums = Sums([[0; 256]; 4]);
     let op = out.as_mut_ptr();
-    // SAFETY: `detect` checked AMX-TILE/AMX-INT8 and obtained the tile state permission; the
-    // configuration is a valid palette-1 layout.
-    unsafe { asm!("ldtilecfg [{0}]", in(reg) &cfg as *const TileConfig, options(nostack, readonly)) };
-    let mut p0 = 0;
-    while p0 < total {
-        let panels = (total - p0).min(2);
-        let b0 = w[p0 * 64 * groups..].as_ptr();
-        let mut rt = 0;
-        while rt < row_tiles {
-            let tiles = (row_tiles - rt).min(2);
-            let a0 = a[rt * 16 * lda..].as_ptr();
-            let c = sums.0.as_mut_ptr();
-            // SAFETY: the A tiles read rows rt·16 .. rt·16 + 16·tiles ≤ m, 64·steps ≤ kp bytes each
-            // (lda apart); the B tiles read 1 KiB × steps of panels p0, p0 + 1 < ceil(n/16) (lengths
-            // checked); the stores write tiles·panels KiB of the 4 KiB `sums`.
-            unsafe {
-                match (tiles, panels) {
-                    (2, 2) => amx_block!("tdpbusd", 2, 2, a0, a0.add(16 * lda), b0, b0.add(64 * groups), lda, steps, c),
-                    (2, _) => amx_block!("tdpbusd", 2, 1, a0, a0.add(16 * lda), b0, lda, steps, c),
-                    (_, 2) => amx_block!("tdpbusd", 1, 2, a0, b0, b0.add(64 * groups), lda, steps, c),
-                    _ => amx_block!("tdpbusd", 1, 1, a0, b0, lda, steps, c),
-                }
-                finish_block(args, &sums, rt * 16, tiles, p0, panels, op, ldc);
-            }
-            rt += tiles;
-        }
-        p0 += panels;
-    }
-    // SAFETY: releases the tile state configured above.
-    unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    // SAFETY: the A tiles cover rows below row_tiles·16 ≤ m and 64·steps ≤ kp bytes of each (lda
+    // apart), the B tiles 1 KiB × steps of panels below ceil(n/16) (lengths checked); `finish_block`
+    // writes rows below m and columns below n of `out`.
+    unsafe {
+        walk_blocks::<i32>(TileOp::U8I8, row_tiles, n.div_ceil(16), a.as_ptr(), lda, w.as_ptr() as *const u8, 64 * groups, steps, |sums, row0, tiles, p0, panels| {
+            finish_block(args, sums, row0, tiles, p0, panels, op, ldc)
+        })
+    };
     if row_tiles * 16 < m {
         gemm_u8i8_rows(args, row_tiles * 16..m, out, ldc);
     }
@@ -304,43 +343,16 @@ fn gemm_amx_bf16(args: &GemmBf16Args<'_>, out: &mut [f32], ldc: usize) {
         unsafe { gemm_bf16_rows(args, 0..m, 0..pairs, out, ldc, false) };
         return;
     }
-    let total = n.div_ceil(16);
-    let panel_len = 16 * kp;
-    let lda_bytes = lda * 2;
-    let cfg = TileConfig::full();
-    let mut sums = Sums([[0f32; 256]; 4]);
     let op = out.as_mut_ptr();
-    // SAFETY: `detect` checked AMX-TILE/AMX-BF16 and obtained the tile state permission; the
-    // configuration is a valid palette-1 layout.
-    unsafe { asm!("ldtilecfg [{0}]", in(reg) &cfg as *const TileConfig, options(nostack, readonly)) };
-    let mut p0 = 0;
-    while p0 < total {
-        let panels = (total - p0).min(2);
-        let b0 = w[p0 * panel_len..].as_ptr();
-        let mut rt = 0;
-        while rt < row_tiles {
-            let tiles = (row_tiles - rt).min(2);
-            let a0 = a[rt * 16 * lda..].as_ptr();
-            let c = sums.0.as_mut_ptr();
-            // SAFETY: the A tiles read rows rt·16 .. rt·16 + 16·tiles ≤ m, 32·steps ≤ kp values each
-            // (lda apart); the B tiles read 1 KiB × steps of panels p0, p0 + 1 < ceil(n/16) (lengths
-            // checked); the stores write tiles·panels KiB of the 4 KiB `sums`, then rows below m and
-            // columns below n of `out`.
-            unsafe {
-                match (tiles, panels) {
-                    (2, 2) => amx_block!("tdpbf16ps", 2, 2, a0, a0.add(16 * lda), b0, b0.add(panel_len), lda_bytes, steps, c),
-                    (2, _) => amx_block!("tdpbf16ps", 2, 1, a0, a0.add(16 * lda), b0, lda_bytes, steps, c),
-                    (_, 2) => amx_block!("tdpbf16ps", 1, 2, a0, b0, b0.add(panel_len), lda_bytes, steps, c),
-                    _ => amx_block!("tdpbf16ps", 1, 1, a0, b0, lda_bytes, steps, c),
-                }
-                store_block(&sums, rt * 16, tiles, p0 * 16, panels, n, op, ldc);
-            }
-            rt += tiles;
-        }
-        p0 += panels;
-    }
-    // SAFETY: releases the tile state configured above.
-    unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    // SAFETY: the A tiles cover rows below row_tiles·16 ≤ m and 32·steps ≤ kp values of each (lda
+    // apart), the B tiles 1 KiB × steps of panels below ceil(n/16) (lengths checked); `store_block`
+    // writes rows below m and columns below n of `out`.
+    unsafe {
+        let (a, w) = (a.as_ptr() as *const u8, w.as_ptr() as *const u8);
+        walk_blocks::<f32>(TileOp::Bf16, row_tiles, n.div_ceil(16), a, 2 * lda, w, 32 * kp, steps, |sums, row0, tiles, p0, panels| {
+            store_block(sums, row0, tiles, p0 * 16, panels, n, op, ldc)
+        })
+    };
     // SAFETY: checked above; rows and pairs are in range.
     unsafe {
         if steps * 16 < pairs {
