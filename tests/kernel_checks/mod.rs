@@ -91,11 +91,12 @@ pub fn gemm_bf16(m: usize, n: usize, k: usize, pad_a: usize, pad_c: usize, seed:
     let (lda, ldc) = (kp + pad_a, n + pad_c);
     let a: Vec<bf16> = rng.normals(m * lda, 1.0).into_iter().map(bf16::from_f32).collect();
     let w = rng.normals(n * k, 1.0 / (k as f32).sqrt());
+    // The same matrix stored transposed, for the column packers.
+    let wt: Vec<f32> = (0..k).flat_map(|kk| (0..n).map(|j| w[j * k + kk]).collect::<Vec<_>>()).collect();
     let mut wp = vec![bf16::ZERO; round_up(n, 16) * kp];
     if seed.is_multiple_of(2) {
         pack::panel16x2_from_rows(&w, n, k, k, &mut wp);
     } else {
-        let wt: Vec<f32> = (0..k).flat_map(|kk| (0..n).map(|j| w[j * k + kk]).collect::<Vec<_>>()).collect();
         pack::panel16x2_from_cols(&wt, n, k, n, &mut wp);
     }
     let out0 = rng.normals(m * ldc, 1.0);
@@ -113,7 +114,6 @@ pub fn gemm_bf16(m: usize, n: usize, k: usize, pad_a: usize, pad_c: usize, seed:
     }
     // Operands the kernels convert and pack themselves must be bit-identical to `pack`'s.
     let bits = |v: &[bf16]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    let wt: Vec<f32> = (0..k).flat_map(|kk| (0..n).map(|j| w[j * k + kk]).collect::<Vec<_>>()).collect();
     let af: Vec<f32> = rng.normals(m * lda, 3.0);
     let mut a_want = vec![bf16::NAN; m * (kp + pad_c)];
     pack::rows_to_bf16(&af, m, k, lda, &mut a_want, kp + pad_c);
