@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::classify::{argmax, cosine, top_k};
-use crate::engine::{self, Backend, EngineOptions};
+use crate::engine::{self, AttentionPrecision, Backend, EngineOptions};
 use crate::model::Model;
 
 /// Accuracy and agreement figures (fractions in 0..1).
@@ -89,7 +89,10 @@ pub fn evaluate(
     }
     let n = model.config().num_classes;
     let mut engine = engine::create(model, backend, opts)?;
-    let mut ref_engine = reference.map(|r| engine::create(r, backend, opts)).transpose()?;
+    // The reference runs at its own blob's default attention precision (f32 for float blobs), so a
+    // forced `--attention` measures only the model under test.
+    let ref_opts = EngineOptions { attention: AttentionPrecision::Auto, ..opts.clone() };
+    let mut ref_engine = reference.map(|r| engine::create(r, backend, &ref_opts)).transpose()?;
     if let Some(r) = reference {
         if r.config().num_classes != n || r.preprocess() != model.preprocess() {
             return Err(EvalError::Input("the reference model has other classes or preprocessing".into()));

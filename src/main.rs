@@ -8,7 +8,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use vitedge::classify::predictions;
-use vitedge::engine::{self, Backend, EngineOptions};
+use vitedge::engine::{self, AttentionPrecision, Backend, EngineOptions};
 use vitedge::kernels::Kernels;
 use vitedge::model::Model;
 
@@ -34,11 +34,15 @@ struct EngineArgs {
     /// Kernel set for the native engine: auto, scalar, or an instruction set (see `vitedge info`).
     #[arg(long, default_value = "auto")]
     kernels: String,
+    /// Precision of the attention matmuls (native engine): auto = f32 for float blobs; for int8
+    /// blobs bf16 where the CPU has bf16 dot products, else what the kernel set prefers (`vitedge info`).
+    #[arg(long, value_enum, default_value = "auto")]
+    attention: AttentionPrecision,
 }
 
 impl EngineArgs {
     fn options(&self) -> EngineOptions {
-        EngineOptions { kernels: self.kernels.clone(), threads: self.threads }
+        EngineOptions { kernels: self.kernels.clone(), threads: self.threads, attention: self.attention }
     }
     fn threads(&self) -> usize {
         if self.threads == 0 {

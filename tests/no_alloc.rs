@@ -47,7 +47,7 @@ fn no_heap_allocation_per_frame_after_the_first() {
         random_blob_in(&cfg, 9, precision).write(&path).unwrap();
         let model = Model::open(&path).unwrap();
         for threads in [1, 2] {
-            let mut e = engine::create(&model, Backend::Native, &EngineOptions { kernels: "auto".into(), threads }).unwrap();
+            let mut e = engine::create(&model, Backend::Native, &EngineOptions { kernels: "auto".into(), threads, ..Default::default() }).unwrap();
             let mut logits = vec![0f32; cfg.num_classes];
             e.infer(&input, &mut logits).unwrap(); // warm-up
             ALLOCS.store(0, Ordering::SeqCst);

@@ -40,7 +40,7 @@ fn allocations_do_not_grow_with_the_number_of_frames() {
     let path = dir.path().join("tiny.vitb");
     random_blob(&tiny_config(10), 3).write(&path).unwrap();
     let model = Model::open(&path).unwrap();
-    let mut engine = engine::create(&model, Backend::Native, &EngineOptions { kernels: "auto".into(), threads: 1 }).unwrap();
+    let mut engine = engine::create(&model, Backend::Native, &EngineOptions { kernels: "auto".into(), threads: 1, ..Default::default() }).unwrap();
     let (w, h) = (64, 48);
     let len = frame_size(PixelFormat::Nv12, w, h);
     let stop = AtomicBool::new(false);

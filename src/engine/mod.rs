@@ -41,6 +41,21 @@ pub enum Backend {
     Tract,
 }
 
+/// Precision of the two attention matmuls (`q·kᵀ` and `p·v`) in the native engine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttentionPrecision {
+    /// f32 for f32 and f16 blobs; for int8 blobs bf16 where the kernels have bf16 dot products,
+    /// else int8 where the kernel set runs int8 attention by default, else f32.
+    #[default]
+    Auto,
+    /// f32 operands and sums.
+    F32,
+    /// bf16 operands, f32 sums (needs a kernel set with bf16 dot products).
+    Bf16,
+    /// u8 queries and probabilities × i8 keys and values (per-row / per-channel scales), i32 sums.
+    Int8,
+}
+
 /// Engine construction options.
 #[derive(Clone, Debug)]
 pub struct EngineOptions {
@@ -48,11 +63,13 @@ pub struct EngineOptions {
     pub kernels: String,
     /// Worker threads (0 = number of cores).
     pub threads: usize,
+    /// Attention precision (native engine).
+    pub attention: AttentionPrecision,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { kernels: "auto".into(), threads: 0 }
+        EngineOptions { kernels: "auto".into(), threads: 0, attention: AttentionPrecision::Auto }
     }
 }
 

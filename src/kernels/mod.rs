@@ -275,6 +275,10 @@ pub struct Kernels {
     /// bf16 GEMM for the attention of int8 models, on CPUs with bf16 dot products; without it
     /// (and in the scalar reference) attention runs in f32.
     pub gemm_bf16: Option<&'static dyn GemmBf16>,
+    /// Whether int8 models run their attention matmuls in int8 by default (through `gemm_u8i8`)
+    /// when there is no bf16 GEMM: set where that is faster than f32 attention and keeps the
+    /// quantization suite's accuracy bounds.
+    pub int8_attention: bool,
     /// Element-wise kernels.
     pub vector: &'static dyn VectorOps,
 }
@@ -283,11 +287,12 @@ impl std::fmt::Debug for Kernels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "gemm_f32={} gemm_f16={} gemm_u8i8={} gemm_bf16={} vector={}",
+            "gemm_f32={} gemm_f16={} gemm_u8i8={} gemm_bf16={} int8_attention={} vector={}",
             self.gemm_f32.name(),
             self.gemm_f16.name(),
             self.gemm_u8i8.name(),
             self.gemm_bf16.map_or("none", |g| g.name()),
+            if self.int8_attention { "yes" } else { "no" },
             self.vector.name()
         )
     }
@@ -301,6 +306,7 @@ impl Kernels {
             gemm_f16: &scalar::Scalar,
             gemm_u8i8: &scalar::Scalar,
             gemm_bf16: None,
+            int8_attention: false,
             vector: &scalar::Scalar,
         }
     }

@@ -142,6 +142,74 @@ pub fn panel16x4_row_sums(src: &[i8], n: usize, k: usize) -> Vec<i32> {
     sums
 }
 
+/// Scale of the symmetric int8 quantization of values whose largest magnitude is `amax`:
+/// `x ≈ scale · q` with `q = round(x / scale)` in `−127..=127`. Returns `(scale, 1 / scale)`, or
+/// `(1, 0)` when `amax` is zero or not finite (then every value quantizes to 0).
+#[inline]
+pub fn i8_params(amax: f32) -> (f32, f32) {
+    if amax > 0.0 && amax.is_finite() {
+        (amax / 127.0, 127.0 / amax)
+    } else {
+        (1.0, 0.0)
+    }
+}
+
+/// `round(v · inv)` clamped to `−127..=127` (rounding half away from zero, like `f32::round`).
+#[inline(always)]
+pub fn quantize_i8(v: f32, inv: f32) -> i8 {
+    (v * inv).round().clamp(-127.0, 127.0) as i8
+}
+
+/// Quantizes an `n × k` matrix whose element `(j, kk)` is `src[j * row_stride + kk]` to int8 with
+/// one symmetric scale per row `j` and packs it into `Panel16x4`, so that row `j` becomes output
+/// column `j` of a [`GemmU8I8`](crate::kernels::GemmU8I8) (attention keys: one scale per token).
+/// `dst` must hold `round_up(n, 16) * round_up(k, 4)` values, `scale` and `sum` `round_up(n, 16)`;
+/// `scale[j]` and `sum[j] = Σ_kk q[j, kk]` are written for every column, padding included (scale
+/// 1, sum 0, zero weights).
+pub fn panel16x4_quantize_rows(src: &[f32], n: usize, k: usize, row_stride: usize, dst: &mut [i8], scale: &mut [f32], sum: &mut [i32]) {
+    let (kp, np) = (round_up(k, 4), round_up(n, 16));
+    let dst = &mut dst[..np * kp];
+    dst.fill(0);
+    scale[n..np].fill(1.0);
+    sum[n..np].fill(0);
+    for j in 0..n {
+        let row = &src[j * row_stride..j * row_stride + k];
+        let (s, inv) = i8_params(row.iter().fold(0f32, |m, &v| m.max(v.abs())));
+        let base = (j / 16) * 16 * kp + (j % 16) * 4;
+        let mut total = 0i32;
+        for (kk, &v) in row.iter().enumerate() {
+            let q = quantize_i8(v, inv);
+            dst[base + (kk / 4) * 64 + kk % 4] = q;
+            total += q as i32;
+        }
+        scale[j] = s;
+        sum[j] = total;
+    }
+}
+
+/// Quantizes an `n × k` matrix stored transposed — element `(j, kk)` is `src[kk * row_stride + j]`,
+/// i.e. `k` source rows of `n` values — to int8 with one symmetric scale per *source row* `kk`
+/// (written to `row_scale[kk]`, `k` values) and packs it into `Panel16x4`; `sum[j] = Σ_kk q[j, kk]`
+/// for all `round_up(n, 16)` columns (padding 0). The scales multiply the reduction's other operand
+/// (attention values: one scale per token, folded into the probabilities before they are quantized),
+/// so the GEMM's per-column scale is 1. `dst` must hold `round_up(n, 16) * round_up(k, 4)` values.
+pub fn panel16x4_quantize_cols_by_row(src: &[f32], n: usize, k: usize, row_stride: usize, dst: &mut [i8], row_scale: &mut [f32], sum: &mut [i32]) {
+    let (kp, np) = (round_up(k, 4), round_up(n, 16));
+    let dst = &mut dst[..np * kp];
+    dst.fill(0);
+    sum[..np].fill(0);
+    for kk in 0..k {
+        let row = &src[kk * row_stride..kk * row_stride + n];
+        let (s, inv) = i8_params(row.iter().fold(0f32, |m, &v| m.max(v.abs())));
+        row_scale[kk] = s;
+        for (j, &v) in row.iter().enumerate() {
+            let q = quantize_i8(v, inv);
+            dst[(j / 16) * 16 * kp + (kk / 4) * 64 + (j % 16) * 4 + kk % 4] = q;
+            sum[j] += q as i32;
+        }
+    }
+}
+
 /// Unpacks a `Panel16x4` int8 matrix back to row-major `n × k`.
 pub fn rows_from_panel16x4(src: &[i8], n: usize, k: usize) -> Vec<i8> {
     let kp = round_up(k, 4);
@@ -207,6 +275,51 @@ mod tests {
             panel16x2_from_cols(&t, n, k, n, &mut packed_t);
             assert_eq!(packed_t.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), packed.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
         }
+    }
+
+    #[test]
+    fn panel16x4_quantizers_reconstruct_within_half_a_step() {
+        for (n, k) in [(1, 1), (10, 6), (16, 8), (33, 13), (197, 64), (64, 197)] {
+            let val = |j: usize, kk: usize| ((j * k + kk) * 7919 % 1000) as f32 * 0.013 - 6.5 + j as f32 * 0.01;
+            let (kp, np) = (round_up(k, 4), round_up(n, 16));
+            // Per-row scales (one per GEMM column j).
+            let src: Vec<f32> = (0..n).flat_map(|j| (0..k).map(move |kk| val(j, kk))).collect();
+            let (mut d, mut s, mut z) = (vec![99i8; np * kp], vec![f32::NAN; np], vec![-1i32; np]);
+            panel16x4_quantize_rows(&src, n, k, k, &mut d, &mut s, &mut z);
+            let q = rows_from_panel16x4(&d, n, k);
+            for j in 0..n {
+                let amax = (0..k).fold(0f32, |m, kk| m.max(val(j, kk).abs()));
+                assert_eq!(s[j], amax / 127.0);
+                for kk in 0..k {
+                    let err = (q[j * k + kk] as f32 * s[j] - val(j, kk)).abs();
+                    assert!(err <= 0.5 * s[j] * 1.0001, "rows n {n} k {k} ({j}, {kk}): error {err} > half a step {}", s[j]);
+                }
+            }
+            assert!(s[n..].iter().all(|&v| v == 1.0) && z[n..].iter().all(|&v| v == 0));
+            assert_eq!(panel16x4_row_sums(&d, n, k), z[..n].to_vec());
+            // Transposed storage, per-source-row scales (one per reduction index kk).
+            let t: Vec<f32> = (0..k).flat_map(|kk| (0..n).map(move |j| val(j, kk))).collect();
+            let (mut dt, mut st, mut zt) = (vec![99i8; np * kp], vec![f32::NAN; k], vec![-1i32; np]);
+            panel16x4_quantize_cols_by_row(&t, n, k, n, &mut dt, &mut st, &mut zt);
+            let qt = rows_from_panel16x4(&dt, n, k);
+            for kk in 0..k {
+                let amax = (0..n).fold(0f32, |m, j| m.max(val(j, kk).abs()));
+                assert_eq!(st[kk], amax / 127.0);
+                for j in 0..n {
+                    let err = (qt[j * k + kk] as f32 * st[kk] - val(j, kk)).abs();
+                    assert!(err <= 0.5 * st[kk] * 1.0001, "cols n {n} k {k} ({j}, {kk}): error {err} > half a step {}", st[kk]);
+                }
+            }
+            assert!(zt[n..].iter().all(|&v| v == 0));
+            assert_eq!(panel16x4_row_sums(&dt, n, k), zt[..n].to_vec());
+            assert_eq!(dt.len(), np * kp);
+            assert!(dt.chunks_exact(16 * kp).all(|p| p.chunks_exact(64).skip(k.div_ceil(4)).all(|g| g.iter().all(|&v| v == 0))));
+        }
+        // All-zero and non-finite rows quantize to zero with scale 1.
+        let src = [0.0f32, 0.0, f32::INFINITY, 1.0];
+        let (mut d, mut s, mut z) = (vec![1i8; 16 * 4], vec![0f32; 16], vec![0i32; 16]);
+        panel16x4_quantize_rows(&src, 2, 2, 2, &mut d, &mut s, &mut z);
+        assert_eq!((s[0], z[0], s[1], z[1]), (1.0, 0, 1.0, 0));
     }
 
     #[test]

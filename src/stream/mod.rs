@@ -626,7 +626,7 @@ mod tests {
     fn a_camera_that_disappears_ends_the_stream_with_an_error_after_its_frames() {
         let dir = tempfile::tempdir().unwrap();
         let model = tiny_model(dir.path());
-        let mut engine = engine::create(&model, Backend::Native, &EngineOptions { kernels: "auto".into(), threads: 1 }).unwrap();
+        let mut engine = engine::create(&model, Backend::Native, &EngineOptions { kernels: "auto".into(), threads: 1, ..Default::default() }).unwrap();
         let (w, h) = (40, 30);
         let frames: Vec<Vec<u8>> = (0..6).map(|i| vec![i as u8 * 40; frame_size(PixelFormat::Yuyv, w, h)]).collect();
         let mut dev = v4l2::FakeDevice::new(vec![v4l2::FourCC::of(PixelFormat::Yuyv)], frames);
@@ -648,7 +648,7 @@ mod tests {
     fn every_nth_frame_and_short_frames_are_accounted_for() {
         let dir = tempfile::tempdir().unwrap();
         let model = tiny_model(dir.path());
-        let mut engine = engine::create(&model, Backend::Native, &EngineOptions { kernels: "scalar".into(), threads: 1 }).unwrap();
+        let mut engine = engine::create(&model, Backend::Native, &EngineOptions { kernels: "scalar".into(), threads: 1, ..Default::default() }).unwrap();
         let (w, h) = (33, 17);
         let n = frame_size(PixelFormat::I420, w, h);
         let mut data = Vec::new();

@@ -216,9 +216,12 @@ pub fn gelu_range() -> Check {
 /// and f16 models (same arithmetic up to rounding: 1e-3) and an int8 model, where a last-bit difference
 /// can move an activation by one quantization level and sets with bf16 attention round its
 /// operands (measured on the random ViT-Tiny: 0.04 avx2, 0.07 amx-bf16, logits spanning ±3.3; the
-/// bound is 3 % of the largest logit).
+/// bound is 3 % of the largest logit). int8 models run each set with its own default attention
+/// precision (bf16, int8 or f32: checked against what the set declares) against the scalar reference
+/// at the same precision (bf16 has no scalar engine path: against scalar f32), and every set once
+/// more with int8 attention forced.
 pub fn whole_model(full_size: bool, threads: &[usize]) -> Check {
-    use vitedge::engine::{self, Backend, EngineOptions};
+    use vitedge::engine::{self, AttentionPrecision, Backend, EngineOptions};
     use vitedge::model::synthetic::{random_blob_in, tiny_config, vit_tiny_config};
     use vitedge::model::Model;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -228,29 +231,49 @@ pub fn whole_model(full_size: bool, threads: &[usize]) -> Check {
         let path = dir.path().join(format!("{precision}.vitb"));
         random_blob_in(&cfg, 11, precision).write(&path).map_err(|e| e.to_string())?;
         let model = Model::open(&path).map_err(|e| e.to_string())?;
-        let run = |kernels: &str, threads: usize| -> Result<(Vec<f32>, String), String> {
-            let mut e = engine::create(&model, Backend::Native, &EngineOptions { kernels: kernels.into(), threads }).map_err(|e| e.to_string())?;
+        let run = |kernels: &str, threads: usize, attention: AttentionPrecision| -> Result<(Vec<f32>, String), String> {
+            let opts = EngineOptions { kernels: kernels.into(), threads, attention };
+            let mut e = engine::create(&model, Backend::Native, &opts).map_err(|e| e.to_string())?;
             let mut l = vec![0f32; cfg.num_classes];
             e.infer(&input, &mut l).map_err(|e| e.to_string())?;
             Ok((l, e.describe()))
         };
-        let (want, _) = run("scalar", 1)?;
-        let spread = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let (want_f32, _) = run("scalar", 1, AttentionPrecision::Auto)?;
+        let (want_int8, _) = run("scalar", 1, AttentionPrecision::Int8)?;
+        let spread = want_f32.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let bound = if precision == "int8" { 3e-2 * spread } else { 1e-3 };
         for (name, kern) in Kernels::all_available() {
-            let bf16_attention = precision == "int8" && kern.gemm_bf16.is_some();
+            let expected = match (precision, kern.gemm_bf16.is_some(), kern.int8_attention) {
+                ("int8", true, _) => "bf16",
+                ("int8", false, true) => "int8",
+                _ => "f32",
+            };
+            let mut modes = vec![(AttentionPrecision::Auto, expected)];
+            if precision == "int8" && expected != "int8" {
+                modes.push((AttentionPrecision::Int8, "int8"));
+            }
             for &t in threads {
-                let (got, describe) = run(name, t)?;
-                if describe.contains("attention bf16") != bf16_attention {
-                    return Err(format!("{name} {precision}: engine reports `{describe}`"));
+                for &(attention, mode) in &modes {
+                    let (got, describe) = run(name, t, attention)?;
+                    if !describe.ends_with(&format!("attention {mode}")) {
+                        return Err(format!("{name} {precision} ({attention:?} attention): engine reports `{describe}`, expected attention {mode}"));
+                    }
+                    let want = if mode == "int8" { &want_int8 } else { &want_f32 };
+                    let worst = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                    if worst > bound {
+                        return Err(format!("{name} {precision} ({mode} attention) with {t} threads: max-abs {worst} (bound {bound})"));
+                    }
+                    if std::env::var_os("VITEDGE_PRINT_DIFFS").is_some() {
+                        println!("{name} {precision} ({mode} attention) {t} threads: max-abs {worst}, logit spread {spread}");
+                    }
                 }
-                let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-                let bound = if precision == "int8" { 3e-2 * spread } else { 1e-3 };
-                if worst > bound {
-                    return Err(format!("{name} {precision} with {t} threads: max-abs {worst} (bound {bound})"));
-                }
-                if std::env::var_os("VITEDGE_PRINT_DIFFS").is_some() {
-                    println!("{name} {precision} {t} threads: max-abs {worst}, logit spread {spread}");
-                }
+            }
+        }
+        if precision == "int8" {
+            // int8 attention changes the result, but only by about the int8 error itself.
+            let worst = want_int8.iter().zip(&want_f32).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            if worst > 0.1 * spread || worst == 0.0 {
+                return Err(format!("scalar int8 vs f32 attention: max-abs {worst} (logit spread {spread})"));
             }
         }
     }

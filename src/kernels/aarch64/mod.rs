@@ -5,7 +5,11 @@
 //! - `dotprod`: int8 GEMM with `sdot` by element (FEAT_DotProd: Cortex-A76 / Pi 5, A78AE / Orin);
 //! - `neon`: plain Armv8.0 NEON for every kind (Cortex-A72 / Pi 4, A57 / Jetson Nano, A53).
 //!
-//! The faster sets reuse the NEON f32, f16-weight and element-wise kernels. There is no separate
+//! The faster sets reuse the NEON f32, f16-weight and element-wise kernels. Every set runs the
+//! attention of int8 models in int8 (`int8_attention`: `q·kᵀ` and `p·v` on its int8 GEMM, see
+//! `engine::native::attention_int8`): no core of the boards has bf16 dot products, and f32 attention
+//! would cost as much as all int8 linear layers together on an A76 (8 f32 FMAs per cycle against
+//! 32 int8 MACs with `sdot`). There is no separate
 //! fp16 set: the f16-weight GEMM widens the weights with `fcvtl` (Armv8.0) once per k step and
 //! accumulates in f32 everywhere, also on CPUs with FEAT_FP16. Native f16 arithmetic was rejected on
 //! accuracy. Simulated k = 768 dot products (N(0,1) activations, N(0,1/k) f16 weights, 60 trials;
@@ -27,7 +31,7 @@ pub fn kernel_sets() -> Vec<(&'static str, Kernels)> {
     let Some(neon) = neon::Neon::detect() else {
         return v;
     };
-    let base = Kernels { gemm_f32: neon, gemm_f16: neon, gemm_u8i8: neon, gemm_bf16: None, vector: neon };
+    let base = Kernels { gemm_f32: neon, gemm_f16: neon, gemm_u8i8: neon, gemm_bf16: None, int8_attention: true, vector: neon };
     if let Some(k) = i8mm::I8mm::detect() {
         v.push(("i8mm", Kernels { gemm_u8i8: k, ..base }));
     }

@@ -14,16 +14,16 @@ pub fn kernel_sets() -> Vec<(&'static str, Kernels)> {
     let bf16 = avx512bf16::Avx512Bf16::detect().map(|k| k as &'static dyn GemmBf16);
     if let (Some(amx), Some(k)) = (amx::Amx::detect(), avx512::Avx512::detect()) {
         let amx_bf16 = amx::AmxBf16::detect().map(|k| k as &'static dyn GemmBf16).or(bf16);
-        v.push(("amx", Kernels { gemm_f32: k, gemm_f16: k, gemm_u8i8: amx, gemm_bf16: amx_bf16, vector: k }));
+        v.push(("amx", Kernels { gemm_f32: k, gemm_f16: k, gemm_u8i8: amx, gemm_bf16: amx_bf16, int8_attention: false, vector: k }));
     }
     if let Some(k) = avx512::Avx512::detect() {
-        v.push(("avx512", Kernels { gemm_f32: k, gemm_f16: k, gemm_u8i8: k, gemm_bf16: bf16, vector: k }));
+        v.push(("avx512", Kernels { gemm_f32: k, gemm_f16: k, gemm_u8i8: k, gemm_bf16: bf16, int8_attention: false, vector: k }));
     }
     if let Some(k) = avx2::Avx2::detect() {
         if let Some(vnni) = avxvnni::AvxVnni::detect() {
-            v.push(("avxvnni", Kernels { gemm_f32: k, gemm_f16: k, gemm_u8i8: vnni, gemm_bf16: None, vector: k }));
+            v.push(("avxvnni", Kernels { gemm_f32: k, gemm_f16: k, gemm_u8i8: vnni, gemm_bf16: None, int8_attention: false, vector: k }));
         }
-        v.push(("avx2", Kernels { gemm_f32: k, gemm_f16: k, gemm_u8i8: k, gemm_bf16: None, vector: k }));
+        v.push(("avx2", Kernels { gemm_f32: k, gemm_f16: k, gemm_u8i8: k, gemm_bf16: None, int8_attention: false, vector: k }));
     }
     v
 }
