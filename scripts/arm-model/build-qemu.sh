@@ -71,7 +71,9 @@ plug() { # out src
   if [ ! -f "$1" ] || [ "$2" -nt "$1" ]; then
     log "compiling $(basename "$1")"
     # shellcheck disable=SC2086
-    gcc -O2 -g -shared -fPIC -Wall -I"$srcdir/include/qemu" $glib -o "$1" "$2" $(pkg-config --libs glib-2.0)
+    # (to a new file, then renamed: qemu processes still running keep the old one)
+    gcc -O2 -g -shared -fPIC -Wall -I"$srcdir/include/qemu" $glib -o "$1.new" "$2" $(pkg-config --libs glib-2.0)
+    mv -f "$1.new" "$1"
   fi
 }
 plug "$root/libtbcount.so" scripts/arm-model/plugin/tbcount.c

@@ -5,12 +5,12 @@
  * `out=PATH`.
  *
  * It also splits every thread's counts by *task kind*: context 0 is "outside pool tasks"; a task
- * starts when a TB ending in an indirect call whose symbol contains `task=SUBSTRING` (default
- * `6engine4pool`: vitedge's `engine::pool` module in legacy and v0 mangling, i.e. the call of the
- * task closure `f(i)` in `drain` / `run`) executes, and ends when the callee returns (the plugin
+ * starts when an indirect call made outside a task lands on a function whose symbol contains every
+ * part of `task=PART+PART` (default `6engine6native+closure`: vitedge's pool tasks are closures of
+ * `engine::native` — a linear layer's row block, attention packing, attention rows — called through
+ * `&dyn Fn` by `engine::pool` on every thread), and ends when that function returns (the plugin
  * keeps a call depth per thread; calls and returns end TBs on aarch64 and x86-64). The task's kind
- * is its entry address (the closure called: linear layer, attention packing, attention rows, ...),
- * numbered 1.. in order of first use.
+ * is its entry address, numbered 1.. in order of first use.
  *
  * Counting: one cheap callback per TB execution (no per-instruction instrumentation). Each thread
  * increments only its own counter slot, so no atomics are needed.
@@ -40,7 +40,7 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
 #define MAX_VCPUS 8   /* guest threads counted apart; later ones share the last slot */
 #define MAX_CTX 8     /* task kinds (distinct task entry points) + 1 for "outside tasks" */
 
-enum term { TERM_OTHER, TERM_CALL, TERM_TASK_CALL, TERM_RET };
+enum term { TERM_OTHER, TERM_CALL, TERM_ICALL, TERM_RET };
 
 struct tb_rec {
     uint64_t vaddr;
@@ -51,12 +51,13 @@ struct tb_rec {
     const char *sym0;    /* symbol of the first / last instruction (qemu owns the strings) */
     const char *sym1;
     enum term term;
+    int task_entry;      /* the first instruction's symbol is a task closure (see `task=`) */
     uint64_t count[MAX_VCPUS][MAX_CTX];
 };
 
 struct vcpu_state {
     int in_task;         /* task kind (context index) while inside a task, else 0 */
-    int entering;        /* the previous TB was a task call: this TB is the task's entry */
+    int after_icall;     /* the previous TB ended in an indirect call made outside any task */
     int64_t depth;
     uint64_t task_calls[MAX_CTX];
     char pad[40];
@@ -68,7 +69,8 @@ static const char *ctx_sym[MAX_CTX];
 static unsigned n_ctx = 1;
 
 static const char *out_path;
-static const char *task_substr = "6engine4pool";
+/* A task is an indirect call to a function whose symbol contains every `+`-separated part. */
+static char **task_parts;
 static int is_x86;
 static GMutex lock;
 static GPtrArray *records;
@@ -77,7 +79,7 @@ static unsigned max_vcpu_seen;
 static int vcpu_overflow;
 
 /* What the TB's last instruction does to the call stack. */
-static enum term classify_last(const uint8_t *b, size_t len, const char *sym)
+static enum term classify_last(const uint8_t *b, size_t len)
 {
     if (!is_x86) {
         if (len != 4) {
@@ -89,7 +91,7 @@ static enum term classify_last(const uint8_t *b, size_t len, const char *sym)
         }
         if ((w & 0xFFFFFC1Fu) == 0xD63F0000u ||                 /* BLR Xn */
             (w & 0xFEFFF800u) == 0xD63F0800u) {                 /* BLRAA/BLRAB/BLRAAZ/BLRABZ */
-            return sym && strstr(sym, task_substr) ? TERM_TASK_CALL : TERM_CALL;
+            return TERM_ICALL;
         }
         if ((w & 0xFFFFFC1Fu) == 0xD65F0000u ||                 /* RET Xn */
             w == 0xD65F0BFFu || w == 0xD65F0FFFu) {             /* RETAA / RETAB */
@@ -110,7 +112,7 @@ static enum term classify_last(const uint8_t *b, size_t len, const char *sym)
         return TERM_CALL;
     }
     if (b[i] == 0xFF && i + 1 < len && ((b[i + 1] >> 3) & 7) == 2) {
-        return sym && strstr(sym, task_substr) ? TERM_TASK_CALL : TERM_CALL;
+        return TERM_ICALL;
     }
     if (b[i] == 0xC3 || b[i] == 0xC2) {
         return TERM_RET;
@@ -126,37 +128,39 @@ static void tb_exec(unsigned int vcpu, void *udata)
         vcpu = MAX_VCPUS - 1;
     }
     struct vcpu_state *s = &vstate[vcpu];
-    if (s->entering) {
-        s->entering = 0;
-        unsigned c = 1;
-        while (c < n_ctx && ctx_entry[c] != r->vaddr) {
-            c++;
-        }
-        if (c == n_ctx) {
-            g_mutex_lock(&lock);
+    if (s->after_icall) {
+        s->after_icall = 0;
+        if (r->task_entry) {
+            unsigned c = 1;
             while (c < n_ctx && ctx_entry[c] != r->vaddr) {
                 c++;
             }
-            if (c == n_ctx && n_ctx < MAX_CTX) {
-                ctx_entry[c] = r->vaddr;
-                ctx_sym[c] = r->sym0;
-                n_ctx++;
-            } else if (c == n_ctx) {
-                c = MAX_CTX - 1;  /* too many kinds: the last one merges the rest */
+            if (c == n_ctx) {
+                g_mutex_lock(&lock);
+                while (c < n_ctx && ctx_entry[c] != r->vaddr) {
+                    c++;
+                }
+                if (c == n_ctx && n_ctx < MAX_CTX) {
+                    ctx_entry[c] = r->vaddr;
+                    ctx_sym[c] = r->sym0;
+                    n_ctx++;
+                } else if (c == n_ctx) {
+                    c = MAX_CTX - 1;  /* too many kinds: the last one merges the rest */
+                }
+                g_mutex_unlock(&lock);
             }
-            g_mutex_unlock(&lock);
+            s->in_task = c;
+            s->depth = 0;
+            s->task_calls[c]++;
         }
-        s->in_task = c;
-        s->task_calls[c]++;
     }
     r->count[vcpu][s->in_task]++;
     switch (r->term) {
-    case TERM_TASK_CALL:
-        if (!s->in_task) {
-            s->entering = 1;
-            s->depth = 0;
-        } else {
+    case TERM_ICALL:
+        if (s->in_task) {
             s->depth++;
+        } else {
+            s->after_icall = 1;
         }
         break;
     case TERM_CALL:
@@ -210,7 +214,11 @@ static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
             r->sym1 = qemu_plugin_insn_symbol(insn);
         }
     }
-    r->term = classify_last(last, r->lens[n - 1], r->sym1);
+    r->term = classify_last(last, r->lens[n - 1]);
+    r->task_entry = r->sym0 != NULL;
+    for (char **p = task_parts; r->task_entry && *p; p++) {
+        r->task_entry = strstr(r->sym0, *p) != NULL;
+    }
     g_mutex_lock(&lock);
     g_ptr_array_add(records, r);
     g_mutex_unlock(&lock);
@@ -334,15 +342,18 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
         if (g_str_has_prefix(argv[i], "out=")) {
             out_path = argv[i] + 4;
         } else if (g_str_has_prefix(argv[i], "task=")) {
-            task_substr = argv[i] + 5;
+            task_parts = g_strsplit(argv[i] + 5, "+", -1);
         } else {
-            fprintf(stderr, "tbcount: unknown argument %s (expected out=PATH, task=SUBSTRING)\n", argv[i]);
+            fprintf(stderr, "tbcount: unknown argument %s (expected out=PATH, task=PART[+PART...])\n", argv[i]);
             return -1;
         }
     }
     if (!out_path) {
         fprintf(stderr, "tbcount: missing out=PATH\n");
         return -1;
+    }
+    if (!task_parts) {
+        task_parts = g_strsplit("6engine6native+closure", "+", -1);
     }
     is_x86 = strcmp(info->target_name, "x86_64") == 0 || strcmp(info->target_name, "i386") == 0;
     records = g_ptr_array_new();
