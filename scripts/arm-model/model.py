@@ -107,13 +107,21 @@ def count_run(arch, cpu, argv, qemu_args=(), env=None, tag=""):
         cmd += ["-plugin", f"{plugin_path()},out={out}.tmp", *argv]
         log(f"  counting: {' '.join(shlex.quote(c) for c in cmd[3:] if not c.startswith(plugin_path()))}")
         t0 = time.time()
-        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        if r.returncode != 0:
-            raise SystemExit(f"guest command failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-2000:]}")
+        with open(out + ".stdout", "w") as so, open(out + ".stderr", "w") as se:
+            p = subprocess.Popen(cmd, stdout=so, stderr=se)
+            _, status, ru = os.wait4(p.pid, 0)
+        rc = os.waitstatus_to_exitcode(status)
+        if rc != 0:
+            with open(out + ".stderr") as f:
+                raise SystemExit(f"guest command failed ({rc}): {' '.join(cmd)}\n{f.read()[-2000:]}")
         os.replace(out + ".tmp", out)
-        with open(out + ".stdout", "w") as f:
-            f.write(r.stdout)
-        log(f"    {time.time() - t0:.0f} s")
+        # Counting speed: guest instructions per CPU second of the qemu process (all its threads).
+        insns = sum(len(rec_insns.split(",")) * sum(c.values()) for (_, rec_insns), c in
+                    ((k, v["counts"]) for k, v in parse_counts(out)["blocks"].items()))
+        cpu = ru.ru_utime + ru.ru_stime
+        with open(out + ".meta", "w") as f:
+            json.dump({"cmd": cmd, "wall_s": time.time() - t0, "cpu_s": cpu, "guest_insns": insns}, f)
+        log(f"    {time.time() - t0:.0f} s wall, {cpu:.0f} s CPU, {insns / 1e9:.2f} G guest instructions ({insns / max(cpu, 1e-9) / 1e6:.0f} M/s per CPU second)")
     return parse_counts(out)
 
 
@@ -632,8 +640,12 @@ def blobs_dir():
     return os.path.join(WORK, "blobs")
 
 
+MODEL_SET = "vit_tiny"
+
+
 def blob_path(prec):
-    return os.path.join(blobs_dir(), f"vit_tiny_{prec}.vitb")
+    """target/arm-model/blobs/<model set>_<precision>.vitb (prepare.sh makes the vit_tiny set)."""
+    return os.path.join(blobs_dir(), f"{MODEL_SET}_{prec}.vitb")
 
 
 def estimate(args, planning=False):
@@ -652,7 +664,7 @@ def estimate(args, planning=False):
             peers.append(s1)
     pricer = Pricer()
     results = {"label": args.label, "date": time.strftime("%Y-%m-%d"), "commit": git_commit(), "iters_n": args.iters,
-               "boards": {b: boards[b] for b in sel}, "rows": [], "breakdown": {}, "threads4": {}}
+               "model_set": MODEL_SET, "boards": {b: boards[b] for b in sel}, "rows": [], "breakdown": {}, "threads4": {}}
     for prec in precs:
         for eng in engines + sorted({p["engine"] for p in peers if p["precision"] == prec}):
             cpus = collections.OrderedDict()
@@ -699,7 +711,8 @@ def estimate(args, planning=False):
                         f = s4["parallel_cycles"] / work4 if work4 else 0.0
                         lin4 = lin_cycles * (t4 / s["ms_compute"]) if s["ms_compute"] else 0
                         mem4, _ = memory_term(layers, bd, lin4, threads=4)
-                        row.update({"ms_4t": t4 + mem4, "parallel_fraction": f, "ms_4t_amdahl": (s["ms_compute"] * ((1 - f) + f / 4)) + mem4,
+                        t4_bal = (s4["serial_cycles"] + s4["parallel_cycles"] / 4) / (bd["clock_ghz"] * 1e6)
+                        row.update({"ms_4t": t4 + mem4, "ms_4t_balanced": t4_bal + mem4, "parallel_fraction": f, "ms_4t_amdahl": (s["ms_compute"] * ((1 - f) + f / 4)) + mem4,
                                     "work_4t_vs_1t": work4 / s["cycles"] if s["cycles"] else None})
                         results["threads4"][f"{b}/{prec}"] = {k: s4[k] for k in ("serial_cycles", "parallel_cycles", "parallel_max_cycles", "spin_cycles_per_vcpu", "per_vcpu_ctx_cycles")}
                         results["threads4"][f"{b}/{prec}"]["task_calls"] = {f"{v}:{hex(e)}:{an4['ctx_names'].get(e, '?')}": c for (v, e), c in sorted(pi4["task_calls"].items()) if c}
@@ -718,12 +731,14 @@ def estimate(args, planning=False):
 
 def print_table(res):
     rows = res["rows"]
-    print(f"# ViT-Tiny estimated ms per inference ({res['label']}, {res['date']}, commit {res['commit']}; 1 thread unless noted)")
-    print(f"{'board':<6} {'precision':<9} {'engine':<15} {'ms 1T':>8} {'compute':>8} {'memory':>7} {'Minsn':>8} {'ms 4T':>8} {'par.frac':>8}")
+    print(f"# {res.get('model_set', 'vit_tiny')}: estimated ms per inference ({res['label']}, {res['date']}, commit {res['commit']}; 1 thread unless noted)")
+    print(f"{'board':<6} {'precision':<9} {'engine':<15} {'ms 1T':>8} {'compute':>8} {'memory':>7} {'Minsn':>8} {'ms 4T':>8} {'4T bal.':>8} {'par.frac':>8}")
     for r in rows:
-        t4 = f"{r['ms_4t']:8.1f}" if "ms_4t" in r else f"{'':>8}"
+        t4 = f"{r['ms_4t']:8.1f} {r['ms_4t_balanced']:8.1f}" if "ms_4t" in r else f"{'':>8} {'':>8}"
         pf = f"{r['parallel_fraction']:8.3f}" if "parallel_fraction" in r else f"{'':>8}"
         print(f"{r['board']:<6} {r['precision']:<9} {r['engine']:<15} {r['ms_1t']:8.1f} {r['ms_compute']:8.1f} {r['ms_memory_exposed']:7.2f} {r['instructions_m']:8.0f} {t4} {pf}")
+    print("(ms 4T: serial + per task kind the busiest thread's work, as tasks fell under qemu; 4T bal.: serial +"
+          " parallel work / 4; memory: DRAM time not hidden behind compute; Minsn: executed instructions, millions)")
     for key, bd in res["breakdown"].items():
         print(f"\n## {key}: per kernel, 1 thread (ms; pool/sync is excluded from the total)")
         tot = sum(v["ms"] for c, v in bd["categories"].items() if c != "pool/sync") or 1
@@ -818,6 +833,7 @@ def main():
     e.add_argument("--iters", type=int, default=1, help="N: runs of N and 3N timed inferences are counted")
     e.add_argument("--no-threads4", dest="threads4", action="store_false", help="skip the 4-thread runs")
     e.add_argument("--jobs", type=int, default=2, help="counting runs at a time")
+    e.add_argument("--model-set", default="vit_tiny", help="blobs target/arm-model/blobs/<SET>_<precision>.vitb")
     x = sub.add_parser("x86", help="estimate for this machine (validation)")
     x.add_argument("--kernels", default="avx2,scalar")
     x.add_argument("--precisions", default="f32,f16,int8")
@@ -826,6 +842,8 @@ def main():
     x.add_argument("--jobs", type=int, default=2, help="counting runs at a time")
     sub.add_parser("clock", help="this machine's effective clock")
     a = ap.parse_args()
+    global MODEL_SET
+    MODEL_SET = getattr(a, "model_set", MODEL_SET)
     if a.cmd == "estimate":
         with_counting(estimate, a)
     elif a.cmd == "x86":
