@@ -666,7 +666,10 @@ def estimate(args, planning=False):
     results = {"label": args.label, "date": time.strftime("%Y-%m-%d"), "commit": git_commit(), "iters_n": args.iters,
                "model_set": MODEL_SET, "boards": {b: boards[b] for b in sel}, "rows": [], "breakdown": {}, "threads4": {}}
     for prec in precs:
-        for eng in engines + sorted({p["engine"] for p in peers if p["precision"] == prec}):
+        unknown = [e for e in engines if e not in ("vitedge", "vitedge-scalar") and not any(p["engine"] == e for p in peers)]
+        if unknown:
+            raise SystemExit(f"no engine spec for {', '.join(unknown)}: give --peer-spec FILE (JSON: engine, precision, argv, qemu_args, env)")
+        for eng in engines:
             cpus = collections.OrderedDict()
             for b in sel:
                 cpus.setdefault(count_cpu(boards[b]["qemu_cpu"]), []).append(b)
