@@ -761,15 +761,16 @@ def git_commit():
 
 def host_clock_ghz():
     """This machine's effective clock: perf stat cycles / task-clock over a dependent add chain
-    when perf can count cycles, else the chain's own timing (1 cycle per dependent add)."""
+    when perf can count cycles, else the chain's own timing (1 cycle per dependent add) in thread CPU
+    time, so time slices lost to other processes do not count."""
     src = r"""
 #include <stdio.h>
 #include <stdint.h>
 #include <time.h>
 int main(void){ struct timespec a,b; uint64_t x=1, n=400000000ULL;
- clock_gettime(CLOCK_MONOTONIC,&a);
+ clock_gettime(CLOCK_THREAD_CPUTIME_ID,&a);
  for(uint64_t i=0;i<n;i++){ __asm__ volatile("add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0" : "+r"(x)); }
- clock_gettime(CLOCK_MONOTONIC,&b);
+ clock_gettime(CLOCK_THREAD_CPUTIME_ID,&b);
  double s=(b.tv_sec-a.tv_sec)+(b.tv_nsec-a.tv_nsec)*1e-9; printf("%f\n", 4.0*n/s/1e9); return (int)(x&0);}
 """
     d = tempfile.mkdtemp()
@@ -843,6 +844,7 @@ def main():
     x.add_argument("--iters", type=int, default=1)
     x.add_argument("--clock-ghz", type=float)
     x.add_argument("--jobs", type=int, default=2, help="counting runs at a time")
+    x.add_argument("--model-set", default="vit_tiny", help="blobs target/arm-model/blobs/<SET>_<precision>.vitb")
     sub.add_parser("clock", help="this machine's effective clock")
     a = ap.parse_args()
     global MODEL_SET

@@ -4,17 +4,19 @@
 # Prints estimated vs measured ms and the error per kernel set and precision.
 #
 #   scripts/arm-model/validate-x86.sh [--kernels avx2,scalar] [--precisions f32,f16,int8] [--bench-iters 30]
+#                                     [--model-set vit_tiny|vit_d1]   (vit_d1: a depth-1 ViT-Tiny, ~10x cheaper)
 #
 # Timings are only meaningful on an idle machine (the measured side and the clock calibration).
 # avx512 cannot be validated on a CPU without AVX-512 (and qemu 7.2's TCG has no AVX-512 either).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-kernels=avx2,scalar precisions=f32,f16,int8 bench_iters=30
+kernels=avx2,scalar precisions=f32,f16,int8 bench_iters=30 model_set=vit_tiny
 while [ $# -gt 0 ]; do
   case "$1" in
     --kernels) kernels=$2; shift 2 ;;
     --precisions) precisions=$2; shift 2 ;;
     --bench-iters) bench_iters=$2; shift 2 ;;
+    --model-set) model_set=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -23,12 +25,12 @@ bash scripts/arm-model/prepare.sh
 out=target/arm-model/validate-x86
 mkdir -p "$out"
 # (a) estimates (counting runs are cached; the clock is measured now, before the benchmarks)
-python3 scripts/arm-model/model.py x86 --kernels "$kernels" --precisions "$precisions" > "$out/estimate.json"
+python3 scripts/arm-model/model.py x86 --kernels "$kernels" --precisions "$precisions" --model-set "$model_set" > "$out/estimate.json"
 # (b) measurements
 : > "$out/measured.jsonl"
 for k in ${kernels//,/ }; do
   for p in ${precisions//,/ }; do
-    ./target/release/vitedge bench --model "target/arm-model/blobs/vit_tiny_$p.vitb" --kernels "$k" --threads 1 \
+    ./target/release/vitedge bench --model "target/arm-model/blobs/${model_set}_$p.vitb" --kernels "$k" --threads 1 \
       --iters "$bench_iters" --json | python3 -c "import json,sys; d=json.load(sys.stdin); d['kernels_set']='$k'; d['precision_arg']='$p'; print(json.dumps(d))" >> "$out/measured.jsonl"
   done
 done
