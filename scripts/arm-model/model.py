@@ -254,9 +254,18 @@ class Pricer:
                 cur = []
             else:
                 cur.append(s)
-        if len(out) != len(blocks):
-            raise RuntimeError(f"llvm-mc: {len(out)} blocks back for {len(blocks)} (stderr: {r.stderr[:500]})")
-        return out
+        if len(out) == len(blocks):
+            return out
+        # An instruction llvm-mc cannot decode makes it resynchronize byte by byte, which can swallow
+        # a marker: split the batch until the offending block is alone, and take what decodes of it.
+        if len(blocks) == 1:
+            r = subprocess.run(cmd, input="\n".join(" ".join("0x" + h[i:i + 2] for i in range(0, len(h), 2)) for h in blocks[0]) + "\n",
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            got = [ln.strip() for ln in r.stdout.splitlines() if ln.strip() and not ln.strip().startswith(".text")]
+            log(f"    llvm-mc: a block decodes to {len(got)} of its {len(blocks[0])} instructions: {' '.join(blocks[0])[:200]}")
+            return [got]
+        half = len(blocks) // 2
+        return Pricer.disassemble(arch, blocks[:half]) + Pricer.disassemble(arch, blocks[half:])
 
     @staticmethod
     def mca_input(arch, asm):
