@@ -319,6 +319,8 @@ fn info() -> Result<()> {
     println!("cpu features: {}", feats.join(" "));
     println!("kernel sets available: {}", Kernels::available().join(", "));
     println!("auto choice: {:?}", Kernels::auto());
+    #[cfg(target_arch = "aarch64")]
+    println!("core: {}; kernels chosen: {}", vitedge::kernels::cpuinfo::describe_this_machine(), Kernels::auto().gemm_u8i8.name());
     Ok(())
 }
 

@@ -9,6 +9,7 @@
 //! AVX512-BF16): both operands are activations converted to bf16 at run time (see
 //! [`pack::panel16x2_from_rows`]), accumulation stays f32.
 
+pub mod cpuinfo;
 pub mod pack;
 pub mod scalar;
 #[cfg(target_arch = "aarch64")]
