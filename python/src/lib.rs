@@ -118,6 +118,9 @@ impl<'py> View<'py> {
         }
         let (ptr, readonly): (usize, bool) = item("data")?.extract().map_err(|_| not_an_array())?;
         let len_bytes = shape.iter().product::<usize>() * item_size;
+        if len_bytes > 0 && ptr % item_size != 0 {
+            return Err(input_error(format!("{what} is not aligned to its {want} items: pass numpy.require({what}, requirements=\"CA\")")));
+        }
         Ok(View { _array: obj.clone(), ptr, len_bytes, shape, readonly })
     }
 
@@ -131,10 +134,10 @@ impl<'py> View<'py> {
         if n == 0 {
             return &[];
         }
-        // SAFETY: `ptr` is the start of a C-contiguous array of `n` items of `T` (typestr and
-        // strides checked in `get`; numpy aligns its allocations for the dtype), kept alive and
-        // unresizable by `_array` while `self` lives. Python code in other threads could still
-        // write to it while the GIL is released; the docstrings say not to.
+        // SAFETY: `ptr` is the start of a C-contiguous, aligned array of `n` items of `T` (typestr,
+        // strides and alignment checked in `get`), kept alive and unresizable by `_array` while
+        // `self` lives. Python code in other threads could still write to it while the GIL is
+        // released; the docstrings say not to.
         unsafe { std::slice::from_raw_parts(self.ptr as *const T, n) }
     }
 }
@@ -284,9 +287,9 @@ impl Model {
         py.detach(|| {
             let mut s = self.session();
             let logits = s.logits(input)?;
-            // SAFETY: `out` is a writable, C-contiguous float32 buffer of exactly `logits.len()`
-            // values (checked above), exported until this function returns; it is not `input`'s
-            // memory unless the caller aliases them, and the copy reads `logits` (session memory).
+            // SAFETY: `out` is a writable, C-contiguous, aligned float32 array of exactly
+            // `logits.len()` values (checked above), kept alive by `out_view` until this function
+            // returns; `logits` is the session's own buffer, so the two do not overlap.
             unsafe { std::ptr::copy_nonoverlapping(logits.as_ptr(), out_ptr as *mut f32, logits.len()) };
             Ok::<(), SessionError>(())
         })

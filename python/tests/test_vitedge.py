@@ -129,6 +129,10 @@ def test_logits_of_a_tensor_equal_classify(models):
     logits = m.logits(tensor[None])
     assert logits.dtype == np.float32 and logits.shape == (1000,)
     assert np.array_equal(m.logits(tensor), logits)
+    # A float32 view at an odd address (not aligned) is copied once, not misread.
+    unaligned = np.frombuffer(b"\0" + tensor.tobytes(), np.float32, offset=1).reshape(tensor.shape)
+    assert not unaligned.flags.aligned
+    assert np.array_equal(m.logits(unaligned), logits)
     e = np.exp(logits.astype(np.float64) - logits.max())
     probs = e / e.sum()
     want = [(int(i), float(probs[i])) for i in np.argsort(-probs, kind="stable")[:5]]

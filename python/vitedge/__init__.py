@@ -48,16 +48,15 @@ class Prediction:
 
 def _array(a: Any) -> Any:
     """A C-contiguous numpy array of ``a``, for the extension to read in place: numpy arrays as they
-    are (copied once if not C-contiguous: slices, transposes), other buffers (bytes, bytearray,
-    memoryview, …) as a numpy view of their memory (no copy); anything else unchanged, for the
-    extension to reject with a message."""
-    if isinstance(a, np.ndarray):
-        return a if a.flags.c_contiguous else np.ascontiguousarray(a)
-    try:
-        view = memoryview(a)
-    except TypeError:
-        return a
-    return np.ascontiguousarray(np.asarray(view))
+    are (copied once if not C-contiguous or not aligned: slices, transposes), other buffers (bytes,
+    bytearray, memoryview, …) as a numpy view of their memory (no copy); anything else unchanged,
+    for the extension to reject with a message."""
+    if not isinstance(a, np.ndarray):
+        try:
+            a = np.asarray(memoryview(a))
+        except TypeError:
+            return a
+    return a if a.flags.c_contiguous and a.flags.aligned else np.require(a, requirements="CA")
 
 
 def _is_pil_image(image: Any) -> bool:
