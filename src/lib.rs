@@ -3,7 +3,8 @@
 //! Layers, bottom up: [`blob`] (the memory-mapped weight file), [`model`] (architecture and zero-copy
 //! weight views), [`kernels`] (one trait per kernel kind, one file per instruction set),
 //! [`engine`] (the native forward pass and the tract-core oracle), [`preprocess`] (timm-identical
-//! image preprocessing) and [`classify`] (top-K results).
+//! image preprocessing) and [`classify`] (top-K results); [`session`] puts them together for
+//! embedding (the Python package and the C library are built on it).
 
 pub mod blob;
 pub mod classify;
@@ -13,4 +14,5 @@ pub mod kernels;
 pub mod model;
 pub mod preprocess;
 pub mod quant;
+pub mod session;
 pub mod stream;

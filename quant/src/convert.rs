@@ -217,6 +217,49 @@ pub fn float_blob(p: &Prepared, precision: Precision) -> BlobWriter {
     w
 }
 
+/// Builds the blob of `p` in `precision`: f32 and f16 directly, int8 calibrated on up to
+/// `calib_count` images of the folder `calibrate` (required for int8). Returns the int8 report too.
+pub fn build_blob(p: &Prepared, precision: Precision, calibrate: Option<&Path>, calib_count: usize) -> Result<(BlobWriter, Option<crate::int8::Report>), ConvertError> {
+    match precision {
+        Precision::F32 | Precision::F16 => {
+            if calibrate.is_some() {
+                log::warn!("--calibrate is only used with --precision int8; ignoring it");
+            }
+            Ok((float_blob(p, precision), None))
+        }
+        Precision::Int8 => {
+            let dir = calibrate.ok_or_else(|| {
+                ConvertError::Input("--precision int8 needs calibration images: add --calibrate DIR (e.g. --calibrate ../shared/imagenet-sample)".into())
+            })?;
+            let q = crate::int8::quantize(p, dir, calib_count)?;
+            Ok((q.writer, Some(q.report)))
+        }
+    }
+}
+
+impl Prepared {
+    /// Overrides preprocessing fields by their header (JSON) names, e.g. `{"crop_pct": 0.875,
+    /// "interpolation": "bilinear"}`, for callers that take them as key/value pairs (the Python
+    /// `vitedge.convert`). Unknown names and unusable values are errors.
+    pub fn override_preprocess(&mut self, overrides: &serde_json::Map<String, serde_json::Value>) -> Result<(), ConvertError> {
+        let bad = |e: serde_json::Error| ConvertError::Input(format!("preprocessing override: {e}"));
+        let mut fields = match serde_json::to_value(&self.preprocess).map_err(bad)? {
+            serde_json::Value::Object(m) => m,
+            _ => unreachable!("PreprocessConfig serializes to an object"),
+        };
+        fields.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let p: PreprocessConfig = serde_json::from_value(serde_json::Value::Object(fields)).map_err(bad)?;
+        let known = serde_json::to_value(&p).map_err(bad)?;
+        if let Some(k) = overrides.keys().find(|k| known.get(k.as_str()).is_none()) {
+            let names: Vec<&String> = known.as_object().map(|o| o.keys().collect()).unwrap_or_default();
+            return Err(ConvertError::Input(format!("`{k}` is not a preprocessing field (fields: {names:?})")));
+        }
+        p.validate().map_err(ConvertError::Input)?;
+        self.preprocess = p;
+        Ok(())
+    }
+}
+
 /// Writes a blob to `path`, mapping I/O errors.
 pub fn write_blob(w: &BlobWriter, path: &Path) -> Result<(), ConvertError> {
     w.write(path).map_err(|source| ConvertError::Write { path: path.display().to_string(), source })

@@ -112,26 +112,13 @@ fn run(args: ConvertArgs) -> Result<(), Box<dyn std::error::Error>> {
         "{}: {} blocks, width {}, {} heads, {} classes, {}x{} input",
         c.arch, c.depth, c.embed_dim, c.num_heads, c.num_classes, c.image_size, c.image_size
     );
-    let writer = match args.precision {
-        Precision::F32 | Precision::F16 => {
-            if args.calibrate.is_some() {
-                log::warn!("--calibrate is only used with --precision int8; ignoring it");
-            }
-            convert::float_blob(&prepared, args.precision)
+    let (writer, report) = convert::build_blob(&prepared, args.precision, args.calibrate.as_deref(), args.calib_count)?;
+    if let Some(report) = &report {
+        println!("{}", report.table());
+        if let Some(path) = &args.report {
+            std::fs::write(path, serde_json::to_string_pretty(report)?).map_err(|e| format!("cannot write report {}: {e}", path.display()))?;
         }
-        Precision::Int8 => {
-            let dir = args.calibrate.as_deref().ok_or(
-                "--precision int8 needs calibration images: add --calibrate DIR (e.g. --calibrate ../shared/imagenet-sample)",
-            )?;
-            let q = vitedge_quant::int8::quantize(&prepared, dir, args.calib_count)?;
-            println!("{}", q.report.table());
-            if let Some(path) = &args.report {
-                std::fs::write(path, serde_json::to_string_pretty(&q.report)?)
-                    .map_err(|e| format!("cannot write report {}: {e}", path.display()))?;
-            }
-            q.writer
-        }
-    };
+    }
     convert::write_blob(&writer, &args.output)?;
     let size = std::fs::metadata(&args.output)?.len();
     log::info!("wrote {} ({:.2} MiB) in {:.1} s", args.output.display(), size as f64 / (1 << 20) as f64, start.elapsed().as_secs_f64());

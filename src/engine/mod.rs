@@ -22,8 +22,9 @@ pub enum EngineError {
     Backend(String),
 }
 
-/// Something that turns one preprocessed image (CHW f32) into logits.
-pub trait Engine {
+/// Something that turns one preprocessed image (CHW f32) into logits. `Send`, so that an engine (and
+/// a [`crate::session::Session`]) can be handed to another thread.
+pub trait Engine: Send {
     /// Backend name (`native` or `tract`).
     fn backend(&self) -> &'static str;
     /// Kernel description for logs (`vitedge info`).

@@ -238,7 +238,7 @@ impl Histogram {
 
 /// Indices of the `k` largest values into `idx` (largest first, ties keep the lower index first,
 /// like [`crate::classify::top_k`]) without allocating (`idx` needs capacity `k + 1`).
-fn top_k_into(values: &[f32], k: usize, idx: &mut Vec<usize>) {
+pub(crate) fn top_k_into(values: &[f32], k: usize, idx: &mut Vec<usize>) {
     idx.clear();
     for (i, v) in values.iter().enumerate() {
         if idx.len() == k && v.total_cmp(&values[idx[k - 1]]).is_le() {

@@ -182,7 +182,7 @@ pub fn negotiate(dev: &mut dyn CaptureDevice, requested: Option<PixelFormat>, wi
 
 /// Copies a (possibly row-padded) single-planar V4L2 buffer into a tight frame. `None` if `data`
 /// is too short for the geometry.
-fn compact(data: &[u8], format: PixelFormat, width: usize, height: usize, stride: usize, out: &mut [u8]) -> Option<()> {
+pub(crate) fn compact(data: &[u8], format: PixelFormat, width: usize, height: usize, stride: usize, out: &mut [u8]) -> Option<()> {
     let row = row_bytes(format, width);
     // (rows, source stride, packed row bytes) of each plane, in memory order.
     let (cw, ch) = (width.div_ceil(2), height.div_ceil(2));

@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""Throughput of the Python package against the CLI on the same model (a benchmark, not a test: run
+it on an idle machine).
+
+Interleaves, round by round (0.2 s pause between steps so no engine's spinning workers overlap the
+next measurement):
+  * `vitedge bench --json` (the forward pass alone)            vs  `Model.logits(tensor)`
+  * `vitedge stream` on raw frames (preprocessing + inference)  vs  `Model.classify_frame(frame)`
+and prints medians and ratios (issue 15's target: `classify_frame` within 5 % of `vitedge bench`;
+`classify_frame` also preprocesses the frame, so its fair CLI twin is `stream`'s per-frame "ms").
+
+    python/build-wheel.sh && pip install target/wheels/vitedge-*x86_64.whl   # into a venv
+    python scripts/bench_python.py --model models/vit_tiny_int8.vitb --threads 1
+    python scripts/bench_python.py --model models/vit_tiny_f32.vitb --threads 2 --size 640x480 --json
+"""
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import vitedge
+
+
+def cli(name):
+    """The command installed by the wheel next to this interpreter, else on PATH."""
+    here = Path(sys.executable).parent / name
+    return str(here) if here.is_file() else (shutil.which(name) or sys.exit(f"{name} not found: install the vitedge wheel"))
+
+
+def nv12_frame(w, h, seed):
+    rng = np.random.default_rng(seed)
+    # Smooth content (a gradient plus noise), like a camera frame rather than white noise.
+    y = (np.add.outer(np.arange(h), np.arange(w)) * 255 // (w + h) + rng.integers(0, 32, (h, w))).clip(16, 235)
+    uv = rng.integers(100, 156, (h // 2, w))
+    return np.concatenate([y, uv]).astype(np.uint8)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--kernels", default="auto")
+    ap.add_argument("--iters", type=int, default=100, help="timed iterations per round and side")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--size", default="640x480", help="frame size for classify_frame / stream")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    a = ap.parse_args()
+    w, h = (int(v) for v in a.size.split("x"))
+    model = vitedge.Model(a.model, threads=a.threads, kernels=a.kernels)
+    frames = [nv12_frame(w, h, s) for s in range(8)]
+    tensor = np.random.default_rng(0).standard_normal(model.input_shape).astype(np.float32)
+    with tempfile.NamedTemporaryFile(suffix=".nv12") as raw:
+        for i in range(a.iters):
+            raw.write(frames[i % len(frames)].tobytes())
+        raw.flush()
+        res = {k: [] for k in ("bench_ms", "logits_ms", "stream_ms", "classify_frame_ms")}
+        for _ in range(3):  # warm-up
+            model.logits(tensor)
+            model.classify_frame(frames[0], "nv12", size=(w, h))
+        for r in range(a.rounds):
+            out = subprocess.run([cli("vitedge"), "bench", "--model", a.model, "--threads", str(a.threads), "--kernels", a.kernels, "--iters", str(a.iters), "--json"],
+                                 check=True, capture_output=True, text=True).stdout
+            res["bench_ms"] += json.loads(out)["times_ms"]
+            time.sleep(0.2)
+            for _ in range(a.iters):
+                t = time.perf_counter()
+                model.logits(tensor)
+                res["logits_ms"].append((time.perf_counter() - t) * 1e3)
+            time.sleep(0.2)
+            out = subprocess.run([cli("vitedge"), "stream", "--model", a.model, "--threads", str(a.threads), "--kernels", a.kernels, "--input", raw.name,
+                                  "--pixel-format", "nv12", "--size", a.size, "--top", "5"], check=True, capture_output=True, text=True).stdout
+            res["stream_ms"] += [json.loads(l)["ms"] for l in out.splitlines()[3:]]  # after 3 warm-up frames
+            time.sleep(0.2)
+            for i in range(a.iters):
+                t = time.perf_counter()
+                model.classify_frame(frames[i % len(frames)], "nv12", size=(w, h))
+                res["classify_frame_ms"].append((time.perf_counter() - t) * 1e3)
+            time.sleep(0.2)
+    med = {k: statistics.median(v) for k, v in res.items()}
+    summary = {
+        "model": a.model, "precision": model.precision, "kernels": model.kernels, "threads": a.threads, "frame": a.size,
+        "iters": a.iters, "rounds": a.rounds, **{k.replace("_ms", "_median_ms"): round(v, 3) for k, v in med.items()},
+        "logits_vs_bench": round(med["logits_ms"] / med["bench_ms"], 4),
+        "classify_frame_vs_bench": round(med["classify_frame_ms"] / med["bench_ms"], 4),
+        "classify_frame_vs_stream": round(med["classify_frame_ms"] / med["stream_ms"], 4),
+    }
+    if a.json:
+        print(json.dumps(summary))
+        return
+    print(f"{a.model}: {model.precision}, {model.kernels}, {a.threads} threads, {a.rounds} rounds x {a.iters} iterations (medians)")
+    print(f"  forward pass      vitedge bench {med['bench_ms']:8.3f} ms   Model.logits          {med['logits_ms']:8.3f} ms   ratio {summary['logits_vs_bench']:.3f}")
+    print(f"  {a.size} nv12 frame  vitedge stream {med['stream_ms']:7.3f} ms   Model.classify_frame  {med['classify_frame_ms']:8.3f} ms   ratio {summary['classify_frame_vs_stream']:.3f}")
+    t = summary["classify_frame_vs_bench"]
+    print(f"  classify_frame / bench: {t:.3f} (target <= 1.05: {'met' if t <= 1.05 else 'missed'}; includes the frame's preprocessing, which bench does not run)")
+
+
+if __name__ == "__main__":
+    main()
