@@ -242,7 +242,7 @@ mod tests {
     fn session(dir: &Path) -> Session {
         let path = dir.join("tiny.vitb");
         random_blob(&tiny_config(10), 3).write(&path).unwrap();
-        Session::open(&path, Backend::Native, &EngineOptions { kernels: "auto".into(), threads: 1 }).unwrap()
+        Session::open(&path, Backend::Native, &EngineOptions { kernels: "auto".into(), threads: 1, ..Default::default() }).unwrap()
     }
 
     fn noise(n: usize, seed: u64) -> Vec<u8> {
@@ -257,7 +257,7 @@ mod tests {
         let (w, h) = (57, 41);
         let rgb = noise(w * h * 3, 1);
         let model = Model::open(dir.path().join("tiny.vitb")).unwrap();
-        let mut e = engine::create(&model, Backend::Native, &EngineOptions { kernels: "auto".into(), threads: 1 }).unwrap();
+        let mut e = engine::create(&model, Backend::Native, &EngineOptions { kernels: "auto".into(), threads: 1, ..Default::default() }).unwrap();
         let mut input = vec![0f32; model.config().input_len()];
         crate::preprocess::preprocess_rgb8(&rgb, w, h, model.preprocess(), &mut input).unwrap();
         let mut logits = vec![0f32; 10];

@@ -316,7 +316,7 @@ pub unsafe extern "C" fn vitedge_open(path: *const c_char, options: *const Vited
             // SAFETY: a NUL-terminated string by the function's contract.
             unsafe { str_arg(o.kernels, "options.kernels") }?
         };
-        let session = Session::open(Path::new(path), Backend::Native, &EngineOptions { kernels: kernels.into(), threads: o.threads as usize })?;
+        let session = Session::open(Path::new(path), Backend::Native, &EngineOptions { kernels: kernels.into(), threads: o.threads as usize, ..Default::default() })?;
         let m = session.model();
         let c = m.config();
         let cstring = |s: String| CString::new(s.replace('\0', " ")).unwrap_or_default();

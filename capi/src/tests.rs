@@ -113,7 +113,7 @@ fn frames_give_the_sessions_results_with_labels_and_counts() {
     let dir = tempfile::tempdir().unwrap();
     let path = tiny_blob(dir.path(), "f32");
     let m = open(&path, 1);
-    let mut session = Session::open(path.to_str().unwrap(), Backend::Native, &EngineOptions { kernels: "auto".into(), threads: 1 }).unwrap();
+    let mut session = Session::open(path.to_str().unwrap(), Backend::Native, &EngineOptions { kernels: "auto".into(), threads: 1, ..Default::default() }).unwrap();
     // SAFETY: a live handle.
     unsafe {
         assert_eq!((vitedge_num_classes(m), vitedge_input_size(m)), (10, 32));

@@ -220,7 +220,7 @@ impl Model {
     #[pyo3(signature = (path, threads=0, kernels="auto", backend="native"))]
     fn new(py: Python<'_>, path: PathBuf, threads: usize, kernels: &str, backend: &str) -> PyResult<Self> {
         let backend = parse_backend(backend)?;
-        let options = EngineOptions { kernels: kernels.to_string(), threads };
+        let options = EngineOptions { kernels: kernels.to_string(), threads, ..Default::default() };
         let mut session = py.detach(|| Session::open(&path, backend, &options)).map_err(session_error)?;
         let m = session.model();
         let header_json = serde_json::to_string(m.header()).map_err(|e| Error::new_err(e.to_string()))?;
