@@ -475,12 +475,9 @@ fn attention_int8(k: &Kernels, pool: &Pool, ar: &mut Arena, t: usize, d: usize, 
             k.gemm_u8i8.gemm(&args, scores, ts);
             let vs = &v_scale[head * t..(head + 1) * t];
             for (i, (row, prow)) in scores.chunks_exact_mut(ts).zip(pu.chunks_exact_mut(ps)).enumerate() {
-                let row = &mut row[..t];
-                k.vector.softmax(row, scale);
-                row.iter_mut().zip(vs).for_each(|(p, s)| *p *= s);
-                let (sc, z) = k.vector.quantize_u8(row, &mut prow[..t]);
-                prow[t..t4].fill(z as u8);
-                (a_scale[i], a_zero[i]) = (sc, z);
+                a_scale[i] = k.vector.softmax_quantize_u8(&mut row[..t], scale, vs, &mut prow[..t]);
+                a_zero[i] = 0;
+                prow[t..t4].fill(0);
             }
             let (w, w_sum) = (&v_i8[head * vl..(head + 1) * vl], &v_sum[head * hd16..(head + 1) * hd16]);
             let args = GemmU8I8Args { m: rows, n: hd, k: t, a: pu, lda: ps, a_scale, a_zero, w, w_scale: ones, w_sum, bias: None, epilogue: Epilogue::Store };

@@ -216,6 +216,20 @@ pub trait VectorOps: Send + Sync {
     /// Asymmetric per-row quantization to u8: returns `(scale, zero_point)` with
     /// `x ≈ scale · (q − zero_point)`; the range always includes 0.
     fn quantize_u8(&self, x: &[f32], out: &mut [u8]) -> (f32, i32);
+    /// The probabilities of int8 attention: `p = softmax(x · scale) ⊙ weight` (weights ≥ 0: the
+    /// value scales of the tokens) quantized to u8 in `out` with zero point 0; returns the scale
+    /// (`p ≈ scale · q`). `x` is scratch afterwards. SIMD sets fuse the passes; their result may
+    /// differ from this reference by one level where a product rounds differently.
+    fn softmax_quantize_u8(&self, x: &mut [f32], scale: f32, weight: &[f32], out: &mut [u8]) -> f32 {
+        self.softmax(x, scale);
+        x.iter_mut().zip(weight).for_each(|(p, w)| *p *= w);
+        // Subnormal products are zero (kernels that normalise after the max would disagree there).
+        if !(x.iter().fold(0f32, |m, &p| m.max(p)) >= f32::MIN_POSITIVE) {
+            out[..x.len()].fill(0);
+            return 1.0;
+        }
+        self.quantize_u8(x, out).0
+    }
 }
 
 /// A zeroed heap buffer whose first element sits on a 64-byte boundary (a `Vec` is only as aligned

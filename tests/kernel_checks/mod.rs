@@ -158,7 +158,8 @@ pub fn gemm_bf16(m: usize, n: usize, k: usize, pad_a: usize, pad_c: usize, seed:
     Ok(compared)
 }
 
-/// LayerNorm, softmax, GELU and u8 quantization of every kernel set vs scalar.
+/// LayerNorm, softmax, GELU, u8 quantization and the int8-attention softmax of every kernel set
+/// vs scalar.
 pub fn vector_ops(len: usize, scale: f32, seed: u64, big: bool) -> Check {
     let mut rng = Rng::new(seed);
     let x = rng.normals(len, if big { 60.0 } else { 3.0 });
@@ -180,6 +181,26 @@ pub fn vector_ops(len: usize, scale: f32, seed: u64, big: bool) -> Check {
         close(&a, &b, 2e-6 + 1.2e-7 * arg_max, &format!("{name} softmax"))?;
         if (a.iter().sum::<f32>() - 1.0).abs() >= 1e-4 {
             return Err(format!("{name} softmax does not sum to 1"));
+        }
+        // int8 attention probabilities: value scales ≥ 0 as weights (some zero).
+        let weight: Vec<f32> = gamma.iter().enumerate().map(|(i, g)| if i % 7 == 3 { 0.0 } else { g.abs() * 0.01 }).collect();
+        let (mut xa, mut xb) = (x.clone(), x.clone());
+        let (mut qa, mut qb) = (vec![7u8; len], vec![7u8; len]);
+        let sa = v.softmax_quantize_u8(&mut xa, scale, &weight, &mut qa);
+        let sb = s.softmax_quantize_u8(&mut xb, scale, &weight, &mut qb);
+        // The scale holds 1 / Σ exp: summed in another order with another exp polynomial (rel. 1e-4).
+        if !((sa - sb).abs() <= 1e-4 * sb.abs()) {
+            return Err(format!("{name} softmax_quantize_u8 scale {sa} vs {sb}"));
+        }
+        if let Some(i) = (0..len).find(|&i| qa[i].abs_diff(qb[i]) > 1) {
+            return Err(format!("{name} softmax_quantize_u8 element {i}: {} vs {}", qa[i], qb[i]));
+        }
+        // Against the definition: softmax(x·scale)[i] · weight[i] ≈ scale · q[i] within half a step
+        // (plus the reference's own f32 rounding).
+        let mut p = x.clone();
+        s.softmax(&mut p, scale);
+        if let Some(i) = (0..len).find(|&i| (p[i] * weight[i] - sa * qa[i] as f32).abs() > 0.51 * sa + 1e-6 * p[i] * weight[i]) {
+            return Err(format!("{name} softmax_quantize_u8 element {i}: {} · {} vs {}", sa, qa[i], p[i] * weight[i]));
         }
         let (mut a, mut b) = (x.clone(), x.clone());
         v.gelu(&mut a);

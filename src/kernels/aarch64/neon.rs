@@ -80,7 +80,7 @@ pub(super) unsafe fn load_i32x16(p: *const i32, width: usize) -> I32x16 {
     unsafe { [vld1q_s32(src), vld1q_s32(src.add(4)), vld1q_s32(src.add(8)), vld1q_s32(src.add(12))] }
 }
 
-/// Vectorized `erf` (rational approximation on [-4, 4], as in XLA/Eigen; |error| < 2e-7), snapped
+/// Vectorized `erf` (rational approximation on [-4, 4], as in XLA/Eigen; |error| < 3e-7), snapped
 /// to ±1 beyond |x| = 3.9 (where erf is ±1 to within 4e-8) so GELU of very negative x is exactly 0.
 #[inline]
 #[target_feature(enable = "neon")]
@@ -96,7 +96,12 @@ pub(super) fn erf4(a: float32x4_t) -> float32x4_t {
     for c in [-2.133_740_5e-04f32, -1.682_827e-03, -7.373_329e-03, -1.426_474e-02] {
         q = vfmaq_f32(vdupq_n_f32(c), q, x2);
     }
-    let e = vdivq_f32(p, q);
+    // p / q without `fdiv` (a long-latency, poorly pipelined instruction on the A72 / A76): the
+    // reciprocal estimate refined by two Newton steps (`frecps`: 2 − q·r) is within 2 ulp of 1/q.
+    let r = vrecpeq_f32(q);
+    let r = vmulq_f32(r, vrecpsq_f32(q, r));
+    let r = vmulq_f32(r, vrecpsq_f32(q, r));
+    let e = vmulq_f32(p, r);
     let tail = vcageq_f32(a, vdupq_n_f32(3.9));
     let sign = vandq_u32(vreinterpretq_u32_f32(a), vdupq_n_u32(0x8000_0000));
     let one = vreinterpretq_f32_u32(vorrq_u32(vreinterpretq_u32_f32(vdupq_n_f32(1.0)), sign));
@@ -582,6 +587,90 @@ fn quantize_u8(x: &[f32], out: &mut [u8]) -> (f32, i32) {
     (scale, zero)
 }
 
+/// [`VectorOps::softmax_quantize_u8`] in three passes: max of `x·scale`; `e = exp(x·scale − max)`,
+/// its sum, `p = e·weight` (stored in `x`) and the max of `p`; `q = round(p · 255 / max p)`. The
+/// normalization by the sum goes into the returned scale instead of a pass over the row.
+#[target_feature(enable = "neon")]
+fn softmax_quantize_u8(x: &mut [f32], scale: f32, weight: &[f32], out: &mut [u8]) -> f32 {
+    let len = x.len();
+    assert!(weight.len() >= len && out.len() >= len, "softmax_quantize_u8 operands are too short");
+    let body = len / 4 * 4;
+    let mut max_v = vdupq_n_f32(f32::NEG_INFINITY);
+    for i in (0..body).step_by(4) {
+        // SAFETY: i + 4 ≤ body ≤ len.
+        max_v = vmaxq_f32(max_v, vmulq_n_f32(unsafe { vld1q_f32(x.as_ptr().add(i)) }, scale));
+    }
+    let max = x[body..].iter().fold(vmaxvq_f32(max_v), |m, &v| m.max(v * scale));
+    let neg_max = vdupq_n_f32(-max);
+    let (mut sum_v, mut pmax_v) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+    let mut i = 0;
+    while i < len {
+        let n = (len - i).min(4);
+        let (mut xt, mut wt) = ([0f32; 4], [0f32; 4]);
+        let (xp, wp) = if n == 4 {
+            // SAFETY: i + 4 ≤ len ≤ weight.len().
+            unsafe { (x.as_ptr().add(i), weight.as_ptr().add(i)) }
+        } else {
+            xt[..n].copy_from_slice(&x[i..]);
+            wt[..n].copy_from_slice(&weight[i..len]);
+            (xt.as_ptr(), wt.as_ptr())
+        };
+        // SAFETY: xp and wp point to 4 readable floats (the rows' or the zero-padded copies; a
+        // padded lane gets weight 0, so it adds exp(−max) to nothing but the discarded sum lane
+        // below and 0 to p).
+        let (e, p) = unsafe {
+            let e = exp4(vfmaq_n_f32(neg_max, vld1q_f32(xp), scale));
+            (e, vmulq_f32(e, vld1q_f32(wp)))
+        };
+        let e = if n == 4 {
+            e
+        } else {
+            // Padded lanes must not count towards the sum.
+            let mut et = [0f32; 4];
+            // SAFETY: et holds 4 floats.
+            unsafe { vst1q_f32(et.as_mut_ptr(), e) };
+            et[n..].fill(0.0);
+            // SAFETY: as above.
+            unsafe { vld1q_f32(et.as_ptr()) }
+        };
+        sum_v = vaddq_f32(sum_v, e);
+        pmax_v = vmaxq_f32(pmax_v, p);
+        if n == 4 {
+            // SAFETY: i + 4 ≤ len.
+            unsafe { vst1q_f32(x.as_mut_ptr().add(i), p) };
+        } else {
+            let mut pt = [0f32; 4];
+            // SAFETY: pt holds 4 floats.
+            unsafe { vst1q_f32(pt.as_mut_ptr(), p) };
+            x[i..].copy_from_slice(&pt[..n]);
+        }
+        i += n;
+    }
+    let (sum, pmax) = (vaddvq_f32(sum_v), vmaxvq_f32(pmax_v));
+    // As the default: a largest probability × weight below f32::MIN_POSITIVE counts as all zero.
+    if !(pmax / sum >= f32::MIN_POSITIVE) || !pmax.is_finite() {
+        out[..len].fill(0);
+        return 1.0;
+    }
+    let inv = 255.0 / pmax;
+    let max_q = vdupq_n_u32(255);
+    let mut i = 0;
+    while i + 16 <= len {
+        // SAFETY: i + 16 ≤ len ≤ out.len().
+        unsafe {
+            let q: [uint32x4_t; 4] = std::array::from_fn(|j| vminq_u32(vcvtaq_u32_f32(vmulq_n_f32(vld1q_f32(x.as_ptr().add(i + 4 * j)), inv)), max_q));
+            let h0 = vcombine_u16(vmovn_u32(q[0]), vmovn_u32(q[1]));
+            let h1 = vcombine_u16(vmovn_u32(q[2]), vmovn_u32(q[3]));
+            vst1q_u8(out.as_mut_ptr().add(i), vcombine_u8(vmovn_u16(h0), vmovn_u16(h1)));
+        }
+        i += 16;
+    }
+    for (o, &p) in out[i..len].iter_mut().zip(&x[i..]) {
+        *o = (p * inv).round().clamp(0.0, 255.0) as u8;
+    }
+    pmax / (255.0 * sum)
+}
+
 impl VectorOps for Neon {
     fn name(&self) -> &'static str {
         "neon"
@@ -601,5 +690,9 @@ impl VectorOps for Neon {
     fn quantize_u8(&self, x: &[f32], out: &mut [u8]) -> (f32, i32) {
         // SAFETY: as above.
         unsafe { quantize_u8(x, out) }
+    }
+    fn softmax_quantize_u8(&self, x: &mut [f32], scale: f32, weight: &[f32], out: &mut [u8]) -> f32 {
+        // SAFETY: as above.
+        unsafe { softmax_quantize_u8(x, scale, weight, out) }
     }
 }
