@@ -363,11 +363,17 @@ fn hostile_safetensors_headers_are_refused_by_name() {
     assert_eq!(c.state_dict.keys().collect::<Vec<_>>(), ["w"]);
 }
 
-#[test]
-fn os_system_outside_the_tensors_never_runs_and_is_named() {
+/// A temporary folder, a file in it that does not exist, and the shell command that would create it.
+fn marker_command() -> (tempfile::TempDir, std::path::PathBuf, String) {
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("pwned");
     let cmd = format!("touch {}", marker.display());
+    (dir, marker, cmd)
+}
+
+#[test]
+fn os_system_outside_the_tensors_never_runs_and_is_named() {
+    let (dir, marker, cmd) = marker_command();
     // hyper_parameters = {"cmd": os.system(cmd), "exec": builtins.exec(cmd), "popen": subprocess.Popen(cmd)}
     let bytes = lightning_ckpt(
         &tiny(),
@@ -390,9 +396,7 @@ fn os_system_outside_the_tensors_never_runs_and_is_named() {
 
 #[test]
 fn a_tensor_built_by_os_system_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let marker = dir.path().join("pwned");
-    let cmd = format!("touch {}", marker.display());
+    let (dir, marker, cmd) = marker_command();
     // state_dict["model.head.bias"] = os.system(cmd)
     let bytes = lightning_ckpt(
         &tiny(),

@@ -163,6 +163,11 @@ impl<R: Read + Seek> Archive<'_, R> {
         if declared > max {
             return Err(limit(format!("{what} ({name}) declares {declared} bytes, more than the {max}-byte limit")));
         }
+        if compressed > file_len {
+            return Err(fmt(format!(
+                "{what} ({name}) claims {compressed} compressed bytes, more than the whole file ({file_len} bytes): the zip directory is damaged"
+            )));
+        }
         if f.compression() == CompressionMethod::Stored {
             if declared > file_len {
                 return Err(fmt(format!(

@@ -14,39 +14,30 @@ pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
-/// A timm-named state dict for a small ViT (patch 16, 32×32 input) with constant-ish values.
+/// A timm-named state dict for a small ViT (patch 16, 32×32 input, MLP 4×) with constant-ish
+/// values, in checkpoint shapes (the patch embedding as a convolution).
 pub fn tiny_state(d: usize, depth: usize, classes: usize, prefix: &str) -> StateDict {
-    let mut sd = BTreeMap::new();
-    let mut put = |k: &str, shape: Vec<usize>| {
-        let n: usize = shape.iter().product();
-        sd.insert(format!("{prefix}{k}"), FloatTensor { data: (0..n).map(|i| (i % 7) as f32 * 0.01).collect(), shape });
+    let cfg = vitedge::model::VitConfig {
+        arch: "custom".into(),
+        image_size: 32,
+        patch_size: 16,
+        in_chans: 3,
+        embed_dim: d,
+        depth,
+        num_heads: 1,
+        mlp_hidden: 4 * d,
+        num_classes: classes,
+        distilled: false,
+        layer_norm_eps: 1e-6,
     };
-    put("patch_embed.proj.weight", vec![d, 3, 16, 16]);
-    put("patch_embed.proj.bias", vec![d]);
-    put("cls_token", vec![1, 1, d]);
-    put("pos_embed", vec![1, 5, d]);
-    for i in 0..depth {
-        for (n, s) in [
-            ("norm1.weight", vec![d]),
-            ("norm1.bias", vec![d]),
-            ("attn.qkv.weight", vec![3 * d, d]),
-            ("attn.qkv.bias", vec![3 * d]),
-            ("attn.proj.weight", vec![d, d]),
-            ("attn.proj.bias", vec![d]),
-            ("norm2.weight", vec![d]),
-            ("norm2.bias", vec![d]),
-            ("mlp.fc1.weight", vec![4 * d, d]),
-            ("mlp.fc1.bias", vec![4 * d]),
-            ("mlp.fc2.weight", vec![d, 4 * d]),
-            ("mlp.fc2.bias", vec![d]),
-        ] {
-            put(&format!("blocks.{i}.{n}"), s);
+    let mut sd = BTreeMap::new();
+    for (name, mut shape) in vitedge_quant::arch::blob_tensor_shapes(&cfg) {
+        if name == "patch_embed.proj.weight" {
+            shape = vec![d, 3, 16, 16];
         }
+        let n: usize = shape.iter().product();
+        sd.insert(format!("{prefix}{name}"), FloatTensor { data: (0..n).map(|i| (i % 7) as f32 * 0.01).collect(), shape });
     }
-    put("norm.weight", vec![d]);
-    put("norm.bias", vec![d]);
-    put("head.weight", vec![classes, d]);
-    put("head.bias", vec![classes]);
     sd
 }
 
