@@ -12,7 +12,7 @@ use vitedge::model::VitConfig;
 use vitedge::preprocess::PreprocessConfig;
 
 use crate::arch::{self, ArchError};
-use crate::checkpoint::{self, CheckpointError, FloatTensor, StateDict};
+use crate::checkpoint::{self, CheckpointError, FloatTensor, StateDict, WeightsChoice, WeightsSource};
 
 /// Precision of the weight matrices in the blob.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -47,6 +47,8 @@ pub struct ConvertOptions {
     pub preprocess: Option<PreprocessConfig>,
     /// Class labels and optional ids (`--labels FILE`).
     pub labels: Option<Labels>,
+    /// Which weights to take when the checkpoint holds several (`--weights`).
+    pub weights: WeightsChoice,
 }
 
 /// Class names and (optional) identifiers, parsed from a labels file.
@@ -114,6 +116,8 @@ pub struct Prepared {
     pub labels: Labels,
     /// Float tensors by blob name, in blob shapes (row-major).
     pub tensors: BTreeMap<String, FloatTensor>,
+    /// Which of the checkpoint's weights these are (recorded in the header's `source`).
+    pub weights: Option<WeightsSource>,
 }
 
 /// The part of a file name before the first `.`, if it is a known architecture name.
@@ -159,12 +163,12 @@ pub fn prepare(sd: StateDict, opts: &ConvertOptions) -> Result<Prepared, Convert
         )));
     }
     let tensors = arch::map_tensors(&sd, &config)?;
-    Ok(Prepared { config, preprocess, labels, tensors })
+    Ok(Prepared { config, preprocess, labels, tensors, weights: None })
 }
 
 /// Loads a checkpoint file and prepares it (the architecture name defaults to the file name's).
 pub fn prepare_file(path: &Path, opts: &ConvertOptions) -> Result<Prepared, ConvertError> {
-    let sd = checkpoint::load_state_dict(path)?;
+    let ckpt = checkpoint::load(path, &checkpoint::LoadOptions { weights: opts.weights, ..Default::default() })?;
     let mut opts = opts.clone();
     if opts.arch.is_none() {
         opts.arch = arch_from_file_name(path);
@@ -172,7 +176,9 @@ pub fn prepare_file(path: &Path, opts: &ConvertOptions) -> Result<Prepared, Conv
             log::info!("architecture {a} (from the file name)");
         }
     }
-    prepare(sd, &opts)
+    let mut prepared = prepare(ckpt.state_dict, &opts)?;
+    prepared.weights = Some(ckpt.weights);
+    Ok(prepared)
 }
 
 /// Header template for a prepared model.
@@ -180,6 +186,10 @@ pub fn header(p: &Prepared, precision: Precision) -> vitedge::blob::Header {
     let mut h = header_for(&p.config, p.preprocess.clone(), p.labels.names.clone(), precision.as_str());
     h.label_ids = p.labels.ids.clone();
     h.source.insert("producer".into(), format!("vitedge-quant {}", env!("CARGO_PKG_VERSION")).into());
+    if let Some(w) = &p.weights {
+        h.source.insert("weights".into(), w.kind.as_str().into());
+        h.source.insert("weights_from".into(), w.location.clone().into());
+    }
     h
 }
 

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use vitedge::preprocess::{Interpolation, PreprocessConfig};
+use vitedge_quant::checkpoint::WeightsChoice;
 use vitedge_quant::convert::{self, ConvertOptions, Labels, Precision};
 
 /// Convert float ViT checkpoints (timm / Hugging Face .safetensors, PyTorch .pth, Lightning .ckpt)
@@ -42,6 +43,11 @@ struct ConvertArgs {
     /// Attention heads of an unnamed architecture (default: embed_dim / 64, timm's convention).
     #[arg(long)]
     heads: Option<usize>,
+    /// Which weights to convert when the checkpoint holds several: `auto` takes the average
+    /// (Lightning's StochasticWeightAveraging state, else an EMA copy such as timm's `model_ema` or
+    /// `state_dict_ema`) when there is one, else the raw weights.
+    #[arg(long, value_enum, default_value = "auto")]
+    weights: WeightsChoice,
     /// Labels file, one class per line in logit order (`n01440764 tench` or just `tench`).
     #[arg(long)]
     labels: Option<PathBuf>,
@@ -82,7 +88,7 @@ fn parse_triple(s: &str) -> Result<[f32; 3], String> {
 
 fn run(args: ConvertArgs) -> Result<(), Box<dyn std::error::Error>> {
     let labels = args.labels.as_deref().map(Labels::read).transpose()?;
-    let mut opts = ConvertOptions { arch: args.arch.clone(), heads: args.heads, preprocess: None, labels };
+    let mut opts = ConvertOptions { arch: args.arch.clone(), heads: args.heads, preprocess: None, labels, weights: args.weights };
     let start = std::time::Instant::now();
     let mut prepared = convert::prepare_file(&args.checkpoint, &opts)?;
     if args.crop_pct.is_some() || args.mean.is_some() || args.std.is_some() || args.interpolation.is_some() {

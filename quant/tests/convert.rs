@@ -1,51 +1,14 @@
 //! Converter behaviour: architecture recognition, key checking, label files, Lightning checkpoints.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::Path;
+
+use common::{fixture, tensor_payloads, tiny_state};
 
 use vitedge_quant::arch::{infer_config, strip_prefix, ArchError};
-use vitedge_quant::checkpoint::{FloatTensor, StateDict};
+use vitedge_quant::checkpoint::FloatTensor;
 use vitedge_quant::convert::{float_blob, prepare, prepare_file, ConvertError, ConvertOptions, Labels, Precision};
-
-fn fixture(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
-
-/// A timm-named state dict for a small ViT with constant-ish values.
-fn tiny_state(d: usize, depth: usize, classes: usize, prefix: &str) -> StateDict {
-    let mut sd = BTreeMap::new();
-    let mut put = |k: &str, shape: Vec<usize>| {
-        let n: usize = shape.iter().product();
-        sd.insert(format!("{prefix}{k}"), FloatTensor { data: (0..n).map(|i| (i % 7) as f32 * 0.01).collect(), shape });
-    };
-    put("patch_embed.proj.weight", vec![d, 3, 16, 16]);
-    put("patch_embed.proj.bias", vec![d]);
-    put("cls_token", vec![1, 1, d]);
-    put("pos_embed", vec![1, 5, d]);
-    for i in 0..depth {
-        for (n, s) in [
-            ("norm1.weight", vec![d]),
-            ("norm1.bias", vec![d]),
-            ("attn.qkv.weight", vec![3 * d, d]),
-            ("attn.qkv.bias", vec![3 * d]),
-            ("attn.proj.weight", vec![d, d]),
-            ("attn.proj.bias", vec![d]),
-            ("norm2.weight", vec![d]),
-            ("norm2.bias", vec![d]),
-            ("mlp.fc1.weight", vec![4 * d, d]),
-            ("mlp.fc1.bias", vec![4 * d]),
-            ("mlp.fc2.weight", vec![d, 4 * d]),
-            ("mlp.fc2.bias", vec![d]),
-        ] {
-            put(&format!("blocks.{i}.{n}"), s);
-        }
-    }
-    put("norm.weight", vec![d]);
-    put("norm.bias", vec![d]);
-    put("head.weight", vec![classes, d]);
-    put("head.bias", vec![classes]);
-    sd
-}
 
 #[test]
 fn infers_architecture_from_shapes() {
@@ -108,8 +71,8 @@ fn lightning_ckpt_converts_to_the_same_blob_as_safetensors() {
     assert_eq!(from_ckpt.config.num_classes, 10);
     assert_eq!(from_ckpt.config.num_heads, 2);
     for p in [Precision::F32, Precision::F16] {
-        let a = float_blob(&from_ckpt, p).to_bytes();
-        let b = float_blob(&from_st, p).to_bytes();
-        assert!(a == b, "{p:?} blobs differ");
+        let a = tensor_payloads(&float_blob(&from_ckpt, p));
+        let b = tensor_payloads(&float_blob(&from_st, p));
+        assert!(a == b, "{p:?} blob tensors differ");
     }
 }
