@@ -162,18 +162,20 @@ extern "C" fn on_sigbus(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mu
             }
         }
     }
-    // Not ours: put the previous action back. A fault runs the faulting access again, which raises
-    // SIGBUS under it; a SIGBUS sent with kill is raised again (it stays pending until we return).
-    // SAFETY: sigaction(2) and raise(3) are async-signal-safe; `previous` points to a valid
-    // sigaction saved by `install_truncation_guard` before this handler was installed.
+    // Not ours. A fault: put the previous action back (Rust's own handler, which reports stack
+    // overflows, or the default); the faulting access runs again and raises SIGBUS under it. A
+    // SIGBUS sent with kill: the default action, raised again (pending until we return).
+    // SAFETY: sigaction(2), signal(2) and raise(3) are async-signal-safe; `previous` points to a
+    // valid sigaction saved by `install_truncation_guard` before this handler was installed.
     unsafe {
         match PREVIOUS.get() {
-            Some(previous) => libc::sigaction(libc::SIGBUS, previous, std::ptr::null_mut()),
-            None => {
-                libc::signal(libc::SIGBUS, libc::SIG_DFL);
-                0
+            Some(previous) if code > 0 => {
+                libc::sigaction(libc::SIGBUS, previous, std::ptr::null_mut());
             }
-        };
+            _ => {
+                libc::signal(libc::SIGBUS, libc::SIG_DFL);
+            }
+        }
         if code <= 0 {
             libc::raise(libc::SIGBUS);
         }
