@@ -212,7 +212,7 @@ impl Blob {
         if header_len == 0 || header_len > MAX_HEADER_LEN {
             return Err(BlobError::BadHeader(format!("the prelude's header length {header_len} is out of range (1..={MAX_HEADER_LEN})")));
         }
-        if payload_offset % ALIGN as u64 != 0 || payload_offset < PRELUDE_LEN as u64 + header_len {
+        if !payload_offset.is_multiple_of(ALIGN as u64) || payload_offset < PRELUDE_LEN as u64 + header_len {
             return Err(BlobError::BadHeader(format!(
                 "the prelude's payload offset {payload_offset} must be a multiple of {ALIGN} past the {header_len}-byte header"
             )));

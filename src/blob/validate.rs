@@ -85,7 +85,7 @@ fn entry(t: &TensorInfo, payload_len: u64) -> Result<(), BlobError> {
             t.length, t.dtype, t.shape, t.layout
         )));
     }
-    if t.offset % ALIGN as u64 != 0 {
+    if !t.offset.is_multiple_of(ALIGN as u64) {
         return Err(bad(format!("offset {} is not {ALIGN}-byte aligned", t.offset)));
     }
     match t.offset.checked_add(t.length) {
@@ -164,11 +164,13 @@ fn architecture(h: &Header, by_name: &HashMap<String, usize>) -> Result<(), Blob
             }
             continue;
         }
-        let allowed = match (h.precision.as_str(), t.dtype, t.layout) {
-            ("f32", DType::F32, Layout::Panel16) | ("f16", DType::F16, Layout::Panel16) => true,
-            ("int8", DType::I8, Layout::Panel16x4) | ("int8", DType::F16 | DType::F32, Layout::Panel16) => true,
-            _ => false,
-        };
+        let allowed = matches!(
+            (h.precision.as_str(), t.dtype, t.layout),
+            ("f32", DType::F32, Layout::Panel16)
+                | ("f16", DType::F16, Layout::Panel16)
+                | ("int8", DType::I8, Layout::Panel16x4)
+                | ("int8", DType::F16 | DType::F32, Layout::Panel16)
+        );
         if !allowed {
             return Err(field(
                 "precision",
