@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use vitedge::model::synthetic::tiny_config;
+use vitedge::model::VitConfig;
 use vitedge_quant::arch::{infer_config, strip_prefix, ArchError};
 use vitedge_quant::checkpoint::{FloatTensor, StateDict};
 use vitedge_quant::convert::{float_blob, prepare, prepare_file, ConvertError, ConvertOptions, Labels, Precision};
@@ -18,32 +20,12 @@ fn tiny_state(d: usize, depth: usize, classes: usize, prefix: &str) -> StateDict
         let n: usize = shape.iter().product();
         sd.insert(format!("{prefix}{k}"), FloatTensor { data: (0..n).map(|i| (i % 7) as f32 * 0.01).collect(), shape });
     };
-    put("patch_embed.proj.weight", vec![d, 3, 16, 16]);
-    put("patch_embed.proj.bias", vec![d]);
-    put("cls_token", vec![1, 1, d]);
-    put("pos_embed", vec![1, 5, d]);
-    for i in 0..depth {
-        for (n, s) in [
-            ("norm1.weight", vec![d]),
-            ("norm1.bias", vec![d]),
-            ("attn.qkv.weight", vec![3 * d, d]),
-            ("attn.qkv.bias", vec![3 * d]),
-            ("attn.proj.weight", vec![d, d]),
-            ("attn.proj.bias", vec![d]),
-            ("norm2.weight", vec![d]),
-            ("norm2.bias", vec![d]),
-            ("mlp.fc1.weight", vec![4 * d, d]),
-            ("mlp.fc1.bias", vec![4 * d]),
-            ("mlp.fc2.weight", vec![d, 4 * d]),
-            ("mlp.fc2.bias", vec![d]),
-        ] {
-            put(&format!("blocks.{i}.{n}"), s);
-        }
+    // The blob's tensor list of a 32×32-input network (4 patches + class token), with the patch
+    // embedding as timm's [D, 3, 16, 16] convolution.
+    let cfg = VitConfig { embed_dim: d, depth, num_heads: 1, mlp_hidden: 4 * d, num_classes: classes, image_size: 32, patch_size: 16, ..tiny_config(classes) };
+    for (name, shape) in cfg.blob_tensor_shapes() {
+        put(&name, if name == "patch_embed.proj.weight" { vec![d, 3, 16, 16] } else { shape });
     }
-    put("norm.weight", vec![d]);
-    put("norm.bias", vec![d]);
-    put("head.weight", vec![classes, d]);
-    put("head.bias", vec![classes]);
     sd
 }
 
