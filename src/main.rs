@@ -10,6 +10,7 @@ use serde_json::json;
 use vitedge::classify::predictions;
 use vitedge::engine::{self, AttentionPrecision, Backend, EngineOptions};
 use vitedge::kernels::Kernels;
+use vitedge::blob::Verify;
 use vitedge::model::Model;
 
 /// Classify images and camera frames with a (quantized) Vision Transformer.
@@ -38,11 +39,23 @@ struct EngineArgs {
     /// blobs bf16 where the CPU has bf16 dot products, else what the kernel set prefers (`vitedge info`).
     #[arg(long, value_enum, default_value = "auto")]
     attention: AttentionPrecision,
+    /// Do not check the weights' CRC-32 checksums when opening the model (by default every byte of
+    /// the blob is checked before the first result). Unsafe on SD cards and other storage that can
+    /// rot: damaged weights would be used without a word. Only for files verified by other means.
+    #[arg(long)]
+    no_verify: bool,
 }
 
 impl EngineArgs {
     fn options(&self) -> EngineOptions {
         EngineOptions { kernels: self.kernels.clone(), threads: self.threads, attention: self.attention }
+    }
+    fn verify(&self) -> Verify {
+        if self.no_verify {
+            Verify::SkipChecksums
+        } else {
+            Verify::Checksums
+        }
     }
     fn threads(&self) -> usize {
         if self.threads == 0 {
@@ -72,7 +85,8 @@ enum Command {
         #[command(flatten)]
         engine: EngineArgs,
     },
-    /// Show a blob's header and tensor table; --verify checks every checksum.
+    /// Show a blob's header and tensor table (also of a blob with damaged weights); --verify checks
+    /// every checksum.
     Inspect {
         /// Model blob (.vitb).
         model: PathBuf,
@@ -141,7 +155,7 @@ enum Command {
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 fn classify(model: PathBuf, images: Vec<PathBuf>, top: usize, as_json: bool, ea: EngineArgs) -> Result<()> {
-    let model = Model::open(&model)?;
+    let model = Model::open_with(&model, ea.verify())?;
     let mut engine = engine::create(&model, ea.backend, &ea.options())?;
     let mut input = vec![0f32; model.config().input_len()];
     let mut logits = vec![0f32; model.config().num_classes];
@@ -181,7 +195,8 @@ fn classify(model: PathBuf, images: Vec<PathBuf>, top: usize, as_json: bool, ea:
 }
 
 fn inspect(path: PathBuf, verify: bool, as_json: bool) -> Result<()> {
-    let model = Model::open(&path)?;
+    // The header of a blob with damaged weights is still worth showing: checksums come last.
+    let model = Model::open_with(&path, Verify::SkipChecksums)?;
     let h = model.header();
     if as_json {
         println!("{}", serde_json::to_string_pretty(h)?);
@@ -235,7 +250,7 @@ fn proc_status_kib<const N: usize>(keys: [&str; N]) -> [Option<u64>; N] {
 
 fn bench(path: PathBuf, iters: usize, image: Option<PathBuf>, as_json: bool, ea: EngineArgs) -> Result<()> {
     let t0 = Instant::now();
-    let model = Model::open(&path)?;
+    let model = Model::open_with(&path, ea.verify())?;
     let mut engine = engine::create(&model, ea.backend, &ea.options())?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let c = model.config().clone();
@@ -289,8 +304,8 @@ fn bench(path: PathBuf, iters: usize, image: Option<PathBuf>, as_json: bool, ea:
 
 #[allow(clippy::too_many_arguments)]
 fn eval(model: PathBuf, images: PathBuf, reference: Option<PathBuf>, exclude_calibration: bool, limit: Option<usize>, as_json: bool, ea: EngineArgs) -> Result<()> {
-    let m = Model::open(&model)?;
-    let r = reference.as_ref().map(Model::open).transpose()?;
+    let m = Model::open_with(&model, ea.verify())?;
+    let r = reference.as_ref().map(|p| Model::open_with(p, ea.verify())).transpose()?;
     let mut files = vitedge::eval::list_images(&images)?;
     if exclude_calibration {
         let calib: Vec<String> = m.header().quantization.as_ref().map(|q| q.calibration_images.clone()).unwrap_or_default();
@@ -331,6 +346,9 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    if let Err(e) = vitedge::blob::install_truncation_guard() {
+        log::warn!("cannot install the SIGBUS handler for truncated blobs: {e}");
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Classify { model, images, top, json, engine } => classify(model, images, top, json, engine),
@@ -339,7 +357,7 @@ fn main() -> ExitCode {
         Command::Eval { model, images, reference, exclude_calibration, limit, json, engine } => {
             eval(model, images, reference, exclude_calibration, limit, json, engine)
         }
-        Command::Stream { args, engine } => vitedge::stream::run_command(&args, engine.backend, &engine.options()).map_err(Into::into),
+        Command::Stream { args, engine } => vitedge::stream::run_command(&args, engine.backend, &engine.options(), engine.verify()).map_err(Into::into),
         Command::Info => info(),
     };
     match result {

@@ -381,3 +381,175 @@ fn bad_input_gives_clear_errors_or_counted_skips() {
     assert_eq!(code, 1);
     assert!(err.contains("opening /nonexistent/frames.raw"), "{err}");
 }
+
+/// A tiny model whose labels start with `prefix`, written atomically to `path`.
+fn labelled_model(path: &Path, seed: u64, prefix: &str) -> Vec<u8> {
+    let mut w = random_blob(&tiny_config(10), seed);
+    w.header_mut().labels = (0..10).map(|i| format!("{prefix}{i}")).collect();
+    w.write(path).unwrap();
+    w.to_bytes()
+}
+
+/// Collects the child's stderr lines on a thread.
+fn collect_stderr(child: &mut Child) -> (Arc<std::sync::Mutex<Vec<String>>>, std::thread::JoinHandle<()>) {
+    let stderr = child.stderr.take().unwrap();
+    let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let l = lines.clone();
+    let handle = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            l.lock().unwrap().push(line.unwrap());
+        }
+    });
+    (lines, handle)
+}
+
+fn events(stderr: &std::sync::Mutex<Vec<String>>, kind: &str) -> Vec<Value> {
+    let lines = stderr.lock().unwrap();
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix(vitedge::stream::EVENT_PREFIX))
+        .map(|j| serde_json::from_str::<Value>(j).unwrap())
+        .filter(|v| v["event"] == kind)
+        .collect()
+}
+
+/// Feeds frames until `stop` is set, then closes stdin; returns frames written.
+fn feed_until(mut stdin: std::process::ChildStdin, len: usize, stop: Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let mut n = 0;
+        while !stop.load(Ordering::SeqCst) {
+            let frame = vec![(n * 37 % 251) as u8; len];
+            if stdin.write_all(&frame).is_err() {
+                break;
+            }
+            n += 1;
+        }
+        n
+    })
+}
+
+fn sighup(child: &Child) {
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped yet.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGHUP) }, 0);
+}
+
+#[test]
+fn sighup_swaps_models_between_two_frames_and_a_bad_blob_leaves_the_old_one_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.vitb");
+    labelled_model(&model, 1, "a");
+    let mut child = spawn_stream(&model, &["--drop", "never"]);
+    let (lines, reader) = collect_lines(&mut child);
+    let (stderr, err_reader) = collect_stderr(&mut child);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let feeder = feed_until(child.stdin.take().unwrap(), frame_size(PixelFormat::Nv12, 64, 48), stop.clone());
+    wait_for("30 results from model A", || lines.load(Ordering::SeqCst) >= 30);
+
+    // A valid new model, renamed over the path (BlobWriter::write is atomic), then SIGHUP while
+    // frames keep coming.
+    labelled_model(&model, 2, "b");
+    sighup(&child);
+    wait_for("the reload event", || !events(&stderr, "model_reloaded").is_empty());
+    let n = lines.load(Ordering::SeqCst);
+    wait_for("30 results from model B", || lines.load(Ordering::SeqCst) >= n + 30);
+
+    // A damaged blob (one flipped bit in the last tensor), renamed over the path: refused, model B
+    // keeps running.
+    let mut bytes = random_blob(&tiny_config(10), 3).to_bytes();
+    let len = bytes.len();
+    bytes[len - 2] ^= 0x08;
+    let tmp = dir.path().join("incoming.tmp");
+    std::fs::write(&tmp, &bytes).unwrap();
+    std::fs::rename(&tmp, &model).unwrap();
+    sighup(&child);
+    wait_for("the failed-reload event", || !events(&stderr, "model_reload_failed").is_empty());
+    // And a path that holds no blob at all for a moment.
+    std::fs::remove_file(&model).unwrap();
+    sighup(&child);
+    wait_for("the second failed-reload event", || events(&stderr, "model_reload_failed").len() >= 2);
+    let n = lines.load(Ordering::SeqCst);
+    wait_for("30 more results", || lines.load(Ordering::SeqCst) >= n + 30);
+
+    stop.store(true, Ordering::SeqCst);
+    let written = feeder.join().unwrap();
+    let status = child.wait().unwrap();
+    let values = reader.join().unwrap();
+    err_reader.join().unwrap();
+    let stderr_text = stderr.lock().unwrap().join("\n");
+    assert!(status.success(), "{stderr_text}");
+
+    // Every frame exactly once, in order (--drop never): nothing lost or doubled across the swaps.
+    let frames: Vec<u64> = values.iter().map(|v| v["frame"].as_u64().unwrap()).collect();
+    assert_eq!(frames, (0..written as u64).collect::<Vec<_>>(), "{stderr_text}");
+    // Model A's labels up to one frame boundary, model B's after it; nothing else.
+    let models: Vec<char> = values.iter().map(|v| v["top"][0]["label"].as_str().unwrap().chars().next().unwrap()).collect();
+    let switch = models.iter().position(|&m| m == 'b').expect("model B was used");
+    assert!(switch > 0 && models[..switch].iter().all(|&m| m == 'a') && models[switch..].iter().all(|&m| m == 'b'), "{models:?}");
+    let reloaded = &events(&stderr, "model_reloaded")[0];
+    assert_eq!(reloaded["after_frame"].as_u64(), Some(switch as u64 - 1), "{reloaded}");
+    assert_eq!(reloaded["model"].as_str(), model.to_str());
+    let failed = events(&stderr, "model_reload_failed");
+    assert_eq!(failed.len(), 2);
+    let e0 = failed[0]["error"].as_str().unwrap();
+    assert!(e0.contains("tensor `head.bias`") && e0.contains("re-copy"), "{e0}");
+    assert!(failed[1]["error"].as_str().unwrap().contains("cannot read blob"), "{}", failed[1]);
+    let s = summary(&stderr_text);
+    assert_eq!((s["reloads"].as_u64(), s["reload_failures"].as_u64()), (Some(1), Some(2)), "{s}");
+    assert_eq!(s["classified"].as_u64(), Some(written as u64));
+}
+
+#[test]
+fn a_blob_truncated_under_a_running_stream_ends_it_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.vitb");
+    random_blob(&tiny_config(10), 5).write(&model).unwrap();
+    let mut child = spawn_stream(&model, &[]);
+    let (lines, reader) = collect_lines(&mut child);
+    let feeder = feed_forever(child.stdin.take().unwrap(), frame_size(PixelFormat::Nv12, 64, 48));
+    wait_for("10 results", || lines.load(Ordering::SeqCst) >= 10);
+    // Truncation drops the file's pages from every mapping: the next read of a weight faults.
+    std::fs::OpenOptions::new().write(true).open(&model).unwrap().set_len(0).unwrap();
+    let out = child.wait_with_output().unwrap();
+    reader.join().unwrap(); // every line printed before the fault is complete
+    feeder.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(vitedge::blob::TRUNCATED_EXIT_CODE), "{:?}\n{stderr}", out.status);
+    assert!(stderr.contains(&format!("the model blob {} was truncated or rewritten in place while in use", model.display())), "{stderr}");
+    assert!(stderr.contains("renaming it over") && stderr.contains("SIGHUP"), "{stderr}");
+}
+
+#[test]
+fn a_damaged_blob_is_refused_before_the_first_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = random_blob(&tiny_config(10), 5).to_bytes();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0x01;
+    let bad = dir.path().join("damaged.vitb");
+    std::fs::write(&bad, &bytes).unwrap();
+    let frames = vec![0u8; 3 * frame_size(PixelFormat::Nv12, 64, 48)];
+    let args = ["--input", "-", "--pixel-format", "nv12", "--size", "64x48"];
+    let (code, out, err) = run_stream(&bad, &args, &frames);
+    assert_eq!(code, 1, "{err}");
+    assert!(out.is_empty(), "nothing classified: {out}");
+    assert!(err.contains("checksum mismatch in tensor `") && err.contains("re-copy"), "{err}");
+    // --no-verify is the explicit opt-out.
+    let (code, out, err) = run_stream(&bad, &[&args[..], &["--no-verify", "--drop", "never"]].concat(), &frames);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 3);
+}
+
+#[test]
+fn a_sigbus_that_is_not_about_a_blob_keeps_its_default_action() {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = spawn_stream(&tiny_model(), &[]);
+    let (lines, reader) = collect_lines(&mut child);
+    let feeder = feed_forever(child.stdin.take().unwrap(), frame_size(PixelFormat::Nv12, 64, 48));
+    wait_for("5 results", || lines.load(Ordering::SeqCst) >= 5);
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped yet.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGBUS) }, 0);
+    let out = child.wait_with_output().unwrap();
+    reader.join().unwrap();
+    feeder.join().unwrap();
+    assert_eq!(out.status.signal(), Some(libc::SIGBUS), "{:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("truncated"));
+}

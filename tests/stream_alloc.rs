@@ -53,7 +53,7 @@ fn allocations_do_not_grow_with_the_number_of_frames() {
             let mut sink = std::io::sink();
             let before = ALLOCS.load(Ordering::SeqCst);
             let source = Box::new(RawReader::new(std::io::Cursor::new(data), "memory"));
-            let outcome = run(&model, engine.as_mut(), source, format, w, h, &settings, &mut sink, &stop);
+            let outcome = run(&model, engine.as_mut(), None, source, format, w, h, &settings, &mut sink, &stop);
             let n = ALLOCS.load(Ordering::SeqCst) - before;
             assert!(outcome.error.is_none());
             assert_eq!(outcome.summary.classified as usize, frames);

@@ -160,7 +160,7 @@ pub fn infer_config(sd: &StateDict, name: Option<&str>) -> Result<VitConfig, Arc
         distilled,
         layer_norm_eps: 1e-6,
     };
-    cfg.validate().map_err(ArchError::Arch)?;
+    cfg.validate().map_err(|(field, reason)| ArchError::Arch(format!("{field}: {reason}")))?;
     Ok(cfg)
 }
 
@@ -173,55 +173,13 @@ pub fn default_preprocess(cfg: &VitConfig) -> PreprocessConfig {
     }
 }
 
-/// The blob tensors of a ViT in canonical order: `(name, shape)`; matrices have 2-D shapes.
-pub fn blob_tensor_shapes(cfg: &VitConfig) -> Vec<(String, Vec<usize>)> {
-    let d = cfg.embed_dim;
-    let mut v: Vec<(String, Vec<usize>)> = vec![
-        ("patch_embed.proj.weight".into(), vec![d, cfg.patch_len()]),
-        ("patch_embed.proj.bias".into(), vec![d]),
-        ("cls_token".into(), vec![1, 1, d]),
-    ];
-    if cfg.distilled {
-        v.push(("dist_token".into(), vec![1, 1, d]));
-    }
-    v.push(("pos_embed".into(), vec![1, cfg.num_tokens(), d]));
-    for i in 0..cfg.depth {
-        let b = format!("blocks.{i}");
-        for (n, s) in [
-            ("norm1.weight", vec![d]),
-            ("norm1.bias", vec![d]),
-            ("attn.qkv.weight", vec![3 * d, d]),
-            ("attn.qkv.bias", vec![3 * d]),
-            ("attn.proj.weight", vec![d, d]),
-            ("attn.proj.bias", vec![d]),
-            ("norm2.weight", vec![d]),
-            ("norm2.bias", vec![d]),
-            ("mlp.fc1.weight", vec![cfg.mlp_hidden, d]),
-            ("mlp.fc1.bias", vec![cfg.mlp_hidden]),
-            ("mlp.fc2.weight", vec![d, cfg.mlp_hidden]),
-            ("mlp.fc2.bias", vec![d]),
-        ] {
-            v.push((format!("{b}.{n}"), s));
-        }
-    }
-    v.push(("norm.weight".into(), vec![d]));
-    v.push(("norm.bias".into(), vec![d]));
-    v.push(("head.weight".into(), vec![cfg.num_classes, d]));
-    v.push(("head.bias".into(), vec![cfg.num_classes]));
-    if cfg.distilled {
-        v.push(("head_dist.weight".into(), vec![cfg.num_classes, d]));
-        v.push(("head_dist.bias".into(), vec![cfg.num_classes]));
-    }
-    v
-}
-
 /// Checks every key against the architecture and returns the tensors by blob name, flattened to the
 /// blob shapes (the patch convolution becomes a `[embed_dim, c·p·p]` matrix). Missing, mis-shaped
 /// and unexpected keys are errors naming the key.
 pub fn map_tensors(sd: &StateDict, cfg: &VitConfig) -> Result<BTreeMap<String, FloatTensor>, ArchError> {
     let mut out = BTreeMap::new();
     let mut used = std::collections::BTreeSet::new();
-    for (name, shape) in blob_tensor_shapes(cfg) {
+    for (name, shape) in cfg.blob_tensor_shapes() {
         let src_shape: Vec<usize> = if name == "patch_embed.proj.weight" {
             vec![cfg.embed_dim, cfg.in_chans, cfg.patch_size, cfg.patch_size]
         } else {

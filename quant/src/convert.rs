@@ -7,7 +7,8 @@ use std::path::Path;
 use half::f16;
 use vitedge::blob::{round_up, BlobWriter, Layout};
 use vitedge::kernels::pack;
-use vitedge::model::synthetic::{header_for, is_matrix};
+use vitedge::model::is_matrix;
+use vitedge::model::synthetic::header_for;
 use vitedge::model::VitConfig;
 use vitedge::preprocess::PreprocessConfig;
 
@@ -135,7 +136,7 @@ pub fn prepare(sd: StateDict, opts: &ConvertOptions) -> Result<Prepared, Convert
             return Err(ConvertError::Input(format!("--heads {h} contradicts {} ({} heads)", config.arch, config.num_heads)));
         }
         config.num_heads = h;
-        config.validate().map_err(ConvertError::Input)?;
+        config.validate().map_err(|(field, reason)| ConvertError::Input(format!("{field}: {reason}")))?;
     }
     if config.arch == "custom" {
         log::warn!(
@@ -212,7 +213,7 @@ pub fn pack_f16(data: &[f32], n: usize, k: usize) -> Vec<f16> {
 pub fn float_blob(p: &Prepared, precision: Precision) -> BlobWriter {
     assert!(precision != Precision::Int8, "int8 blobs are built by the calibrating quantizer");
     let mut w = BlobWriter::new(header(p, precision));
-    for (name, shape) in arch::blob_tensor_shapes(&p.config) {
+    for (name, shape) in p.config.blob_tensor_shapes() {
         let t = &p.tensors[&name];
         if is_matrix(&name, &shape) {
             let (n, k) = (shape[0], shape[1]);

@@ -26,7 +26,6 @@ use vitedge::kernels::{pack, Epilogue, GemmArgs, GemmU8I8Args, Kernels};
 use vitedge::model::Model;
 use vitedge::quant::{LayerQuant, QuantInfo};
 
-use crate::arch;
 use crate::convert::{float_blob, header, pack_f16, pack_f32, ConvertError, Prepared, Precision};
 use crate::checkpoint::FloatTensor;
 
@@ -381,7 +380,7 @@ pub fn quantize(p: &Prepared, dir: &Path, count: usize) -> Result<Quantized, Con
     h.version = FORMAT_VERSION;
     h.quantization = Some(QuantInfo { layers: layers.clone(), calibration_images: names.clone() });
     let mut w = BlobWriter::new(h);
-    for (tname, shape) in arch::blob_tensor_shapes(&p.config) {
+    for (tname, shape) in p.config.blob_tensor_shapes() {
         let t = &tensors[&tname];
         let layer = tname.strip_suffix(".weight").and_then(|l| layers.iter().find(|q| q.name == l));
         match layer {

@@ -1,12 +1,17 @@
 //! The `.vitb` weight blob: one versioned, checksummed, 64-byte-aligned file that the runtime maps
-//! with memmap2 and reads zero-copy. The byte layout is specified in `FORMAT.md` at the repository root.
+//! with memmap2 and reads zero-copy, after checking every byte of it (see [`Verify`]). The byte
+//! layout is specified in `FORMAT.md` at the repository root.
 
+mod guard;
 mod header;
 mod reader;
+mod validate;
 mod writer;
 
+pub use guard::{install_truncation_guard, TRUNCATED_EXIT_CODE};
 pub use header::{DType, Header, Layout, TensorInfo, FORMAT_NAME};
-pub use reader::{Blob, BlobError, TensorView};
+pub use reader::{Blob, BlobError, TensorView, Verify};
+pub use validate::{CROP_PCT_MIN, MEAN_RANGE, STD_RANGE};
 pub use writer::BlobWriter;
 
 /// The eight bytes every blob starts with.

@@ -1,5 +1,5 @@
 //! Writing a blob: tensors are appended to an in-memory payload, then prelude, header and payload are
-//! written to a new file in one go.
+//! written to a new file in one go and renamed into place (atomic replacement).
 
 use std::io::Write;
 use std::path::Path;
@@ -81,18 +81,51 @@ impl BlobWriter {
         out
     }
 
-    /// Writes the blob to `path`, creating its folder if needed (through a temporary file renamed
-    /// into place, so a crash never leaves a half-written blob under the final name).
+    /// Writes the blob to `path` atomically: the bytes go to a new temporary file in the same
+    /// folder (created if needed), which is flushed to disk (fsync), renamed over `path`, and the
+    /// folder is flushed too. Readers see the old file or the new one, never a partial one; on any
+    /// error the temporary file is removed and `path` is untouched. The header is validated first
+    /// (as a reader would), so a converter bug cannot write a blob that readers refuse.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
+        let payload_len = self.payload.len() as u64;
+        super::validate::header(&self.header, payload_len)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("refusing to write an invalid blob: {e}")))?;
+        let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(d) => {
+                std::fs::create_dir_all(d)?;
+                d
+            }
+            None => Path::new("."),
+        };
+        let name = path.file_name().ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{} is not a file path", path.display())))?;
+        let (tmp, mut file) = create_temporary(dir, name)?;
+        let written = file
+            .write_all(&self.to_bytes())
+            .and_then(|()| file.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, path));
+        drop(file);
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
-        let tmp = path.with_extension("vitb.partial");
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&self.to_bytes())?;
-            f.sync_all()?;
+        // The rename is durable once the folder's entry is on disk.
+        std::fs::File::open(dir)?.sync_all()
+    }
+}
+
+/// Creates a new, uniquely named hidden file `.NAME.PID.N.partial` in `dir`.
+fn create_temporary(dir: &Path, name: &std::ffi::OsStr) -> std::io::Result<(std::path::PathBuf, std::fs::File)> {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    loop {
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".{}.{n}.partial", std::process::id()));
+        let tmp = dir.join(tmp_name);
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp) {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
         }
-        std::fs::rename(&tmp, path)
     }
 }

@@ -60,8 +60,9 @@ impl VitConfig {
         self.in_chans * self.image_size * self.image_size
     }
 
-    /// Checks that the numbers describe a network this runtime can run; the error says which.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks that the numbers describe a network this runtime can run; the error names the field
+    /// (`num_heads`, …) and says what is wrong with it.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
         let positive = [
             ("image_size", self.image_size),
             ("patch_size", self.patch_size),
@@ -74,25 +75,69 @@ impl VitConfig {
         ];
         for (name, v) in positive {
             if v == 0 || v > 1 << 20 {
-                return Err(format!("{name} = {v} is out of range"));
+                return Err((name, format!("{v} is out of range (1..={})", 1 << 20)));
             }
         }
         if self.in_chans != 3 {
-            return Err(format!("in_chans = {} (only RGB input is supported)", self.in_chans));
+            return Err(("in_chans", format!("{} (only RGB input is supported)", self.in_chans)));
         }
         if self.image_size % self.patch_size != 0 {
-            return Err(format!("image_size {} is not a multiple of patch_size {}", self.image_size, self.patch_size));
+            return Err(("patch_size", format!("image_size {} is not a multiple of patch_size {}", self.image_size, self.patch_size)));
         }
         if self.embed_dim % self.num_heads != 0 {
-            return Err(format!("embed_dim {} is not divisible by num_heads {}", self.embed_dim, self.num_heads));
+            return Err(("num_heads", format!("embed_dim {} is not divisible by num_heads {}", self.embed_dim, self.num_heads)));
         }
         if self.num_tokens() > 4096 || self.image_size > 4096 {
-            return Err(format!("{} tokens is more than this runtime supports", self.num_tokens()));
+            return Err(("image_size", format!("{} tokens is more than this runtime supports", self.num_tokens())));
         }
         if !(self.layer_norm_eps > 0.0 && self.layer_norm_eps < 1.0) {
-            return Err(format!("layer_norm_eps {} is out of range", self.layer_norm_eps));
+            return Err(("layer_norm_eps", format!("{} is out of range (0, 1)", self.layer_norm_eps)));
         }
         Ok(())
+    }
+
+    /// Name and shape of every tensor a blob of this network stores, in file order (FORMAT.md §3),
+    /// without the `<matrix>.weight_scale` tensors of int8 matrices. Weight matrices (see
+    /// [`is_matrix`]) have their logical `[n, k]` shape.
+    pub fn blob_tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let d = self.embed_dim;
+        let mut v: Vec<(String, Vec<usize>)> = vec![
+            ("patch_embed.proj.weight".into(), vec![d, self.patch_len()]),
+            ("patch_embed.proj.bias".into(), vec![d]),
+            ("cls_token".into(), vec![1, 1, d]),
+        ];
+        if self.distilled {
+            v.push(("dist_token".into(), vec![1, 1, d]));
+        }
+        v.push(("pos_embed".into(), vec![1, self.num_tokens(), d]));
+        for i in 0..self.depth {
+            let b = format!("blocks.{i}");
+            for (n, s) in [
+                ("norm1.weight", vec![d]),
+                ("norm1.bias", vec![d]),
+                ("attn.qkv.weight", vec![3 * d, d]),
+                ("attn.qkv.bias", vec![3 * d]),
+                ("attn.proj.weight", vec![d, d]),
+                ("attn.proj.bias", vec![d]),
+                ("norm2.weight", vec![d]),
+                ("norm2.bias", vec![d]),
+                ("mlp.fc1.weight", vec![self.mlp_hidden, d]),
+                ("mlp.fc1.bias", vec![self.mlp_hidden]),
+                ("mlp.fc2.weight", vec![d, self.mlp_hidden]),
+                ("mlp.fc2.bias", vec![d]),
+            ] {
+                v.push((format!("{b}.{n}"), s));
+            }
+        }
+        v.push(("norm.weight".into(), vec![d]));
+        v.push(("norm.bias".into(), vec![d]));
+        v.push(("head.weight".into(), vec![self.num_classes, d]));
+        v.push(("head.bias".into(), vec![self.num_classes]));
+        if self.distilled {
+            v.push(("head_dist.weight".into(), vec![self.num_classes, d]));
+            v.push(("head_dist.bias".into(), vec![self.num_classes]));
+        }
+        v
     }
 
     /// Multiply-accumulate count of one forward pass (for GFLOP/s reporting).
@@ -104,6 +149,12 @@ impl VitConfig {
         let block = t * d * 3 * d + 2 * t * t * d + t * d * d + 2 * t * d * h;
         patch + self.depth as u64 * block + d * self.num_classes as u64
     }
+}
+
+/// Whether a tensor is a weight matrix (stored in a panel layout, int8-quantizable): a `.weight` of
+/// rank 2 that is not a LayerNorm's.
+pub fn is_matrix(name: &str, shape: &[usize]) -> bool {
+    name.ends_with(".weight") && shape.len() == 2 && !name.contains("norm")
 }
 
 /// Weight-matrix names of one block, in forward order.

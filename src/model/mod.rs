@@ -3,11 +3,11 @@
 mod config;
 pub mod synthetic;
 
-pub use config::{VitConfig, BLOCK_LINEARS};
+pub use config::{is_matrix, VitConfig, BLOCK_LINEARS};
 
 use half::f16;
 
-use crate::blob::{Blob, BlobError, DType, Header, Layout, TensorView};
+use crate::blob::{Blob, BlobError, DType, Header, Layout, TensorView, Verify};
 use crate::preprocess::PreprocessConfig;
 
 /// A weight matrix as stored in the blob (zero-copy).
@@ -96,15 +96,12 @@ pub struct Weights<'a> {
     pub head_dist: Option<Linear<'a>>,
 }
 
-/// Errors found while binding a blob to the ViT architecture.
+/// Errors found while opening a model.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    /// The blob itself is unreadable or corrupt.
+    /// The blob is unreadable, corrupt, or describes a network this runtime cannot run.
     #[error(transparent)]
     Blob(#[from] BlobError),
-    /// The header describes a network this runtime cannot run.
-    #[error("unsupported model configuration: {0}")]
-    Config(String),
 }
 
 /// A validated model: the mapped blob plus its parsed configuration.
@@ -113,33 +110,25 @@ pub struct Model {
 }
 
 impl Model {
-    /// Opens a blob and checks that every tensor the architecture needs is present with the right
-    /// dtype, shape and layout (without reading the payload).
+    /// Opens a blob, checking every byte of it (structure, header meaning, every tensor's CRC-32:
+    /// [`Verify::Checksums`]) and that every tensor the architecture needs binds.
     pub fn open(path: impl AsRef<std::path::Path>) -> Result<Model, ModelError> {
-        let blob = Blob::open(path)?;
-        let model = Model { blob };
-        model.validate()?;
-        Ok(model)
+        Self::open_with(path, Verify::Checksums)
     }
 
-    fn validate(&self) -> Result<(), ModelError> {
-        let h = self.header();
-        h.config.validate().map_err(ModelError::Config)?;
-        h.preprocess.validate().map_err(ModelError::Config)?;
-        if h.preprocess.input_size != h.config.image_size {
-            return Err(ModelError::Config(format!(
-                "preprocess input_size {} differs from the network's image_size {}",
-                h.preprocess.input_size, h.config.image_size
-            )));
-        }
-        if !h.labels.is_empty() && h.labels.len() != h.config.num_classes {
-            return Err(ModelError::Config(format!(
-                "{} labels for {} classes",
-                h.labels.len(),
-                h.config.num_classes
-            )));
-        }
-        self.weights().map(|_| ()).map_err(ModelError::from)
+    /// [`Model::open`] checking as much as `verify` says ([`Verify::SkipChecksums`] does not read
+    /// the weights: only for files verified by other means).
+    pub fn open_with(path: impl AsRef<std::path::Path>, verify: Verify) -> Result<Model, ModelError> {
+        Self::from_blob(Blob::open_with(path, verify)?)
+    }
+
+    /// A model over an already opened blob.
+    pub fn from_blob(blob: Blob) -> Result<Model, ModelError> {
+        let model = Model { blob };
+        // The header was validated against the architecture when the blob was opened; binding
+        // the typed weight views cannot fail after that, but costs nothing to check.
+        model.weights()?;
+        Ok(model)
     }
 
     /// The underlying blob.

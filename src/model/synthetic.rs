@@ -74,47 +74,34 @@ pub fn vit_tiny_config(num_classes: usize) -> VitConfig {
 }
 
 /// Row-major timm-named f32 tensors of a random ViT (`patch_embed.proj.weight` already flattened to
-/// `[embed_dim, patch_len]`), in a deterministic order.
+/// `[embed_dim, patch_len]`), in the blob's order ([`VitConfig::blob_tensor_shapes`]): matrices
+/// ~ N(0, 1/k), LayerNorm scales ~ 1 + N(0, 0.1²), LayerNorm shifts ~ N(0, 0.05²), biases
+/// ~ N(0, 0.02²), class/distillation tokens ~ N(0, 0.5²), position embedding ~ N(0, 0.2²).
 pub fn random_tensors(cfg: &VitConfig, seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let mut rng = Rng::new(seed);
-    let d = cfg.embed_dim;
-    let mut out: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
-    let lin = |out: &mut Vec<_>, rng: &mut Rng, name: &str, n: usize, k: usize| {
-        let std = (1.0 / k as f32).sqrt();
-        out.push((format!("{name}.weight"), vec![n, k], rng.normals(n * k, std)));
-        out.push((format!("{name}.bias"), vec![n], rng.normals(n, 0.02)));
-    };
-    let norm = |out: &mut Vec<_>, rng: &mut Rng, name: &str| {
-        out.push((format!("{name}.weight"), vec![d], (0..d).map(|_| 1.0 + 0.1 * rng.normal()).collect()));
-        out.push((format!("{name}.bias"), vec![d], rng.normals(d, 0.05)));
-    };
-    lin(&mut out, &mut rng, "patch_embed.proj", d, cfg.patch_len());
-    out.push(("cls_token".into(), vec![1, 1, d], rng.normals(d, 0.5)));
-    if cfg.distilled {
-        out.push(("dist_token".into(), vec![1, 1, d], rng.normals(d, 0.5)));
-    }
-    out.push(("pos_embed".into(), vec![1, cfg.num_tokens(), d], rng.normals(cfg.num_tokens() * d, 0.2)));
-    for i in 0..cfg.depth {
-        let p = format!("blocks.{i}");
-        norm(&mut out, &mut rng, &format!("{p}.norm1"));
-        lin(&mut out, &mut rng, &format!("{p}.attn.qkv"), 3 * d, d);
-        lin(&mut out, &mut rng, &format!("{p}.attn.proj"), d, d);
-        norm(&mut out, &mut rng, &format!("{p}.norm2"));
-        lin(&mut out, &mut rng, &format!("{p}.mlp.fc1"), cfg.mlp_hidden, d);
-        lin(&mut out, &mut rng, &format!("{p}.mlp.fc2"), d, cfg.mlp_hidden);
-    }
-    norm(&mut out, &mut rng, "norm");
-    lin(&mut out, &mut rng, "head", cfg.num_classes, d);
-    if cfg.distilled {
-        lin(&mut out, &mut rng, "head_dist", cfg.num_classes, d);
-    }
-    out
+    cfg.blob_tensor_shapes()
+        .into_iter()
+        .map(|(name, shape)| {
+            let n: usize = shape.iter().product();
+            let data = if is_matrix(&name, &shape) {
+                rng.normals(n, (1.0 / shape[1] as f32).sqrt())
+            } else if name.contains("norm") && name.ends_with(".weight") {
+                (0..n).map(|_| 1.0 + 0.1 * rng.normal()).collect()
+            } else if name.contains("norm") {
+                rng.normals(n, 0.05)
+            } else if name.ends_with(".bias") {
+                rng.normals(n, 0.02)
+            } else if name == "pos_embed" {
+                rng.normals(n, 0.2)
+            } else {
+                rng.normals(n, 0.5)
+            };
+            (name, shape, data)
+        })
+        .collect()
 }
 
-/// Whether a tensor name is a weight matrix that blobs store in a panel layout.
-pub fn is_matrix(name: &str, shape: &[usize]) -> bool {
-    name.ends_with(".weight") && shape.len() == 2 && !name.contains("norm")
-}
+pub use crate::model::is_matrix;
 
 /// A header template for `cfg` with no tensors yet.
 pub fn header_for(cfg: &VitConfig, preprocess: PreprocessConfig, labels: Vec<String>, precision: &str) -> Header {
@@ -169,3 +156,4 @@ pub fn random_blob_in(cfg: &VitConfig, seed: u64, precision: &str) -> BlobWriter
     }
     w
 }
+

@@ -13,13 +13,14 @@ pub mod source;
 pub mod v4l2;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::blob::Verify;
 use crate::engine::{self, Backend, Engine, EngineError, EngineOptions};
 use crate::model::{Model, ModelError};
 pub use pixel::{frame_size, ColorMatrix, ColorRange, ColorSpec, FramePreprocessor, PixelFormat};
@@ -184,6 +185,10 @@ pub struct Summary {
     pub latency_p50_ms: f64,
     /// 90th percentile of capture → result, ms.
     pub latency_p90_ms: f64,
+    /// Models swapped in on request (SIGHUP).
+    pub reloads: u64,
+    /// Reload requests refused (the new blob failed its checks; the previous model kept running).
+    pub reload_failures: u64,
     /// Why the stream ended: `eof`, `SIGINT`, `SIGTERM` or `error`.
     pub ended_by: String,
 }
@@ -356,12 +361,145 @@ fn read_frames(mut source: Box<dyn FrameSource>, ring: Arc<FrameRing>, every: u6
     }
 }
 
-/// Streams frames of `format` at `width × height` from `source` through `engine`, writing one
-/// line per frame to `out`, until the source ends, fails, or `stop` becomes true.
+/// Where a running stream gets a new model when asked to (SIGHUP in `vitedge stream`).
+pub struct Reload<'a> {
+    /// Set (by the SIGHUP handler) to ask for a reload; [`run`] clears it when it acts on it.
+    pub requested: &'a AtomicBool,
+    /// The blob to open again: the `--model` path, replaced by renaming a new file over it.
+    pub path: &'a Path,
+    /// Engine to build for the new model.
+    pub backend: Backend,
+    /// Options of that engine.
+    pub options: &'a EngineOptions,
+    /// Where the one-line reload events go (`vitedge stream event: {…}`; stderr in the CLI).
+    pub events: &'a mut dyn Write,
+}
+
+/// Prefix of the event lines a stream writes about model reloads.
+pub const EVENT_PREFIX: &str = "vitedge stream event: ";
+
+impl Reload<'_> {
+    fn event(&mut self, value: serde_json::Value) {
+        let line = format!("{EVENT_PREFIX}{value}\n");
+        let _ = self.events.write_all(line.as_bytes()).and_then(|()| self.events.flush());
+    }
+
+    /// Opens the new blob with every check (checksums included, whatever the first open did), and
+    /// builds what the new model needs for this stream, without touching the running model; an
+    /// engine is built once and dropped, so that building it again after the swap cannot fail.
+    fn prepare(&self, format: PixelFormat, width: usize, height: usize, settings: &StreamSettings) -> Result<(Model, ModelIo), StreamError> {
+        let model = Model::open(self.path)?;
+        let io = ModelIo::new(&model, format, width, height, settings)?;
+        drop(engine::create(&model, self.backend, self.options)?);
+        Ok((model, io))
+    }
+}
+
+/// What depends on the model: the fused preprocessor for the stream's frames and the buffers
+/// sized by the model (allocated once per model, reused for every frame).
+struct ModelIo {
+    pre: FramePreprocessor,
+    input: Vec<f32>,
+    probs: Vec<f32>,
+    top: Vec<usize>,
+    k: usize,
+}
+
+impl ModelIo {
+    fn new(model: &Model, format: PixelFormat, width: usize, height: usize, settings: &StreamSettings) -> Result<Self, StreamError> {
+        let pre = FramePreprocessor::new(model.preprocess(), format, width, height, settings.color)?;
+        let cfg = model.config();
+        let k = settings.top.clamp(1, cfg.num_classes);
+        Ok(ModelIo { pre, input: vec![0f32; cfg.input_len()], probs: vec![0f32; cfg.num_classes], top: Vec::with_capacity(k + 1), k })
+    }
+}
+
+/// The state of a [`run`] that outlives model swaps.
+struct Serving<'r> {
+    ring: &'r FrameRing,
+    settings: &'r StreamSettings,
+    summary: Summary,
+    ms_hist: Histogram,
+    latency_hist: Histogram,
+    /// Index of the last frame classified (reload events say after which frame they happened).
+    last_frame: Option<u64>,
+    error: Option<StreamError>,
+    source_done: bool,
+}
+
+/// How [`serve`] ended.
+enum Step {
+    /// End of input, a stop signal, or an error (in [`Serving`]).
+    Done,
+    /// A reload was requested and the new model passed every check.
+    Swap(Model, ModelIo),
+}
+
+/// Classifies frames with one model until the stream ends or a reload brings a new model.
+/// Reload requests are handled between two frames: no frame is lost or classified twice.
+#[allow(clippy::too_many_arguments)]
+fn serve(st: &mut Serving<'_>, model: &Model, engine: &mut dyn Engine, io: &mut ModelIo, reload: &mut Option<Reload<'_>>, out: &mut dyn Write, stop: &AtomicBool, geometry: (PixelFormat, usize, usize)) -> Step {
+    let labels = &model.header().labels;
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            st.summary.ended_by = signal::received().unwrap_or("stop").into();
+            return Step::Done;
+        }
+        if let Some(r) = reload.as_mut().filter(|r| r.requested.swap(false, Ordering::SeqCst)) {
+            let (format, width, height) = geometry;
+            match r.prepare(format, width, height, st.settings) {
+                Ok((new_model, new_io)) => return Step::Swap(new_model, new_io),
+                Err(e) => {
+                    st.summary.reload_failures += 1;
+                    let ev = serde_json::json!({"event": "model_reload_failed", "model": r.path.display().to_string(), "after_frame": st.last_frame, "error": e.to_string()});
+                    r.event(ev);
+                    continue;
+                }
+            }
+        }
+        match st.ring.take(Duration::from_millis(50)) {
+            Taken::Timeout => continue,
+            Taken::Closed(e) => {
+                st.source_done = true;
+                st.summary.ended_by = if e.is_some() { "error".into() } else { "eof".into() };
+                st.error = e;
+                return Step::Done;
+            }
+            Taken::Frame(buf, meta) => {
+                let t = Instant::now();
+                let result = io.pre.run(&buf, &mut io.input).and_then(|()| engine.infer(&io.input, &mut io.probs).map_err(StreamError::from));
+                st.ring.release(buf);
+                if let Err(e) = result {
+                    st.error = Some(e);
+                    return Step::Done;
+                }
+                crate::classify::softmax(&mut io.probs);
+                top_k_into(&io.probs, io.k, &mut io.top);
+                let ms = t.elapsed().as_secs_f64() * 1e3;
+                let latency_ms = meta.arrived.elapsed().as_secs_f64() * 1e3;
+                if let Err(e) = write_result(out, st.settings.output, &meta, &io.probs, &io.top, labels, ms, latency_ms) {
+                    st.error = Some(StreamError::Io { what: "writing results".into(), source: e });
+                    return Step::Done;
+                }
+                st.last_frame = Some(meta.index);
+                st.summary.classified += 1;
+                st.ms_hist.record(ms);
+                st.latency_hist.record(latency_ms);
+            }
+        }
+    }
+}
+
+/// Streams frames of `format` at `width × height` from `source` through `engine` (over `model`),
+/// writing one line per frame to `out`, until the source ends, fails, or `stop` becomes true.
+/// With `reload`, a request swaps in the blob at its path between two frames once it passes every
+/// check (a new engine is built for it); a blob that fails is refused with an event and the
+/// current model keeps running.
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     model: &Model,
     engine: &mut dyn Engine,
+    mut reload: Option<Reload<'_>>,
     source: Box<dyn FrameSource>,
     format: PixelFormat,
     width: usize,
@@ -371,20 +509,12 @@ pub fn run(
     stop: &AtomicBool,
 ) -> StreamOutcome {
     let started = Instant::now();
-    let mut summary = Summary { ended_by: "error".into(), ..Summary::default() };
-    let mut pre = match FramePreprocessor::new(model.preprocess(), format, width, height, settings.color) {
-        Ok(p) => p,
+    let summary = Summary { ended_by: "error".into(), ..Summary::default() };
+    let mut io = match ModelIo::new(model, format, width, height, settings) {
+        Ok(io) => io,
         Err(e) => return StreamOutcome { summary, error: Some(e) },
     };
-    let cfg = model.config();
-    let labels = &model.header().labels;
-    let k = settings.top.clamp(1, cfg.num_classes);
-    let mut input = vec![0f32; cfg.input_len()];
-    let mut probs = vec![0f32; cfg.num_classes];
-    let mut top = Vec::with_capacity(k + 1);
-    let (mut ms_hist, mut latency_hist) = (Histogram::new(), Histogram::new());
-
-    let ring = Arc::new(FrameRing::new(pre.frame_len(), settings.drop));
+    let ring = Arc::new(FrameRing::new(io.pre.frame_len(), settings.drop));
     let reader = {
         let ring = ring.clone();
         let every = settings.every.max(1);
@@ -394,49 +524,38 @@ pub fn run(
         Ok(r) => r,
         Err(e) => return StreamOutcome { summary, error: Some(StreamError::Io { what: "starting the reader thread".into(), source: e }) },
     };
-    let mut error = None;
-    let mut source_done = false;
-    loop {
-        if stop.load(Ordering::SeqCst) {
-            summary.ended_by = signal::received().unwrap_or("stop").into();
-            break;
-        }
-        match ring.take(Duration::from_millis(50)) {
-            Taken::Timeout => continue,
-            Taken::Closed(e) => {
-                source_done = true;
-                summary.ended_by = if e.is_some() { "error".into() } else { "eof".into() };
-                error = e;
-                break;
+    let mut st = Serving { ring: &ring, settings, summary, ms_hist: Histogram::new(), latency_hist: Histogram::new(), last_frame: None, error: None, source_done: false };
+    let geometry = (format, width, height);
+    let mut step = serve(&mut st, model, engine, &mut io, &mut reload, out, stop, geometry);
+    // The reloaded model in use; replacing it drops the previous one, whose engine is gone by then.
+    let mut current: Option<Model>;
+    while let Step::Swap(new_model, new_io) = step {
+        current = Some(new_model);
+        let m = current.as_ref().expect("just set");
+        io = new_io;
+        let r = reload.as_mut().expect("swaps only come from a reload");
+        match engine::create(m, r.backend, r.options) {
+            Ok(mut e) => {
+                st.summary.reloads += 1;
+                let h = m.header();
+                log::info!("model reloaded from {} ({}, {} classes)", r.path.display(), h.precision, h.config.num_classes);
+                let ev = serde_json::json!({"event": "model_reloaded", "model": r.path.display().to_string(), "after_frame": st.last_frame, "precision": h.precision, "classes": h.config.num_classes});
+                r.event(ev);
+                step = serve(&mut st, m, e.as_mut(), &mut io, &mut reload, out, stop, geometry);
             }
-            Taken::Frame(buf, meta) => {
-                let t = Instant::now();
-                let result = pre.run(&buf, &mut input).and_then(|()| engine.infer(&input, &mut probs).map_err(StreamError::from));
-                ring.release(buf);
-                if let Err(e) = result {
-                    error = Some(e);
-                    break;
-                }
-                crate::classify::softmax(&mut probs);
-                top_k_into(&probs, k, &mut top);
-                let ms = t.elapsed().as_secs_f64() * 1e3;
-                let latency_ms = meta.arrived.elapsed().as_secs_f64() * 1e3;
-                if let Err(e) = write_result(out, settings.output, &meta, &probs, &top, labels, ms, latency_ms) {
-                    error = Some(StreamError::Io { what: "writing results".into(), source: e });
-                    break;
-                }
-                summary.classified += 1;
-                ms_hist.record(ms);
-                latency_hist.record(latency_ms);
+            Err(e) => {
+                st.error = Some(e.into());
+                break;
             }
         }
     }
     ring.stop();
-    if source_done {
+    if st.source_done {
         // The reader has returned (it closed the ring); a reader blocked in read() after a signal or
         // an output error is left behind: the process is about to exit.
         let _ = reader.join();
     }
+    let Serving { mut summary, ms_hist, latency_hist, error, .. } = st;
     let counts = ring.counts();
     summary.frames = counts.read;
     summary.dropped = counts.dropped;
@@ -538,13 +657,14 @@ fn open_source(args: &StreamArgs) -> Result<OpenedSource, StreamError> {
     }
 }
 
-/// `vitedge stream`: opens the model, the engine and the source, installs the signal handlers,
-/// streams, and prints the summary on stderr. Returns the error that ended the stream, if any
-/// (after the summary; the results printed before it stay printed).
-pub fn run_command(args: &StreamArgs, backend: Backend, options: &EngineOptions) -> Result<(), StreamError> {
-    let model = Model::open(&args.model)?;
+/// `vitedge stream`: installs the signal handlers, opens the model (checked as `verify` says), the
+/// engine and the source, streams (reloading the model on SIGHUP, always with every check), and
+/// prints the summary on stderr. Returns the error that ended the stream, if any (after the
+/// summary; the results printed before it stay printed).
+pub fn run_command(args: &StreamArgs, backend: Backend, options: &EngineOptions, verify: Verify) -> Result<(), StreamError> {
+    let flags = signal::install()?;
+    let model = Model::open_with(&args.model, verify)?;
     let mut engine = engine::create(&model, backend, options)?;
-    let stop = signal::install()?;
     let OpenedSource { source, format, width, height, default_drop } = open_source(args)?;
     let settings = StreamSettings {
         top: args.top as usize,
@@ -556,7 +676,9 @@ pub fn run_command(args: &StreamArgs, backend: Backend, options: &EngineOptions)
     log::info!("streaming {} as {width}x{height} {format}, drop policy {:?}", source.describe(), settings.drop);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let outcome = run(&model, engine.as_mut(), source, format, width, height, &settings, &mut out, stop);
+    let mut events = std::io::stderr();
+    let reload = Reload { requested: flags.reload, path: &args.model, backend, options, events: &mut events };
+    let outcome = run(&model, engine.as_mut(), Some(reload), source, format, width, height, &settings, &mut out, flags.stop);
     let _ = out.flush();
     let s = &outcome.summary;
     let json = serde_json::to_string(s).unwrap_or_default();
@@ -634,7 +756,7 @@ mod tests {
         let src = v4l2::DeviceSource::start(dev, None, w, h, 2).unwrap();
         let settings = StreamSettings { top: 3, output: OutputFormat::Json, drop: DropPolicy::Never, every: 1, color: ColorSpec::default() };
         let mut out = Vec::new();
-        let outcome = run(&model, engine.as_mut(), Box::new(src), PixelFormat::Yuyv, w, h, &settings, &mut out, &AtomicBool::new(false));
+        let outcome = run(&model, engine.as_mut(), None, Box::new(src), PixelFormat::Yuyv, w, h, &settings, &mut out, &AtomicBool::new(false));
         assert!(matches!(outcome.error, Some(StreamError::DeviceGone(_))), "{:?}", outcome.error.map(|e| e.to_string()));
         let lines: Vec<serde_json::Value> = String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.len(), 6, "every frame before the camera vanished is printed");
@@ -659,7 +781,7 @@ mod tests {
         let settings = StreamSettings { top: 2, output: OutputFormat::Text, drop: DropPolicy::Never, every: 3, color: ColorSpec::default() };
         let mut out = Vec::new();
         let src = Box::new(RawReader::new(std::io::Cursor::new(data), "mem"));
-        let outcome = run(&model, engine.as_mut(), src, PixelFormat::I420, w, h, &settings, &mut out, &AtomicBool::new(false));
+        let outcome = run(&model, engine.as_mut(), None, src, PixelFormat::I420, w, h, &settings, &mut out, &AtomicBool::new(false));
         assert!(outcome.error.is_none());
         let text = String::from_utf8(out).unwrap();
         let indices: Vec<&str> = text.lines().map(|l| l.split(':').next().unwrap()).collect();

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Coverage-guided fuzzing of vitedge with cargo-fuzz (libFuzzer + AddressSanitizer, nightly
+# toolchain; fuzz/ is its own workspace, outside the product build). Works on whatever targets
+# `cargo fuzz list` shows (fuzz/fuzz_targets/<name>.rs).
+#
+#   scripts/fuzz.sh smoke [--seconds S]                  every target for S seconds (default 20; .ci/run)
+#   scripts/fuzz.sh campaign [--seconds S] [TARGET...]   every (or the named) target for S seconds
+#                                                        (default 600), then a table: executions,
+#                                                        exec/s, new coverage units, crashes
+#   scripts/fuzz.sh repro TARGET FILE...                 run the inputs once (a crash artifact): the
+#                                                        panic message and backtrace
+#   scripts/fuzz.sh list                                 the targets
+#
+# Per target: the committed seeds fuzz/corpus/<t>/ are read, never written (what the fuzzer finds
+# goes to target/fuzz-corpus/<t>/, kept between runs); fuzz/dict/<t>.dict is used if present;
+# crashes land in fuzz/artifacts/<t>/; logs in target/fuzz-logs/<t>.log.
+# A crash: `scripts/fuzz.sh repro <t> fuzz/artifacts/<t>/crash-…`, fix the bug, and commit the input
+# as tests/fixtures/fuzz/<t>/<what-it-was> (tests/fuzz_regressions.rs replays every such file).
+# Installs cargo-fuzz (crates.io) and, with rustup, the nightly toolchain when they are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+ensure_tools() {
+  if ! cargo +nightly --version >/dev/null 2>&1; then
+    echo "fuzz.sh: no nightly toolchain; installing it with rustup"
+    rustup toolchain install nightly --profile minimal
+  fi
+  if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+    echo "fuzz.sh: installing cargo-fuzz from crates.io"
+    cargo +nightly install cargo-fuzz --locked
+  fi
+}
+
+targets() { cargo +nightly fuzz list; }
+
+# run_target TARGET SECONDS: one libFuzzer run; prints one table row; returns 1 on a crash.
+run_target() {
+  local t=$1 seconds=$2 corpus="$root/target/fuzz-corpus/$1" artifacts="$root/fuzz/artifacts/$1/"
+  local log="$root/target/fuzz-logs/$1.log" dict=() before after status=0
+  mkdir -p "$corpus" "$artifacts" "$root/target/fuzz-logs"
+  [ -f "fuzz/dict/$t.dict" ] && dict=("-dict=$root/fuzz/dict/$t.dict")
+  before=$(find "$artifacts" -type f | wc -l)
+  cargo +nightly fuzz run "$t" "$corpus" "$root/fuzz/corpus/$t" -- \
+    -max_total_time="$seconds" -timeout=20 -rss_limit_mb=2048 -print_final_stats=1 \
+    -artifact_prefix="$artifacts" "${dict[@]}" > "$log" 2>&1 || status=$?
+  after=$(find "$artifacts" -type f | wc -l)
+  local runs rate units
+  runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || true)
+  rate=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | grep -o '[0-9]*$' || true)
+  units=$(grep -o 'stat::new_units_added: *[0-9]*' "$log" | grep -o '[0-9]*$' || true)
+  printf '%-24s %8s %14s %10s %10s %8s\n' "$t" "$seconds" "${runs:-?}" "${rate:-?}" "${units:-?}" "$((after - before))"
+  if [ "$status" != 0 ] || [ "$after" != "$before" ]; then
+    echo "  CRASH in $t (exit $status); log: $log"
+    grep -E "panicked|ERROR: |SUMMARY|Test unit written" "$log" | head -8 | sed 's/^/    /'
+    return 1
+  fi
+}
+
+# fuzz_all SECONDS TARGET...: builds once, runs each target, prints the table; non-zero on a crash.
+fuzz_all() {
+  local seconds=$1 failed=0
+  shift
+  cargo +nightly fuzz build
+  printf '%-24s %8s %14s %10s %10s %8s\n' target seconds executions exec/s new_units crashes
+  for t in "$@"; do
+    run_target "$t" "$seconds" || failed=1
+  done
+  return $failed
+}
+
+cmd=${1:-help}
+shift || true
+seconds=""
+names=()
+while [ $# -gt 0 ]; do
+  case $1 in
+    --seconds) seconds=$2; shift 2 ;;
+    *) names+=("$1"); shift ;;
+  esac
+done
+
+case $cmd in
+  list)
+    ensure_tools; targets ;;
+  smoke)
+    ensure_tools
+    mapfile -t all < <(targets)
+    fuzz_all "${seconds:-20}" "${all[@]}" ;;
+  campaign)
+    ensure_tools
+    if [ ${#names[@]} -eq 0 ]; then mapfile -t names < <(targets); fi
+    fuzz_all "${seconds:-600}" "${names[@]}" ;;
+  repro)
+    ensure_tools
+    [ ${#names[@]} -ge 2 ] || { echo "usage: scripts/fuzz.sh repro TARGET FILE..." >&2; exit 2; }
+    t=${names[0]}
+    for f in "${names[@]:1}"; do
+      RUST_BACKTRACE=1 cargo +nightly fuzz run "$t" "$(realpath "$f")" -- -runs=1 || echo "$f: crashes (above)"
+    done ;;
+  *)
+    sed -n '2,22p' "$0"; exit 2 ;;
+esac

@@ -1,0 +1,88 @@
+//! The fuzz harnesses (`fuzz/src/`, run by cargo-fuzz: `scripts/fuzz.sh`) on stable, in the
+//! normal suite: every committed crash input (`tests/fixtures/fuzz/<target>/`) must now pass, and
+//! the seed corpora (`fuzz/corpus/<target>/`) must still be meaningful (the blob seeds open).
+//! `VITEDGE_WRITE_FUZZ_SEEDS=1 cargo test --test fuzz_regressions` rewrites the generated seeds.
+
+#[path = "../fuzz/src/blob.rs"]
+mod blob;
+#[path = "../fuzz/src/frames.rs"]
+mod frames;
+
+use std::path::{Path, PathBuf};
+
+use vitedge::blob::{Blob, Verify};
+use vitedge::model::synthetic::{random_blob_in, tiny_config};
+use vitedge::model::VitConfig;
+use vitedge::stream::PixelFormat;
+
+/// Every harness of this suite, by fuzz target name.
+const TARGETS: [(&str, fn(&[u8])); 3] = [("blob_open", blob::blob_open), ("blob_forward", blob::blob_forward), ("frame_convert", frames::frame_convert)];
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir).map(|rd| rd.map(|e| e.unwrap().path()).collect()).unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn committed_crash_inputs_no_longer_crash() {
+    let mut n = 0;
+    for (target, harness) in TARGETS {
+        for file in files(&root().join("tests/fixtures/fuzz").join(target)) {
+            let data = std::fs::read(&file).unwrap();
+            let r = std::panic::catch_unwind(|| harness(&data));
+            assert!(r.is_ok(), "{target}: {} crashes again", file.display());
+            n += 1;
+        }
+    }
+    println!("{n} crash inputs replayed");
+}
+
+/// The smallest network the seeds use: 8 wide, 1 block, 2×2 patches of 4 pixels.
+fn seed_config() -> VitConfig {
+    VitConfig { embed_dim: 8, num_heads: 2, depth: 1, mlp_hidden: 16, num_classes: 3, patch_size: 4, image_size: 8, ..tiny_config(3) }
+}
+
+/// Generated seeds: (target, file name, bytes).
+fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
+    let mut v = Vec::new();
+    for (i, precision) in ["f32", "f16", "int8"].into_iter().enumerate() {
+        let blob = random_blob_in(&seed_config(), 1, precision).to_bytes();
+        // Mode 2 (checksums fixed up after mutation) for each precision, mode 0 (raw) once.
+        for mode in if precision == "f32" { &[0u8, 2][..] } else { &[2u8][..] } {
+            v.push(("blob_open", format!("tiny_{precision}_mode{mode}"), [&[*mode][..], &blob].concat()));
+        }
+        v.push(("blob_forward", format!("{precision}_zero_xor"), vec![0, 1, 0, 0, 9, 2, i as u8, 0]));
+        v.push(("blob_forward", format!("{precision}_distilled_noise"), [&[1u8, 2, 1, 3, 4, 0x13, i as u8, 1][..], &[0x80, 0x01, 0xff, 0x7f, 0x00, 0x3c]].concat()));
+    }
+    for (i, format) in PixelFormat::ALL.into_iter().enumerate() {
+        let (w, h) = (17 + i, 9 + 2 * i);
+        let frame: Vec<u8> = (0..vitedge::stream::frame_size(format, w, h)).map(|j| (j * 29 % 256) as u8).collect();
+        v.push(("frame_convert", format!("{format}_{w}x{h}"), [&[i as u8, w as u8 - 1, h as u8 - 1, (i as u8) << 2 | 1, 230, i as u8][..], &frame].concat()));
+    }
+    v
+}
+
+#[test]
+fn seed_corpora_are_current() {
+    let write = std::env::var("VITEDGE_WRITE_FUZZ_SEEDS").is_ok_and(|v| v == "1");
+    for (target, name, bytes) in seeds() {
+        let path = root().join("fuzz/corpus").join(target).join(&name);
+        if write {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &bytes).unwrap();
+        }
+        let committed = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; regenerate with VITEDGE_WRITE_FUZZ_SEEDS=1", path.display()));
+        assert!(committed == bytes, "{} is stale; regenerate with VITEDGE_WRITE_FUZZ_SEEDS=1 cargo test --test fuzz_regressions", path.display());
+        // Each seed runs through its harness, and the blob seeds are valid blobs.
+        let (_, harness) = TARGETS.iter().find(|(t, _)| *t == target).unwrap();
+        harness(&bytes);
+        if target == "blob_open" {
+            Blob::from_bytes(&name, &bytes[1..], Verify::Checksums).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+}
