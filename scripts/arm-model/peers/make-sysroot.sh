@@ -9,7 +9,7 @@
 # Idempotent: a stamp file per step records what was unpacked / installed; re-running with the same
 # package lists does nothing. Downloaded .debs are deleted after extraction; wheels are cached in
 # target/arm-model/wheels/.
-# Run the guest Python with (see scripts/arm-model/peers/README.md):
+# Run the guest Python with (specs.py adds the /proc/cpuinfo shim; see scripts/arm-model/peers/README.md):
 #   qemu-aarch64 -L SYSROOT -E PYTHONHOME=SYSROOT/usr -E PYTHONPATH=SYSROOT/opt/peers/site-packages \
 #     SYSROOT/usr/bin/python3.11 ...
 set -euo pipefail
@@ -21,7 +21,8 @@ site="$sysroot/opt/peers/site-packages"
 # Versions of the aarch64 wheels (the host venv of specs.py pins the same onnxruntime).
 ORT_VERSION=${ORT_VERSION:-1.32.0}
 NUMPY_VERSION=${NUMPY_VERSION:-2.4.6}
-wheels=("onnxruntime==$ORT_VERSION" "numpy==$NUMPY_VERSION" ${EXTRA_WHEELS:-})
+LITERT_VERSION=${LITERT_VERSION:-2.3.0}
+wheels=("onnxruntime==$ORT_VERSION" "numpy==$NUMPY_VERSION" "ai-edge-litert==$LITERT_VERSION")
 
 # Debian arm64 packages: python3.11 and its libraries (apt-cache depends --recurse of python3.11,
 # arm64 only, minus dpkg/tar/install-info), libstdc++ / libgcc for the C++ wheels.
@@ -75,10 +76,11 @@ if [ "$(cat "$site/.wheels" 2>/dev/null)" != "$wantw" ]; then
   mkdir -p "$cache/wheels"
   rm -rf "$site"
   echo "installing aarch64 wheels into $site: ${wheels[*]}"
-  python3 -m pip install --quiet --disable-pip-version-check --no-compile --target "$site" \
-    --platform manylinux_2_28_aarch64 --platform manylinux2014_aarch64 --platform manylinux_2_17_aarch64 \
-    --python-version 3.11 --implementation cp --abi cp311 --only-binary=:all: \
-    --cache-dir "$cache/wheels" "${wheels[@]}"
+  plat=(--platform manylinux_2_28_aarch64 --platform manylinux_2_27_aarch64 --platform manylinux2014_aarch64
+        --platform manylinux_2_17_aarch64 --python-version 3.11 --implementation cp --abi cp311 --only-binary=:all:)
+  python3 -m pip download --quiet --disable-pip-version-check "${plat[@]}" -d "$cache/wheels" "${wheels[@]}"
+  python3 -m pip install --quiet --disable-pip-version-check --no-compile --no-index --find-links "$cache/wheels" \
+    --target "$site" "${plat[@]}" "${wheels[@]}"
   printf '%s\n' "$wantw" > "$site/.wheels"
 fi
 py="$sysroot/usr/bin/python3.11"

@@ -1,5 +1,6 @@
 /* LD_PRELOAD shim for aarch64 guests under qemu-user 7.2: serves a /proc/cpuinfo that describes the
- * CPU qemu emulates instead of the host's x86 one.
+ * CPU qemu emulates instead of the host's x86 one, and (for kernels.py) can dump the guest's memory
+ * map at exit.
  *
  * Why: qemu-user 7.2 passes the host's /proc/cpuinfo through. pytorch/cpuinfo (inside ONNX Runtime,
  * XNNPACK, ExecuTorch, LiteRT) parses it on aarch64 Linux for the processor list and each core's MIDR
@@ -14,14 +15,19 @@
  * which qemu-user emulates for the chosen -cpu (cortex-a72: 0x410fd083, cortex-a76: 0x414fd0b1).
  * Everything else passes through to libc.
  *
- * Build: aarch64-linux-gnu-gcc -O2 -shared -fPIC -o fake-cpuinfo.so fake-cpuinfo.c -ldl
- * Use:   qemu-aarch64 -cpu cortex-a76 -E LD_PRELOAD=/abs/fake-cpuinfo.so ...
+ * With GUEST_SHIM_MAPS=FILE in the guest's environment, a destructor copies /proc/self/maps (which
+ * qemu-user emulates: the guest's mappings) to FILE at exit, so that translation-block addresses
+ * can be attributed to the shared objects a program dlopen()ed.
+ *
+ * Build: aarch64-linux-gnu-gcc -O2 -shared -fPIC -o guest-shim.so guest-shim.c -ldl
+ * Use:   qemu-aarch64 -cpu cortex-a76 -E LD_PRELOAD=/abs/guest-shim.so ...
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/auxv.h>
 #include <sys/mman.h>
@@ -130,4 +136,17 @@ FILE *fopen64(const char *path, const char *mode) {
     if (is_cpuinfo(path)) return fopen(path, mode);
     REAL(fopen64, fopen_fn);
     return real_fopen64(path, mode);
+}
+
+__attribute__((destructor)) static void dump_maps(void) {
+    const char *out = getenv("GUEST_SHIM_MAPS");
+    if (!out || !*out) return;
+    REAL(fopen, fopen_fn);
+    FILE *in = real_fopen("/proc/self/maps", "r"), *o = real_fopen(out, "w");
+    char buf[4096];
+    size_t n;
+    if (in && o)
+        while ((n = fread(buf, 1, sizeof buf, in)) > 0) fwrite(buf, 1, n, o);
+    if (in) fclose(in);
+    if (o) fclose(o);
 }
