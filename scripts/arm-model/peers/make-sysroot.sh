@@ -57,7 +57,15 @@ if [ "$(cat "$sysroot/.debs" 2>/dev/null)" != "$want" ]; then
   trap 'rm -rf "$dl"' EXIT
   echo "downloading ${#debs[@]} arm64 .debs"
   (cd "$dl" && apt-get download -qq $want)
+  rm -rf "$sysroot"/{lib,lib64,usr,etc,bin,sbin,var}  # a fresh tree (opt/ keeps the wheels)
   for f in "$dl"/*.deb; do dpkg -x "$f" "$sysroot"; done
+  # Merge /lib into /usr/lib as on a usrmerged system: the guest's loader searches
+  # /lib/aarch64-linux-gnu before /usr/lib/aarch64-linux-gnu, and qemu -L falls back to the host's
+  # file when the sysroot has none at a path, so a sysroot library that lives only under /usr/lib
+  # (libstdc++, libffi, ...) would be shadowed by the host's own arm64 copy under /lib.
+  cp -a "$sysroot/lib/." "$sysroot/usr/lib/"
+  rm -rf "$sysroot/lib"
+  ln -s usr/lib "$sysroot/lib"
   rm -rf "$dl"
   trap - EXIT
   # Absolute symlinks would point into the host's root (which may hold a different arm64 glibc):
@@ -66,6 +74,11 @@ if [ "$(cat "$sysroot/.debs" 2>/dev/null)" != "$want" ]; then
     t=$(readlink "$l")
     ln -sfn "$(realpath -m --relative-to="$(dirname "$l")" "$sysroot$t")" "$l"
   done
+  # An empty loader cache: the guest's ld.so would otherwise read the host's /etc/ld.so.cache, which
+  # lists the host's own arm64 multiarch libraries (e.g. libstdc++6:arm64, pulled in by Debian's
+  # aarch64 Rust std). With an unusable cache it searches its default directories, which qemu -L
+  # maps into the sysroot.
+  : > "$sysroot/etc/ld.so.cache"
   printf '%s\n' "$want" > "$sysroot/.debs"
   echo "unpacked into $sysroot"
 fi

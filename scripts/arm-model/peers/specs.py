@@ -127,12 +127,13 @@ def ensure_sysroot():
     # the guest with -B: otherwise the first run of a spec would compile and write them and the
     # next would not, and the N / 3N difference would not cancel the start-up.
     stamp = SYSROOT / ".compiled"
-    if stamp.exists() and stamp.read_text() == (SYSROOT / "opt/peers/site-packages/.wheels").read_text():
+    want = (SYSROOT / ".debs").read_text() + (SYSROOT / "opt/peers/site-packages/.wheels").read_text()
+    if stamp.exists() and stamp.read_text() == want:
         return
     log("compiling the sysroot's Python files")
     for d in (SYSROOT / "usr/lib/python3.11", SYSROOT / "opt/peers/site-packages"):
         subprocess.run([sys.executable, "-m", "compileall", "-q", "-j", "0", str(d)], stdout=subprocess.DEVNULL)
-    stamp.write_text((SYSROOT / "opt/peers/site-packages/.wheels").read_text())
+    stamp.write_text(want)
 
 
 def ensure_shim():
