@@ -82,7 +82,7 @@ fn read_npy(path: &Path) -> Result<Tensor, String> {
 }
 
 fn run(opts: &Options) -> TractResult<String> {
-    let input = read_npy(&opts.input).map_err(|e| format_err!("{e}"))?;
+    let input = read_npy(&opts.input).map_err(TractError::msg)?;
     let model = tract_onnx::onnx()
         .model_for_path(&opts.model)?
         .with_input_fact(0, f32::fact(input.shape()).into())?
@@ -95,7 +95,7 @@ fn run(opts: &Options) -> TractResult<String> {
         logits = Some(out[0].clone());
     }
     let logits = logits.expect("iters >= 1");
-    let logits = logits.as_slice::<f32>()?;
+    let logits: Vec<f32> = logits.to_plain_array_view::<f32>()?.iter().copied().collect();
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let exp: Vec<f64> = logits.iter().map(|&l| ((l - max) as f64).exp()).collect();
     let sum: f64 = exp.iter().sum();
