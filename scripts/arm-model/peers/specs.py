@@ -113,10 +113,6 @@ def ensure_venv_and_reexec(args):
     os.execv(str(py), [str(py), str(Path(__file__).resolve()), *sys.argv[1:]])
 
 
-def in_venv(venv):
-    return Path(sys.prefix).resolve() == venv.resolve()
-
-
 # ---------------------------------------------------------------------------------------------
 # guest side: sysroot, shim, how qemu runs a guest
 
@@ -315,7 +311,7 @@ def top5_line(stdout):
 def x86_references(blobs, onnx_paths, tflite_paths, npy, png, vitedge, x86_tract, engines):
     """Each engine × precision on x86-64, same input: {(engine, precision): {index: score}}."""
     ref = {}
-    for prec, blob in blobs.items():
+    for prec, blob in blobs.items():  # always: the f32 engines are compared with vitedge f32
         out = sh([vitedge, "classify", "--json", "--top", "5", "--threads", "1", "--model", blob, png], capture=True)
         ref[("vitedge", prec)] = top5_line(out)
     if "ort" in engines:
@@ -399,7 +395,7 @@ def main_in_venv(args):
     ensure_sysroot()
     ensure_shim()
     vitedge, quant = host_binaries(args)
-    arm_vitedge = aarch64_vitedge(args)
+    arm_vitedge = aarch64_vitedge(args) if "vitedge" in args.engines else None
     blobs = ensure_blobs(args, quant, ck)
     onnx_paths = ensure_onnx(ck)
     png, npy = ensure_input(args, vitedge, blobs["f32"])
@@ -419,7 +415,8 @@ def main_in_venv(args):
         print(path)
     if not args.check:
         return 0
-    classify = {p: [str(arm_vitedge), "classify", "--json", "--top", "5", "--threads", "1", "--model", str(b), str(png)] for p, b in blobs.items()}
+    classify = {p: [str(arm_vitedge), "classify", "--json", "--top", "5", "--threads", "1", "--model", str(b), str(png)]
+                for p, b in blobs.items()} if arm_vitedge else {}
     rows, ok = check(specs, ref, classify, args.cpus)
     (PEERS_WORK / "check.json").write_text(json.dumps(rows, indent=1))
     print("| cpu | engine | precision | K | rc | top-1 = x86 | top-5 = x86 | max Δscore vs x86 | top-1/top-5 = vitedge f32 | max Δscore vs vitedge f32 |")
@@ -434,6 +431,8 @@ def main_in_venv(args):
 
 
 def main():
+    from compare_ort import in_venv
+
     args = parse_args(sys.argv[1:])
     if not in_venv(args.venv):
         ensure_venv_and_reexec(args)  # does not return
