@@ -13,7 +13,7 @@
 //! `classify` on the same pixels; for the other formats it is bit-identical to "convert the frame with
 //! [`ColorSpec::to_rgb`], then preprocess" ([`frame_to_rgb8`] is that reference).
 
-use crate::preprocess::{center_crop_offsets, resized_size, Coeffs, PreprocessConfig};
+use crate::preprocess::{normalize_chw, Plan, PreprocessConfig};
 
 use super::StreamError;
 
@@ -234,17 +234,8 @@ pub struct FramePreprocessor {
     width: usize,
     height: usize,
     color: ColorSpec,
-    horizontal: Coeffs,
-    vertical: Coeffs,
-    need_h: bool,
-    need_v: bool,
-    /// Source columns `x0..x1` and rows `y0..y1` the crop reads.
-    x0: usize,
-    x1: usize,
-    y0: usize,
-    y1: usize,
-    /// Left crop offset (used when no horizontal resampling is needed).
-    left: usize,
+    /// Resize/crop taps and the source span the crop reads, shared with `classify`'s preprocessor.
+    plan: Plan,
     row: Vec<u8>,
     temp: Vec<u8>,
     crop: Vec<u8>,
@@ -255,45 +246,18 @@ impl FramePreprocessor {
     pub fn new(cfg: &PreprocessConfig, format: PixelFormat, width: usize, height: usize, color: ColorSpec) -> Result<Self, StreamError> {
         check_geometry(format, width, height)?;
         let s = cfg.input_size;
-        let (rw, rh) = resized_size(width, height, cfg.resize_size());
-        if rw < s || rh < s {
-            return Err(StreamError::Usage(format!("frame size {width}x{height} is too small for a {s}x{s} crop")));
-        }
-        let (left, top) = center_crop_offsets(rw, rh, s);
-        let (need_h, need_v) = (rw != width, rh != height);
-        let mut horizontal = Coeffs::default();
-        let mut vertical = Coeffs::default();
-        horizontal.compute(width, rw, left, s, cfg.interpolation);
-        vertical.compute(height, rh, top, s, cfg.interpolation);
-        let span = |c: &Coeffs, off: usize, need: bool| {
-            if need {
-                let first = c.bounds.iter().map(|&(a, _)| a).min().unwrap_or(0);
-                let last = c.bounds.iter().map(|&(a, n)| a + n).max().unwrap_or(first);
-                (first, last)
-            } else {
-                (off, off + s)
-            }
-        };
-        let (x0, x1) = span(&horizontal, left, need_h);
-        let (y0, y1) = span(&vertical, top, need_v);
+        let plan = Plan::new(cfg, width, height).map_err(|e| StreamError::Usage(format!("frame size {width}x{height}: {e}")))?;
+        let (cols, rows) = (plan.source_columns(), plan.source_rows());
         Ok(FramePreprocessor {
             cfg: cfg.clone(),
             format,
             width,
             height,
             color,
-            horizontal,
-            vertical,
-            need_h,
-            need_v,
-            x0,
-            x1,
-            y0,
-            y1,
-            left,
-            row: vec![0; (x1 - x0) * 3],
-            temp: vec![0; (y1 - y0) * s * 3],
+            row: vec![0; cols.len() * 3],
+            temp: vec![0; rows.len() * s * 3],
             crop: vec![0; s * s * 3],
+            plan,
         })
     }
 
@@ -316,35 +280,20 @@ impl FramePreprocessor {
         if out.len() != 3 * s * s {
             return Err(StreamError::Usage(format!("input buffer has {} values, expected {}", out.len(), 3 * s * s)));
         }
-        let (x0, x1) = (self.x0, self.x1);
-        for y in self.y0..self.y1 {
-            // Source pixels x0..x1 of this row as RGB8: in place for rgb24, else converted once.
+        let cols = self.plan.source_columns();
+        let rows = self.plan.source_rows();
+        for (i, y) in rows.enumerate() {
+            // Source pixels of this row the crop reads, as RGB8: in place for rgb24, else converted once.
             let src: &[u8] = if self.format == PixelFormat::Rgb24 {
-                &frame[(y * self.width + x0) * 3..(y * self.width + x1) * 3]
+                &frame[(y * self.width + cols.start) * 3..(y * self.width + cols.end) * 3]
             } else {
-                convert_row(frame, self.format, self.width, self.height, &self.color, y, x0, x1, &mut self.row);
+                convert_row(frame, self.format, self.width, self.height, &self.color, y, cols.start, cols.end, &mut self.row);
                 &self.row
             };
-            let dst = &mut self.temp[(y - self.y0) * s * 3..(y - self.y0 + 1) * s * 3];
-            if self.need_h {
-                self.horizontal.resample_rgb_row(src, x0, dst);
-            } else {
-                let off = (self.left - x0) * 3;
-                dst.copy_from_slice(&src[off..off + s * 3]);
-            }
+            self.plan.row(src, &mut self.temp[i * s * 3..(i + 1) * s * 3]);
         }
-        if self.need_v {
-            self.vertical.resample_rows(&self.temp, self.y0, s * 3, &mut self.crop);
-        } else {
-            self.crop.copy_from_slice(&self.temp[..s * s * 3]);
-        }
-        let (mean, std) = (self.cfg.mean, self.cfg.std);
-        for c in 0..3 {
-            let plane = &mut out[c * s * s..(c + 1) * s * s];
-            for (o, px) in plane.iter_mut().zip(self.crop.chunks_exact(3)) {
-                *o = (px[c] as f32 / 255.0 - mean[c]) / std[c];
-            }
-        }
+        self.plan.columns(&self.temp, &mut self.crop);
+        normalize_chw(&self.crop, &self.cfg, out);
         Ok(())
     }
 }
