@@ -43,7 +43,7 @@ fn matches_pillow_bit_for_bit_on_odd_shapes() {
 
 #[test]
 fn constant_image_normalizes_exactly() {
-    let cfg = PreprocessConfig::deit(16);
+    let cfg = PreprocessConfig::imagenet(16);
     let (w, h) = (37, 23);
     let rgb: Vec<u8> = (0..w * h).flat_map(|_| [200u8, 100, 0]).collect();
     let mut out = vec![0f32; 3 * 16 * 16];
@@ -70,7 +70,7 @@ fn layout_is_chw_with_known_pixels() {
 #[test]
 fn size_and_crop_rules_follow_torchvision() {
     assert_eq!(PreprocessConfig::augreg(224).resize_size(), 248);
-    assert_eq!(PreprocessConfig::deit(224).resize_size(), 256);
+    assert_eq!(PreprocessConfig::imagenet(224).resize_size(), 256);
     assert_eq!(resized_size(500, 375, 248), (330, 248));
     assert_eq!(resized_size(375, 500, 248), (248, 330));
     assert_eq!(resized_size(333, 500, 248), (248, 372)); // int() truncates 372.37

@@ -62,6 +62,8 @@ def cases():
                                         v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(HALF), list(HALF))]), (80, 50), False
     yield "pil_to_tensor_convert_dtype", T.Compose([T.Resize(36), T.CenterCrop(32), T.PILToTensor(), T.ConvertImageDtype(torch.float32),
                                                     T.Normalize(HALF, HALF)]), (45, 45), True
+    # Pillow >= 13 runs the vertical pass first here (height shrinks by more than twice the width).
+    yield "tall_vertical_pass_first", T.Compose([T.Resize(16, interpolation=IM.BICUBIC), T.CenterCrop(16), T.ToTensor(), T.Normalize(HALF, HALF)]), (40, 130), True
     yield "timm_center", create_transform(input_size=32, crop_pct=0.9, interpolation="bicubic", mean=HALF, std=HALF), (75, 40), True
     yield "timm_squash", create_transform(input_size=32, crop_pct=0.875, crop_mode="squash", interpolation="bicubic"), (75, 40), False
     yield "timm_border", create_transform(input_size=32, crop_pct=0.95, crop_mode="border", interpolation="bicubic"), (75, 40), True

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 pub use decode::{decode_rgb8, is_jpeg, is_png, jpeg_dimensions, load_rgb8_with, DecodeLimits, DEFAULT_MAX_PIXELS};
 pub use resize::{center_crop_offsets, resize_output, resized_size, Preprocessor};
-pub(crate) use resize::{normalize_chw, Plan};
+pub(crate) use resize::{normalize_chw, Plan, Scratch};
 
 /// Resampling filter of the resize step: Pillow's filters, as torchvision's `InterpolationMode`
 /// selects them for PIL images.
@@ -130,6 +130,24 @@ pub struct Transform {
     pub center_crop: Option<CenterCrop>,
 }
 
+/// How uint8 pixels become floats on 0..1 before `Normalize` (the two torchvision spellings round
+/// differently in the last bit for about half of the 256 values).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scaling {
+    /// `ToTensor()` / `ConvertImageDtype(torch.float32)`: `v / 255` in f32.
+    #[default]
+    Divide,
+    /// torchvision v2 `ToDtype(torch.float32, scale=True)`: `v · f32(1/255)`.
+    Reciprocal,
+}
+
+impl Scaling {
+    fn is_default(&self) -> bool {
+        *self == Scaling::Divide
+    }
+}
+
 /// Preprocessing parameters a model was trained with; stored in the blob header.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PreprocessConfig {
@@ -149,6 +167,9 @@ pub struct PreprocessConfig {
     /// `floor(input_size / crop_pct)` and a center crop of `input_size` (see [`Self::steps`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transform: Option<Transform>,
+    /// uint8 → 0..1 conversion (absent: `ToTensor`'s division).
+    #[serde(default, skip_serializing_if = "Scaling::is_default")]
+    pub scaling: Scaling,
 }
 
 impl PreprocessConfig {
@@ -161,11 +182,13 @@ impl PreprocessConfig {
             mean: [0.5; 3],
             std: [0.5; 3],
             transform: None,
+            scaling: Scaling::Divide,
         }
     }
 
-    /// timm's DeiT defaults: bicubic, crop_pct 0.875, ImageNet mean/std.
-    pub fn deit(input_size: usize) -> Self {
+    /// timm's generic ImageNet defaults (`resolve_data_config` without a pretrained config): bicubic,
+    /// crop_pct 0.875, ImageNet mean/std.
+    pub fn imagenet(input_size: usize) -> Self {
         PreprocessConfig {
             input_size,
             crop_pct: 0.875,
@@ -173,6 +196,7 @@ impl PreprocessConfig {
             mean: [0.485, 0.456, 0.406],
             std: [0.229, 0.224, 0.225],
             transform: None,
+            scaling: Scaling::Divide,
         }
     }
 
@@ -216,7 +240,10 @@ impl PreprocessConfig {
             }
         }
         let triple = |v: &[f32; 3]| format!("({}, {}, {})", v[0], v[1], v[2]);
-        parts.push("ToTensor()".into());
+        match self.scaling {
+            Scaling::Divide => parts.push("ToTensor()".into()),
+            Scaling::Reciprocal => parts.push("ToImage(), ToDtype(torch.float32, scale=True)".into()),
+        }
         parts.push(format!("Normalize(mean={}, std={})", triple(&self.mean), triple(&self.std)));
         parts.join(", ")
     }

@@ -2,7 +2,7 @@
 //! Pillow's `Resample.c`), torchvision's `Resize(int)` size rule and `CenterCrop` offsets, so that
 //! the network sees the same uint8 pixels timm's evaluation transform produces.
 
-use super::{Interpolation, PreprocessConfig, PreprocessError, Resize};
+use super::{Interpolation, PreprocessConfig, PreprocessError, Resize, Scaling};
 
 /// Fixed-point precision of Pillow's 8-bit resampling coefficients.
 const PRECISION_BITS: u32 = 32 - 8 - 2;
@@ -302,6 +302,17 @@ pub(crate) struct Plan {
     pub(crate) vertical: Axis,
     /// RGB of padding pixels.
     pub(crate) fill: [u8; 3],
+    /// Pillow ≥ 13 runs the vertical pass first when the height shrinks by more than twice as many
+    /// pixels as the width (`ImagingResampleInner`); the 8-bit rounding between the passes makes
+    /// the order visible.
+    vertical_first: bool,
+}
+
+/// Reusable buffers of [`Plan::run`].
+#[derive(Default)]
+pub(crate) struct Scratch {
+    src: Vec<u8>,
+    temp: Vec<u8>,
 }
 
 impl Plan {
@@ -329,12 +340,56 @@ impl Plan {
         if (ch, cw) != (s, s) {
             return Err(PreprocessError::BadImage(format!("{width}x{height} becomes {cw}x{ch}, but the network takes {s}x{s}")));
         }
-        Ok(Plan {
-            size: s,
-            horizontal: Axis::new(width, rw, s, cfg.interpolation),
-            vertical: Axis::new(height, rh, s, cfg.interpolation),
-            fill,
-        })
+        let (horizontal, vertical) = (Axis::new(width, rw, s, cfg.interpolation), Axis::new(height, rh, s, cfg.interpolation));
+        let vertical_first = horizontal.resample && vertical.resample && cfg.interpolation != Interpolation::Nearest && {
+            let (dw, dh) = (width as i64 - rw as i64, height as i64 - rh as i64);
+            dh > 0 && dh > 2 * dw
+        };
+        Ok(Plan { size: s, horizontal, vertical, fill, vertical_first })
+    }
+
+    /// Buffers sized for [`Self::run`], so that running allocates nothing.
+    pub(crate) fn scratch(&self) -> Scratch {
+        let (rows, span, s) = (self.source_rows().len(), self.source_columns().len(), self.size);
+        if self.vertical_first {
+            Scratch { src: vec![0; rows * span * 3], temp: vec![0; (self.vertical.out1 - self.vertical.out0) * span * 3] }
+        } else {
+            Scratch { src: vec![0; span * 3], temp: vec![0; rows * s * 3] }
+        }
+    }
+
+    /// Resizes and crops into `crop` (`size² ` RGB8, padding included). `source_row(y, dst)` writes
+    /// the RGB8 pixels of source row `y`, columns [`Self::source_columns`], into `dst`; it is called
+    /// once for each row of [`Self::source_rows`], in order.
+    pub(crate) fn run(&self, scratch: &mut Scratch, mut source_row: impl FnMut(usize, &mut [u8]), crop: &mut [u8]) {
+        let (s, span) = (self.size, self.source_columns().len() * 3);
+        let rows = self.source_rows();
+        if !self.vertical_first {
+            scratch.src.resize(span, 0);
+            scratch.temp.resize(rows.len() * s * 3, 0);
+            for (i, y) in rows.enumerate() {
+                source_row(y, &mut scratch.src);
+                self.row(&scratch.src, &mut scratch.temp[i * s * 3..(i + 1) * s * 3]);
+            }
+            self.columns(&scratch.temp, crop);
+            return;
+        }
+        // Vertical pass first, over the source columns the horizontal pass reads.
+        let v = &self.vertical;
+        let kept = v.out1 - v.out0;
+        scratch.src.resize(rows.len() * span, 0);
+        scratch.temp.resize(kept * span, 0);
+        for (i, y) in rows.enumerate() {
+            source_row(y, &mut scratch.src[i * span..(i + 1) * span]);
+        }
+        v.coeffs.resample_rows(&scratch.src, v.src0, span, &mut scratch.temp);
+        for (i, r) in scratch.temp.chunks_exact(span).enumerate() {
+            let o = v.out0 + i;
+            self.row(r, &mut crop[o * s * 3..(o + 1) * s * 3]);
+        }
+        let (head, tail) = crop[..s * s * 3].split_at_mut(v.out1 * s * 3);
+        fill_pixels(&mut head[..v.out0 * s * 3], self.fill);
+        fill_pixels(tail, self.fill);
     }
 
     /// Whether some output pixels are padding.
@@ -344,7 +399,7 @@ impl Plan {
 
     /// Horizontal pass of one source row: `src` holds the row's RGB8 pixels from column
     /// `horizontal.src0` to `horizontal.src1`; writes `size` RGB8 pixels (padding included) to `dst`.
-    pub(crate) fn row(&self, src: &[u8], dst: &mut [u8]) {
+    fn row(&self, src: &[u8], dst: &mut [u8]) {
         let h = &self.horizontal;
         let (a, b) = (h.out0 * 3, h.out1 * 3);
         if h.out1 > h.out0 {
@@ -363,7 +418,7 @@ impl Plan {
 
     /// Vertical pass: `temp` holds the horizontally resampled rows `vertical.src0..vertical.src1`
     /// (`size` RGB8 pixels each); writes the `size × size` RGB8 crop (padding included) to `crop`.
-    pub(crate) fn columns(&self, temp: &[u8], crop: &mut [u8]) {
+    fn columns(&self, temp: &[u8], crop: &mut [u8]) {
         let v = &self.vertical;
         let row = self.size * 3;
         if v.out1 > v.out0 {
@@ -403,14 +458,14 @@ fn fill_pixels(dst: &mut [u8], fill: [u8; 3]) {
 pub struct Preprocessor {
     cfg: PreprocessConfig,
     plan: Option<(usize, usize, Plan)>,
-    temp: Vec<u8>,
+    scratch: Scratch,
     crop: Vec<u8>,
 }
 
 impl Preprocessor {
     /// A preprocessor for one model's configuration.
     pub fn new(cfg: PreprocessConfig) -> Self {
-        Preprocessor { cfg, plan: None, temp: Vec::new(), crop: Vec::new() }
+        Preprocessor { cfg, plan: None, scratch: Scratch::default(), crop: Vec::new() }
     }
 
     /// The configuration.
@@ -432,19 +487,14 @@ impl Preprocessor {
             )));
         }
         if !matches!(&self.plan, Some((w, h, _)) if (*w, *h) == (width, height)) {
-            self.plan = Some((width, height, Plan::new(&self.cfg, width, height)?));
+            let plan = Plan::new(&self.cfg, width, height)?;
+            self.scratch = plan.scratch();
+            self.plan = Some((width, height, plan));
         }
         let plan = &self.plan.as_ref().expect("set above").2;
-        let s = plan.size;
-        let rows = plan.source_rows();
         let cols = plan.source_columns();
-        self.temp.resize(rows.len() * s * 3, 0);
-        for (i, y) in rows.enumerate() {
-            let src = &rgb[(y * width + cols.start) * 3..(y * width + cols.end) * 3];
-            plan.row(src, &mut self.temp[i * s * 3..(i + 1) * s * 3]);
-        }
-        self.crop.resize(s * s * 3, 0);
-        plan.columns(&self.temp, &mut self.crop);
+        self.crop.resize(plan.size * plan.size * 3, 0);
+        plan.run(&mut self.scratch, |y, dst| dst.copy_from_slice(&rgb[(y * width + cols.start) * 3..(y * width + cols.end) * 3]), &mut self.crop);
         Ok(&self.crop)
     }
 
@@ -460,15 +510,21 @@ impl Preprocessor {
     }
 }
 
-/// torchvision's `ToTensor` + `Normalize` on an interleaved RGB8 crop: `(v / 255 − mean) / std` in
-/// f32, CHW order. Shared with the fused camera-frame path.
+/// torchvision's `ToTensor` (or v2 `ToDtype(scale=True)`) + `Normalize` on an interleaved RGB8 crop:
+/// `(v / 255 − mean) / std` in f32, CHW order. Shared with the fused camera-frame path.
 pub(crate) fn normalize_chw(crop: &[u8], cfg: &PreprocessConfig, out: &mut [f32]) {
     let s = cfg.input_size;
     let (mean, std) = (cfg.mean, cfg.std);
+    // The 256 possible values of each channel, computed once per call as torchvision does.
+    let unit: [f32; 256] = match cfg.scaling {
+        Scaling::Divide => std::array::from_fn(|v| v as f32 / 255.0),
+        Scaling::Reciprocal => std::array::from_fn(|v| v as f32 * (1.0f64 / 255.0) as f32),
+    };
     for c in 0..3 {
+        let table: [f32; 256] = std::array::from_fn(|v| (unit[v] - mean[c]) / std[c]);
         let plane = &mut out[c * s * s..(c + 1) * s * s];
         for (o, px) in plane.iter_mut().zip(crop.chunks_exact(3)) {
-            *o = (px[c] as f32 / 255.0 - mean[c]) / std[c];
+            *o = table[px[c] as usize];
         }
     }
 }

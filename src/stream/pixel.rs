@@ -9,11 +9,12 @@
 //! colour conversion runs row by row inside the horizontal pass of the same separable Pillow filter
 //! [`crate::preprocess::Preprocessor`] uses (same coefficient tables, computed once per frame size),
 //! converting only the source rows and columns the center crop reads into a one-row scratch. There is
-//! never a full-frame RGB image. For `rgb24` the row is read in place, so the tensor is bit-identical to
+//! never a full-frame RGB image (except the source rows of the crop when Pillow's order puts the
+//! vertical pass first: frames more than twice as tall as wide). For `rgb24` the row is copied as it is, so the tensor is bit-identical to
 //! `classify` on the same pixels; for the other formats it is bit-identical to "convert the frame with
 //! [`ColorSpec::to_rgb`], then preprocess" ([`frame_to_rgb8`] is that reference).
 
-use crate::preprocess::{normalize_chw, Plan, PreprocessConfig};
+use crate::preprocess::{normalize_chw, Plan, PreprocessConfig, Scratch};
 
 use super::StreamError;
 
@@ -236,8 +237,7 @@ pub struct FramePreprocessor {
     color: ColorSpec,
     /// Resize/crop taps and the source span the crop reads, shared with `classify`'s preprocessor.
     plan: Plan,
-    row: Vec<u8>,
-    temp: Vec<u8>,
+    scratch: Scratch,
     crop: Vec<u8>,
 }
 
@@ -247,18 +247,7 @@ impl FramePreprocessor {
         check_geometry(format, width, height)?;
         let s = cfg.input_size;
         let plan = Plan::new(cfg, width, height).map_err(|e| StreamError::Usage(format!("frame size {width}x{height}: {e}")))?;
-        let (cols, rows) = (plan.source_columns(), plan.source_rows());
-        Ok(FramePreprocessor {
-            cfg: cfg.clone(),
-            format,
-            width,
-            height,
-            color,
-            row: vec![0; cols.len() * 3],
-            temp: vec![0; rows.len() * s * 3],
-            crop: vec![0; s * s * 3],
-            plan,
-        })
+        Ok(FramePreprocessor { cfg: cfg.clone(), format, width, height, color, scratch: plan.scratch(), crop: vec![0; s * s * 3], plan })
     }
 
     /// Bytes one frame must have.
@@ -281,18 +270,9 @@ impl FramePreprocessor {
             return Err(StreamError::Usage(format!("input buffer has {} values, expected {}", out.len(), 3 * s * s)));
         }
         let cols = self.plan.source_columns();
-        let rows = self.plan.source_rows();
-        for (i, y) in rows.enumerate() {
-            // Source pixels of this row the crop reads, as RGB8: in place for rgb24, else converted once.
-            let src: &[u8] = if self.format == PixelFormat::Rgb24 {
-                &frame[(y * self.width + cols.start) * 3..(y * self.width + cols.end) * 3]
-            } else {
-                convert_row(frame, self.format, self.width, self.height, &self.color, y, cols.start, cols.end, &mut self.row);
-                &self.row
-            };
-            self.plan.row(src, &mut self.temp[i * s * 3..(i + 1) * s * 3]);
-        }
-        self.plan.columns(&self.temp, &mut self.crop);
+        let (format, width, height, color) = (self.format, self.width, self.height, &self.color);
+        // Only the source pixels the crop reads are converted to RGB8, one row at a time.
+        self.plan.run(&mut self.scratch, |y, dst| convert_row(frame, format, width, height, color, y, cols.start, cols.end, dst), &mut self.crop);
         normalize_chw(&self.crop, &self.cfg, out);
         Ok(())
     }
@@ -350,7 +330,7 @@ mod tests {
 
     #[test]
     fn rgb24_is_bit_identical_to_the_image_preprocessor() {
-        for (w, h) in [(320, 240), (97, 61), (224, 224), (250, 250), (500, 333)] {
+        for (w, h) in [(320, 240), (97, 61), (224, 224), (250, 250), (500, 333), (61, 200)] {
             for interp in [Interpolation::Bicubic, Interpolation::Bilinear, Interpolation::Nearest] {
                 let cfg = PreprocessConfig { interpolation: interp, ..PreprocessConfig::augreg(32) };
                 let rgb = noise(w * h * 3, (w * h) as u64);
@@ -366,7 +346,7 @@ mod tests {
     #[test]
     fn fused_yuv_matches_convert_then_preprocess() {
         // No resize along one axis (224 wide at crop 1.0) and odd sizes exercise every branch.
-        let cases = [(320, 240, 0.9f32), (97, 61, 0.9), (224, 300, 1.0), (640, 480, 0.875), (33, 35, 0.9)];
+        let cases = [(320, 240, 0.9f32), (97, 61, 0.9), (224, 300, 1.0), (640, 480, 0.875), (33, 35, 0.9), (70, 230, 0.9)];
         for &(w, h, crop_pct) in &cases {
             let cfg = PreprocessConfig { crop_pct, ..PreprocessConfig::augreg(if w < 64 { 32 } else { 224 }) };
             let s = cfg.input_size;
