@@ -208,8 +208,7 @@ fn inspect(path: PathBuf, verify: bool, as_json: bool) -> Result<()> {
             if c.distilled { ", distilled" } else { "" });
         println!("  precision     {}", h.precision);
         let p = &h.preprocess;
-        println!("  preprocess    {:?} resize to {}, crop {} (crop_pct {}), mean {:?}, std {:?}",
-            p.interpolation, p.resize_size(), p.input_size, p.crop_pct, p.mean, p.std);
+        println!("  preprocess    {}", p.describe());
         println!("  classes       {} ({} labels{})", c.num_classes, h.labels.len(), if h.label_ids.is_empty() { "" } else { " with ids" });
         for (k, v) in &h.source {
             println!("  {k:<13} {v}");

@@ -43,7 +43,7 @@ fn matches_pillow_bit_for_bit_on_odd_shapes() {
 
 #[test]
 fn constant_image_normalizes_exactly() {
-    let cfg = PreprocessConfig::deit(16);
+    let cfg = PreprocessConfig::imagenet(16);
     let (w, h) = (37, 23);
     let rgb: Vec<u8> = (0..w * h).flat_map(|_| [200u8, 100, 0]).collect();
     let mut out = vec![0f32; 3 * 16 * 16];
@@ -70,7 +70,7 @@ fn layout_is_chw_with_known_pixels() {
 #[test]
 fn size_and_crop_rules_follow_torchvision() {
     assert_eq!(PreprocessConfig::augreg(224).resize_size(), 248);
-    assert_eq!(PreprocessConfig::deit(224).resize_size(), 256);
+    assert_eq!(PreprocessConfig::imagenet(224).resize_size(), 256);
     assert_eq!(resized_size(500, 375, 248), (330, 248));
     assert_eq!(resized_size(375, 500, 248), (248, 330));
     assert_eq!(resized_size(333, 500, 248), (248, 372)); // int() truncates 372.37
@@ -115,4 +115,53 @@ fn decodes_real_jpegs_to_rgb() {
     let (rgb, w, h) = vitedge::preprocess::load_rgb8(&img).unwrap();
     assert_eq!(rgb.len(), w * h * 3);
     assert!(w > 100 && h > 100);
+}
+
+fn decode_fixtures() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/decode")
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Decodes every image of the Pillow manifest (`scripts/decode_reference.py`: the 500 shared sample
+/// JPEGs and synthetic JPEGs/PNGs Pillow wrote) and compares the RGB bytes' SHA-256 with Pillow's
+/// `Image.open(f).convert("RGB")`. Under emulation every 10th image.
+#[test]
+fn decoding_is_bit_identical_with_pillow() {
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(decode_fixtures().join("pillow_rgb_sha256.json")).unwrap()).unwrap();
+    let images = manifest["images"].as_object().unwrap();
+    let shared = common::shared();
+    let step = if common::skip_slow() { 10 } else { 1 };
+    let (mut checked, mut sample, mut mismatches) = (0, 0, Vec::new());
+    for (i, (key, want)) in images.iter().enumerate() {
+        let path = match key.split_once('/') {
+            Some(("synthetic", f)) => decode_fixtures().join(f),
+            Some(("imagenet-sample", f)) => match &shared {
+                Some(s) => {
+                    sample += 1;
+                    s.join("imagenet-sample").join(f)
+                }
+                None => continue,
+            },
+            _ => panic!("unexpected manifest key {key}"),
+        };
+        if i % step != 0 {
+            continue;
+        }
+        let (rgb, w, h) = vitedge::preprocess::load_rgb8(&path).unwrap_or_else(|e| panic!("{key}: {e}"));
+        assert_eq!((w as u64, h as u64), (want["width"].as_u64().unwrap(), want["height"].as_u64().unwrap()), "{key}");
+        if sha256_hex(&rgb) != want["sha256"].as_str().unwrap() {
+            mismatches.push(format!("{key} ({} {} {})", want["mode"], want["subsampling"], want["progressive"]));
+        }
+        checked += 1;
+    }
+    if let Some(s) = &shared {
+        // The manifest covers the whole shared sample, not a subset.
+        assert_eq!(sample, vitedge::eval::list_images(&s.join("imagenet-sample")).unwrap().len());
+    }
+    eprintln!("{checked} images decoded, {} bit-identical with Pillow {}", checked - mismatches.len(), manifest["pillow"]);
+    assert!(mismatches.is_empty(), "{} of {checked} differ from Pillow: {mismatches:?}", mismatches.len());
 }

@@ -133,7 +133,7 @@ pub fn blob_forward(data: &[u8]) {
     let bytes = with_valid_checksums(&bytes);
     let blob = Blob::from_bytes("fuzzed weights", &bytes, Verify::Checksums).expect("weights are not validated by value");
     let model = Model::from_blob(blob).expect("binds");
-    let mut engine = NativeEngine::new(&model, &EngineOptions { kernels: kernels.into(), threads: 1 }).expect("engine");
+    let mut engine = NativeEngine::new(&model, &EngineOptions { kernels: kernels.into(), threads: 1, ..Default::default() }).expect("engine");
     let input: Vec<f32> = (0..cfg.input_len())
         .map(|i| match rest.get(i % rest.len().max(1)).copied().unwrap_or(128) {
             0xff => f32::NAN,

@@ -10,10 +10,11 @@ use vitedge::kernels::pack;
 use vitedge::model::is_matrix;
 use vitedge::model::synthetic::header_for;
 use vitedge::model::VitConfig;
-use vitedge::preprocess::PreprocessConfig;
+use vitedge::preprocess::{CenterCrop, Interpolation, PreprocessConfig, Resize, Transform};
 
-use crate::arch::{self, ArchError};
+use crate::arch::{self, ArchError, Recognized};
 use crate::checkpoint::{self, CheckpointError, FloatTensor, StateDict, WeightsChoice, WeightsSource};
+use crate::timm_config::TimmConfig;
 
 /// Precision of the weight matrices in the blob.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -44,12 +45,62 @@ pub struct ConvertOptions {
     pub arch: Option<String>,
     /// Attention heads, for architectures that are not named (default: timm's `embed_dim / 64`).
     pub heads: Option<usize>,
-    /// Preprocessing override (else timm's default for the architecture).
+    /// Preprocessing stated by the user (`--transform`: a parsed torchvision repr), used as is.
     pub preprocess: Option<PreprocessConfig>,
+    /// timm's config.json (`--config`, or found beside `model.safetensors`): architecture, labels and
+    /// preprocessing.
+    pub timm_config: Option<TimmConfig>,
+    /// Single-field overrides (`--crop-pct`, `--mean`, `--std`, `--interpolation`).
+    pub overrides: PreprocessOverrides,
     /// Class labels and optional ids (`--labels FILE`).
     pub labels: Option<Labels>,
     /// Which weights to take when the checkpoint holds several (`--weights`).
     pub weights: WeightsChoice,
+}
+
+/// Single preprocessing fields given on the command line, applied over the stated or assumed
+/// preprocessing.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PreprocessOverrides {
+    /// timm crop_pct: the resize becomes timm's center rule, shorter side to `floor(input / crop_pct)`.
+    pub crop_pct: Option<f32>,
+    /// Normalization mean.
+    pub mean: Option<[f32; 3]>,
+    /// Normalization std.
+    pub std: Option<[f32; 3]>,
+    /// Resize filter.
+    pub interpolation: Option<Interpolation>,
+}
+
+impl PreprocessOverrides {
+    fn any(&self) -> bool {
+        *self != PreprocessOverrides::default()
+    }
+
+    fn all(&self) -> bool {
+        self.crop_pct.is_some() && self.mean.is_some() && self.std.is_some() && self.interpolation.is_some()
+    }
+
+    fn apply(&self, p: &mut PreprocessConfig) {
+        if let Some(c) = self.crop_pct {
+            p.crop_pct = c;
+            let s = p.input_size;
+            let size = p.resize_size();
+            p.transform = Some(Transform {
+                resize: Some(Resize::ShorterSide { size, max_size: None }),
+                center_crop: Some(CenterCrop { height: s, width: s, fill: [0; 3] }),
+            });
+        }
+        if let Some(m) = self.mean {
+            p.mean = m;
+        }
+        if let Some(s) = self.std {
+            p.std = s;
+        }
+        if let Some(i) = self.interpolation {
+            p.interpolation = i;
+        }
+    }
 }
 
 /// Class names and (optional) identifiers, parsed from a labels file.
@@ -113,6 +164,9 @@ pub struct Prepared {
     pub config: VitConfig,
     /// Preprocessing stored in the header.
     pub preprocess: PreprocessConfig,
+    /// Where the preprocessing came from (`--transform`, a config.json, or what was assumed), stored
+    /// in the header's `source`.
+    pub preprocess_source: String,
     /// Labels stored in the header.
     pub labels: Labels,
     /// Float tensors by blob name, in blob shapes (row-major).
@@ -121,16 +175,40 @@ pub struct Prepared {
     pub weights: Option<WeightsSource>,
 }
 
-/// The part of a file name before the first `.`, if it is a known architecture name.
+/// The known architecture (and pretrained tag) a checkpoint's file name starts with:
+/// `NAME.ext`, `NAME.TAG.ext`, `NAME_cifar10.ckpt`, `NAME-finetuned.pth`.
 pub fn arch_from_file_name(path: &Path) -> Option<String> {
-    let stem = path.file_name()?.to_str()?;
-    arch::known(stem).map(|a| a.name.to_string())
+    let file = path.file_name()?.to_str()?;
+    let (a, tag) = arch::known_prefix(file)?;
+    Some(match tag {
+        Some(t) => format!("{}.{t}", a.name),
+        None => a.name.clone(),
+    })
 }
 
-/// Recognizes the architecture of `sd` and maps its tensors (see [`arch::map_tensors`]).
+/// Recognizes the architecture of `sd` and maps its tensors (see [`arch::map_tensors`]), and
+/// settles the preprocessing: the one stated (`--transform`, timm's config.json, or every single
+/// field flag), else timm's pretrained config of the recognized architecture (or timm's generic
+/// one), with a warning that names the transform assumed and `--transform` to state the real one.
 pub fn prepare(sd: StateDict, opts: &ConvertOptions) -> Result<Prepared, ConvertError> {
     let sd = arch::strip_prefix(sd)?;
-    let mut config = arch::infer_config(&sd, opts.arch.as_deref())?;
+    let tc = opts.timm_config.as_ref();
+    let config_arch = tc.and_then(|c| c.architecture.clone()).filter(|a| {
+        let known = arch::known(a).is_some();
+        if !known {
+            log::warn!("config.json names architecture `{a}`, which is not in vitedge's table; recognizing it by its tensors");
+        }
+        known
+    });
+    let name = match (&opts.arch, &config_arch) {
+        (Some(a), Some(c)) if a.split('.').next() != c.split('.').next() => {
+            log::warn!("--arch {a} overrides config.json's architecture {c}");
+            Some(a.clone())
+        }
+        (Some(a), _) => Some(a.clone()),
+        (None, c) => c.clone(),
+    };
+    let (mut config, how) = arch::recognize(&sd, name.as_deref())?;
     if let Some(h) = opts.heads {
         if config.arch != "custom" && h != config.num_heads {
             return Err(ConvertError::Input(format!("--heads {h} contradicts {} ({} heads)", config.arch, config.num_heads)));
@@ -138,24 +216,34 @@ pub fn prepare(sd: StateDict, opts: &ConvertOptions) -> Result<Prepared, Convert
         config.num_heads = h;
         config.validate().map_err(|(field, reason)| ConvertError::Input(format!("{field}: {reason}")))?;
     }
-    if config.arch == "custom" {
-        log::warn!(
-            "architecture not named: inferred embed_dim {}, depth {}, {} heads (timm's embed_dim/64 rule), {} classes; pass --arch to pin it",
+    match &how {
+        Recognized::Custom => log::warn!(
+            "architecture not named and no known timm architecture has these tensors: inferred embed_dim {}, depth {}, {} heads (timm's embed_dim/64 rule), {} classes; pass --arch to pin it",
             config.embed_dim, config.depth, config.num_heads, config.num_classes
-        );
+        ),
+        Recognized::ByShape { also } => log::info!(
+            "recognized as {} by its tensor shapes ({} classes){}",
+            config.arch,
+            config.num_classes,
+            if also.is_empty() { String::new() } else { format!("; {} fit too", also.join(", ")) }
+        ),
+        Recognized::Named => {}
     }
-    let preprocess = match &opts.preprocess {
-        Some(p) => p.clone(),
-        None => {
-            let p = arch::default_preprocess(&config);
-            if config.arch == "custom" {
-                log::warn!("using timm's generic preprocessing (crop_pct {}, mean {:?}, std {:?}); override with --crop-pct/--mean/--std if the model was trained otherwise", p.crop_pct, p.mean, p.std);
-            }
-            p
+    if let Some(n) = tc.and_then(|c| c.num_classes) {
+        if n != config.num_classes {
+            return Err(ConvertError::Input(format!(
+                "{} says num_classes {n} but the checkpoint's head has {} classes: is it the config of another model?",
+                tc.map(|c| c.path.display().to_string()).unwrap_or_default(),
+                config.num_classes
+            )));
         }
+    }
+    let (preprocess, source) = settle_preprocess(&config, name.as_deref(), opts)?;
+    let labels = match (&opts.labels, tc.and_then(|c| c.labels.clone())) {
+        (Some(l), _) => l.clone(),
+        (None, Some(l)) => l,
+        (None, None) => Labels::default(),
     };
-    preprocess.validate().map_err(ConvertError::Input)?;
-    let labels = opts.labels.clone().unwrap_or_default();
     if !labels.names.is_empty() && labels.names.len() != config.num_classes {
         return Err(ConvertError::Input(format!(
             "the labels file has {} labels but the checkpoint's head has {} classes",
@@ -164,14 +252,72 @@ pub fn prepare(sd: StateDict, opts: &ConvertOptions) -> Result<Prepared, Convert
         )));
     }
     let tensors = arch::map_tensors(&sd, &config)?;
-    Ok(Prepared { config, preprocess, labels, tensors, weights: None })
+    Ok(Prepared { config, preprocess, preprocess_source: source, labels, tensors, weights: None })
 }
 
-/// Loads a checkpoint file and prepares it (the architecture name defaults to the file name's).
+/// The preprocessing a blob of `config` gets: `--transform`, else timm's config.json, else timm's
+/// pretrained config of the architecture (the tag `name` carries, or timm's default tag), else
+/// timm's generic defaults; then the single-field overrides. Returns it with its source
+/// (`stated: …` or `assumed: …`); an assumed one is logged as a warning that names the transform and
+/// the option that states the real one.
+pub fn settle_preprocess(config: &VitConfig, name: Option<&str>, opts: &ConvertOptions) -> Result<(PreprocessConfig, String), ConvertError> {
+    let (mut preprocess, mut source, stated) = if let Some(p) = &opts.preprocess {
+        (p.clone(), "stated: --transform".to_string(), true)
+    } else if let Some(c) = &opts.timm_config {
+        for n in &c.notes {
+            log::warn!("{n}");
+        }
+        (c.preprocess.clone(), format!("stated: timm config {}", c.path.display()), true)
+    } else if let Some((a, _)) = arch::known(&config.arch) {
+        let tag = name.and_then(arch::known).and_then(|(_, t)| t);
+        let (tag, cfg) = a.pretrained_cfg(tag);
+        let p = cfg.preprocess().map_err(ConvertError::Input)?;
+        (p, format!("assumed: timm {} pretrained_cfg of {}.{tag}", arch::timm_version(), a.name), false)
+    } else {
+        (arch::generic_preprocess(config.image_size), format!("assumed: timm {} generic defaults", arch::timm_version()), false)
+    };
+    if opts.overrides.any() {
+        opts.overrides.apply(&mut preprocess);
+        source += " + command-line overrides";
+    }
+    let stated = stated || opts.overrides.all();
+    if stated && source.starts_with("assumed") {
+        source = "stated: --crop-pct --mean --std --interpolation".into();
+    }
+    preprocess.validate().map_err(ConvertError::Input)?;
+    if preprocess.input_size != config.image_size {
+        return Err(ConvertError::Input(format!(
+            "the preprocessing makes {s}x{s} inputs but the model takes {m}x{m} (its position embedding has a {g}x{g} grid of {p}-pixel patches)",
+            s = preprocess.input_size,
+            m = config.image_size,
+            g = config.grid(),
+            p = config.patch_size
+        )));
+    }
+    if stated {
+        log::info!("preprocessing ({source}): {}", preprocess.describe());
+    } else {
+        log::warn!(
+            "preprocessing not stated: assumed {} — {}. If the model was trained or evaluated with another transform, state it once with --transform \"$(python -c 'print(val_transform)')\" (or --config config.json)",
+            source.trim_start_matches("assumed: "),
+            preprocess.describe()
+        );
+    }
+    Ok((preprocess, source))
+}
+
+/// Loads a checkpoint file and prepares it. The architecture name defaults to the file name's; a
+/// timm config.json beside a `model.safetensors` is read when none is given.
 pub fn prepare_file(path: &Path, opts: &ConvertOptions) -> Result<Prepared, ConvertError> {
     let ckpt = checkpoint::load(path, &checkpoint::LoadOptions { weights: opts.weights, ..Default::default() })?;
     let mut opts = opts.clone();
-    if opts.arch.is_none() {
+    if opts.timm_config.is_none() && opts.preprocess.is_none() {
+        if let Some(cfg) = crate::timm_config::beside(path) {
+            log::info!("reading timm's {} beside the weights (architecture, labels, preprocessing)", cfg.display());
+            opts.timm_config = Some(crate::timm_config::read(&cfg)?);
+        }
+    }
+    if opts.arch.is_none() && opts.timm_config.as_ref().and_then(|c| c.architecture.as_ref()).is_none() {
         opts.arch = arch_from_file_name(path);
         if let Some(a) = &opts.arch {
             log::info!("architecture {a} (from the file name)");
@@ -191,6 +337,7 @@ pub fn header(p: &Prepared, precision: Precision) -> vitedge::blob::Header {
         h.source.insert("weights".into(), w.kind.as_str().into());
         h.source.insert("weights_from".into(), w.location.clone().into());
     }
+    h.source.insert("preprocess".into(), p.preprocess_source.clone().into());
     h
 }
 

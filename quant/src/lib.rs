@@ -5,3 +5,5 @@ pub mod arch;
 pub mod checkpoint;
 pub mod convert;
 pub mod int8;
+pub mod timm_config;
+pub mod transform;

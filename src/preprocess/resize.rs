@@ -2,12 +2,12 @@
 //! Pillow's `Resample.c`), torchvision's `Resize(int)` size rule and `CenterCrop` offsets, so that
 //! the network sees the same uint8 pixels timm's evaluation transform produces.
 
-use super::{Interpolation, PreprocessConfig, PreprocessError};
+use super::{Interpolation, PreprocessConfig, PreprocessError, Resize, Scaling};
 
 /// Fixed-point precision of Pillow's 8-bit resampling coefficients.
 const PRECISION_BITS: u32 = 32 - 8 - 2;
-/// Largest accepted image side.
-const MAX_SIDE: usize = 1 << 15;
+/// Largest accepted image side (source and resized).
+pub(crate) const MAX_SIDE: usize = 1 << 15;
 
 fn bicubic(x: f64) -> f64 {
     const A: f64 = -0.5;
@@ -30,9 +30,39 @@ fn triangle(x: f64) -> f64 {
     }
 }
 
-fn nearest_box(x: f64) -> f64 {
+fn box_filter(x: f64) -> f64 {
     if x > -0.5 && x <= 0.5 {
         1.0
+    } else {
+        0.0
+    }
+}
+
+fn hamming(x: f64) -> f64 {
+    let x = x.abs();
+    if x == 0.0 {
+        1.0
+    } else if x >= 1.0 {
+        0.0
+    } else {
+        let x = x * std::f64::consts::PI;
+        // Pillow writes the window as `0.54f + 0.46f * cos(x)`: float constants, double arithmetic.
+        x.sin() / x * (0.54f32 as f64 + 0.46f32 as f64 * x.cos())
+    }
+}
+
+fn sinc(x: f64) -> f64 {
+    if x == 0.0 {
+        1.0
+    } else {
+        let x = x * std::f64::consts::PI;
+        x.sin() / x
+    }
+}
+
+fn lanczos(x: f64) -> f64 {
+    if (-3.0..3.0).contains(&x) {
+        sinc(x) * sinc(x / 3.0)
     } else {
         0.0
     }
@@ -89,7 +119,10 @@ impl Coeffs {
         let (filter, support): (fn(f64) -> f64, f64) = match interp {
             Interpolation::Bicubic => (bicubic, 2.0),
             Interpolation::Bilinear => (triangle, 1.0),
-            Interpolation::Nearest => (nearest_box, 0.5),
+            Interpolation::Box => (box_filter, 0.5),
+            Interpolation::Hamming => (hamming, 1.0),
+            Interpolation::Lanczos => (lanczos, 3.0),
+            Interpolation::Nearest => return self.compute_nearest(in_size, out_size, first, count),
         };
         let scale = in_size as f64 / out_size as f64;
         let filterscale = scale.max(1.0);
@@ -122,6 +155,27 @@ impl Coeffs {
     }
 }
 
+impl Coeffs {
+    /// Pillow's `NEAREST` resize (an affine scaling, not a convolution): output pixel `x` reads
+    /// source `int(x0)` with `x0 = scale/2 + x·scale` accumulated in f64 as `ImagingScaleAffine`
+    /// does. Stored as single taps of weight 1.0 so that the convolution passes copy exactly.
+    fn compute_nearest(&mut self, in_size: usize, out_size: usize, first: usize, count: usize) {
+        let scale = in_size as f64 / out_size as f64;
+        self.ksize = 1;
+        self.bounds.clear();
+        self.weights.clear();
+        let mut pos = scale * 0.5;
+        for x in 0..first + count {
+            if x >= first {
+                let src = (pos as usize).min(in_size - 1);
+                self.bounds.push((src, 1));
+                self.weights.push(1 << PRECISION_BITS);
+            }
+            pos += scale;
+        }
+    }
+}
+
 #[inline]
 fn clip8(v: i64) -> u8 {
     if v >= (1i64 << PRECISION_BITS) << 8 {
@@ -143,6 +197,44 @@ pub fn resized_size(width: usize, height: usize, size: usize) -> (usize, usize) 
     }
 }
 
+/// Output `(width, height)` of a resize step for a `width × height` image: torchvision's
+/// `_compute_resized_output_size` (Python's float arithmetic and `int()` truncation), or timm's
+/// `ResizeKeepRatio` (`round()` half to even).
+pub fn resize_output(resize: &Resize, width: usize, height: usize) -> (usize, usize) {
+    let (w, h) = (width as f64, height as f64);
+    match *resize {
+        Resize::ShorterSide { size, max_size } => {
+            let (short, long) = if width <= height { (width, height) } else { (height, width) };
+            let (mut new_short, mut new_long) = (size, (size as f64 * long as f64 / short as f64) as usize);
+            if let Some(m) = max_size {
+                if new_long > m {
+                    (new_short, new_long) = ((m as f64 * new_short as f64 / new_long as f64) as usize, m);
+                }
+            }
+            if width <= height {
+                (new_short, new_long)
+            } else {
+                (new_long, new_short)
+            }
+        }
+        Resize::LongerSide { size } => {
+            let (short, long) = if width <= height { (width, height) } else { (height, width) };
+            let new_short = (size as f64 * short as f64 / long as f64) as usize;
+            if width <= height {
+                (new_short, size)
+            } else {
+                (size, new_short)
+            }
+        }
+        Resize::Exact { height: th, width: tw } => (tw, th),
+        Resize::KeepRatio { height: th, width: tw, longest } => {
+            let (rh, rw) = (h / th as f64, w / tw as f64);
+            let ratio = rh.max(rw) * longest + rh.min(rw) * (1.0 - longest);
+            ((w * 1.0 / ratio).round_ties_even() as usize, (h * 1.0 / ratio).round_ties_even() as usize)
+        }
+    }
+}
+
 /// torchvision `CenterCrop` offsets `(left, top)`: `int(round((side − crop) / 2))` with Python's
 /// round-half-to-even.
 pub fn center_crop_offsets(width: usize, height: usize, crop: usize) -> (usize, usize) {
@@ -150,21 +242,230 @@ pub fn center_crop_offsets(width: usize, height: usize, crop: usize) -> (usize, 
     (off(width), off(height))
 }
 
-/// Reusable preprocessing state: coefficient tables and the intermediate image are kept between
-/// calls, so classifying frames of one size allocates nothing after the first.
+/// Offset of a centred window of `crop` pixels on a side of `side` pixels, as torchvision's
+/// `center_crop` places it: negative when the crop is larger (the image is padded by
+/// `(crop − side) // 2` before), else `round((side − crop) / 2)`.
+fn crop_offset(side: usize, crop: usize) -> isize {
+    if crop > side {
+        -(((crop - side) / 2) as isize)
+    } else {
+        ((side - crop) as f64 / 2.0).round_ties_even() as isize
+    }
+}
+
+/// One axis of a [`Plan`].
+#[derive(Default)]
+pub(crate) struct Axis {
+    /// Whether this axis is resampled (the resized size differs from the source's).
+    pub(crate) resample: bool,
+    /// Filter taps of the output pixels `out0..out1` (when resampling).
+    pub(crate) coeffs: Coeffs,
+    /// Output pixels taken from the image; the others are padding.
+    pub(crate) out0: usize,
+    pub(crate) out1: usize,
+    /// Source pixels those output pixels read.
+    pub(crate) src0: usize,
+    pub(crate) src1: usize,
+}
+
+impl Axis {
+    /// `side` source pixels, resized to `resized`, then a centred window of `out` pixels.
+    fn new(side: usize, resized: usize, out: usize, interp: Interpolation) -> Axis {
+        let offset = crop_offset(resized, out);
+        // Output pixels inside the resized image: o with 0 <= o + offset < resized.
+        let out0 = (-offset).max(0) as usize;
+        let out1 = (resized as isize - offset).clamp(0, out as isize) as usize;
+        let mut a = Axis { resample: resized != side, out0, out1, ..Axis::default() };
+        if out1 <= out0 {
+            (a.out0, a.out1) = (0, 0);
+            return a;
+        }
+        if a.resample {
+            a.coeffs.compute(side, resized, (out0 as isize + offset) as usize, out1 - out0, interp);
+            a.src0 = a.coeffs.bounds.iter().map(|&(s, _)| s).min().unwrap_or(0);
+            a.src1 = a.coeffs.bounds.iter().map(|&(s, n)| s + n).max().unwrap_or(a.src0);
+        } else {
+            a.src0 = (out0 as isize + offset) as usize;
+            a.src1 = (out1 as isize + offset) as usize;
+        }
+        a
+    }
+}
+
+/// Everything the resize and crop steps need for one source size, computed once: per axis the
+/// filter taps of the kept output pixels, the source span they read and where padding goes.
+/// Shared by [`Preprocessor`] and the fused camera-frame path (`crate::stream`).
+pub(crate) struct Plan {
+    /// Output side (the network input).
+    pub(crate) size: usize,
+    pub(crate) horizontal: Axis,
+    pub(crate) vertical: Axis,
+    /// RGB of padding pixels.
+    pub(crate) fill: [u8; 3],
+    /// Pillow ≥ 13 runs the vertical pass first when the height shrinks by more than twice as many
+    /// pixels as the width (`ImagingResampleInner`); the 8-bit rounding between the passes makes
+    /// the order visible.
+    vertical_first: bool,
+}
+
+/// Reusable buffers of [`Plan::run`].
+#[derive(Default)]
+pub(crate) struct Scratch {
+    src: Vec<u8>,
+    temp: Vec<u8>,
+}
+
+impl Plan {
+    /// The plan of `cfg`'s steps for a `width × height` source.
+    pub(crate) fn new(cfg: &PreprocessConfig, width: usize, height: usize) -> Result<Plan, PreprocessError> {
+        if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
+            return Err(PreprocessError::BadImage(format!("{width}x{height} is not a usable image size (1..={MAX_SIDE} per side)")));
+        }
+        let steps = cfg.steps();
+        let (rw, rh) = match &steps.resize {
+            Some(r) => resize_output(r, width, height),
+            None => (width, height),
+        };
+        if rw == 0 || rh == 0 || rw > MAX_SIDE || rh > MAX_SIDE {
+            return Err(PreprocessError::BadImage(format!(
+                "{width}x{height} resizes to {rw}x{rh} under {}, which is not a usable size",
+                cfg.describe()
+            )));
+        }
+        let s = cfg.input_size;
+        let (ch, cw, fill) = match &steps.center_crop {
+            Some(c) => (c.height, c.width, c.fill),
+            None => (rh, rw, [0; 3]),
+        };
+        if (ch, cw) != (s, s) {
+            return Err(PreprocessError::BadImage(format!("{width}x{height} becomes {cw}x{ch}, but the network takes {s}x{s}")));
+        }
+        let (horizontal, vertical) = (Axis::new(width, rw, s, cfg.interpolation), Axis::new(height, rh, s, cfg.interpolation));
+        let vertical_first = horizontal.resample && vertical.resample && cfg.interpolation != Interpolation::Nearest && {
+            let (dw, dh) = (width as i64 - rw as i64, height as i64 - rh as i64);
+            dh > 0 && dh > 2 * dw
+        };
+        Ok(Plan { size: s, horizontal, vertical, fill, vertical_first })
+    }
+
+    /// Buffers sized for [`Self::run`], so that running allocates nothing.
+    pub(crate) fn scratch(&self) -> Scratch {
+        let (rows, span, s) = (self.source_rows().len(), self.source_columns().len(), self.size);
+        if self.vertical_first {
+            Scratch { src: vec![0; rows * span * 3], temp: vec![0; (self.vertical.out1 - self.vertical.out0) * span * 3] }
+        } else {
+            Scratch { src: vec![0; span * 3], temp: vec![0; rows * s * 3] }
+        }
+    }
+
+    /// Resizes and crops into `crop` (`size² ` RGB8, padding included). `source_row(y, dst)` writes
+    /// the RGB8 pixels of source row `y`, columns [`Self::source_columns`], into `dst`; it is called
+    /// once for each row of [`Self::source_rows`], in order.
+    pub(crate) fn run(&self, scratch: &mut Scratch, mut source_row: impl FnMut(usize, &mut [u8]), crop: &mut [u8]) {
+        let (s, span) = (self.size, self.source_columns().len() * 3);
+        let rows = self.source_rows();
+        if !self.vertical_first {
+            scratch.src.resize(span, 0);
+            scratch.temp.resize(rows.len() * s * 3, 0);
+            for (i, y) in rows.enumerate() {
+                source_row(y, &mut scratch.src);
+                self.row(&scratch.src, &mut scratch.temp[i * s * 3..(i + 1) * s * 3]);
+            }
+            self.columns(&scratch.temp, crop);
+            return;
+        }
+        // Vertical pass first, over the source columns the horizontal pass reads.
+        let v = &self.vertical;
+        let kept = v.out1 - v.out0;
+        scratch.src.resize(rows.len() * span, 0);
+        scratch.temp.resize(kept * span, 0);
+        for (i, y) in rows.enumerate() {
+            source_row(y, &mut scratch.src[i * span..(i + 1) * span]);
+        }
+        v.coeffs.resample_rows(&scratch.src, v.src0, span, &mut scratch.temp);
+        for (i, r) in scratch.temp.chunks_exact(span).enumerate() {
+            let o = v.out0 + i;
+            self.row(r, &mut crop[o * s * 3..(o + 1) * s * 3]);
+        }
+        let (head, tail) = crop[..s * s * 3].split_at_mut(v.out1 * s * 3);
+        fill_pixels(&mut head[..v.out0 * s * 3], self.fill);
+        fill_pixels(tail, self.fill);
+    }
+
+    /// Whether some output pixels are padding.
+    fn pads(&self) -> bool {
+        self.horizontal.out0 > 0 || self.horizontal.out1 < self.size || self.vertical.out0 > 0 || self.vertical.out1 < self.size
+    }
+
+    /// Horizontal pass of one source row: `src` holds the row's RGB8 pixels from column
+    /// `horizontal.src0` to `horizontal.src1`; writes `size` RGB8 pixels (padding included) to `dst`.
+    fn row(&self, src: &[u8], dst: &mut [u8]) {
+        let h = &self.horizontal;
+        let (a, b) = (h.out0 * 3, h.out1 * 3);
+        if h.out1 > h.out0 {
+            if h.resample {
+                h.coeffs.resample_rgb_row(src, h.src0, &mut dst[a..b]);
+            } else {
+                dst[a..b].copy_from_slice(&src[..b - a]);
+            }
+        }
+        if self.pads() {
+            let (head, tail) = dst[..self.size * 3].split_at_mut(b);
+            fill_pixels(&mut head[..a], self.fill);
+            fill_pixels(tail, self.fill);
+        }
+    }
+
+    /// Vertical pass: `temp` holds the horizontally resampled rows `vertical.src0..vertical.src1`
+    /// (`size` RGB8 pixels each); writes the `size × size` RGB8 crop (padding included) to `crop`.
+    fn columns(&self, temp: &[u8], crop: &mut [u8]) {
+        let v = &self.vertical;
+        let row = self.size * 3;
+        if v.out1 > v.out0 {
+            let dst = &mut crop[v.out0 * row..v.out1 * row];
+            if v.resample {
+                v.coeffs.resample_rows(temp, v.src0, row, dst);
+            } else {
+                dst.copy_from_slice(&temp[..(v.out1 - v.out0) * row]);
+            }
+        }
+        if self.pads() {
+            let (head, tail) = crop[..self.size * row].split_at_mut(v.out1 * row);
+            fill_pixels(&mut head[..v.out0 * row], self.fill);
+            fill_pixels(tail, self.fill);
+        }
+    }
+
+    /// Source rows the vertical pass reads (`src0..src1`; empty when the crop is all padding).
+    pub(crate) fn source_rows(&self) -> std::ops::Range<usize> {
+        self.vertical.src0..self.vertical.src1
+    }
+
+    /// Source columns the horizontal pass reads.
+    pub(crate) fn source_columns(&self) -> std::ops::Range<usize> {
+        self.horizontal.src0..self.horizontal.src1
+    }
+}
+
+fn fill_pixels(dst: &mut [u8], fill: [u8; 3]) {
+    for px in dst.chunks_exact_mut(3) {
+        px.copy_from_slice(&fill);
+    }
+}
+
+/// Reusable preprocessing state: the plan (coefficient tables) and the intermediate image are
+/// kept between calls, so classifying frames of one size allocates nothing after the first.
 pub struct Preprocessor {
     cfg: PreprocessConfig,
-    horizontal: Coeffs,
-    vertical: Coeffs,
-    key: Option<(usize, usize)>,
-    temp: Vec<u8>,
+    plan: Option<(usize, usize, Plan)>,
+    scratch: Scratch,
     crop: Vec<u8>,
 }
 
 impl Preprocessor {
     /// A preprocessor for one model's configuration.
     pub fn new(cfg: PreprocessConfig) -> Self {
-        Preprocessor { cfg, horizontal: Coeffs::default(), vertical: Coeffs::default(), key: None, temp: Vec::new(), crop: Vec::new() }
+        Preprocessor { cfg, plan: None, scratch: Scratch::default(), crop: Vec::new() }
     }
 
     /// The configuration.
@@ -185,46 +486,15 @@ impl Preprocessor {
                 width * height * 3
             )));
         }
-        let s = self.cfg.input_size;
-        let (rw, rh) = resized_size(width, height, self.cfg.resize_size());
-        let (left, top) = center_crop_offsets(rw, rh, s);
-        let need_h = rw != width;
-        let need_v = rh != height;
-        if self.key != Some((width, height)) {
-            self.horizontal.compute(width, rw, left, s, self.cfg.interpolation);
-            self.vertical.compute(height, rh, top, s, self.cfg.interpolation);
-            self.key = Some((width, height));
+        if !matches!(&self.plan, Some((w, h, _)) if (*w, *h) == (width, height)) {
+            let plan = Plan::new(&self.cfg, width, height)?;
+            self.scratch = plan.scratch();
+            self.plan = Some((width, height, plan));
         }
-        self.crop.resize(s * s * 3, 0);
-        // Rows of the source the kept output rows read (the vertical pass's window).
-        let (y0, y1) = if need_v {
-            let first = self.vertical.bounds[0].0;
-            let last = self.vertical.bounds.iter().map(|&(a, n)| a + n).max().unwrap_or(first);
-            (first, last)
-        } else {
-            (top, top + s)
-        };
-        // Horizontal pass into temp (rows y0..y1, s columns), uint8 as in Pillow.
-        let rows = y1 - y0;
-        self.temp.resize(rows * s * 3, 0);
-        if need_h {
-            let c = &self.horizontal;
-            for y in 0..rows {
-                let src = &rgb[(y0 + y) * width * 3..(y0 + y + 1) * width * 3];
-                c.resample_rgb_row(src, 0, &mut self.temp[y * s * 3..(y + 1) * s * 3]);
-            }
-        } else {
-            for y in 0..rows {
-                let src = &rgb[(y0 + y) * width * 3 + left * 3..(y0 + y) * width * 3 + (left + s) * 3];
-                self.temp[y * s * 3..(y + 1) * s * 3].copy_from_slice(src);
-            }
-        }
-        // Vertical pass into the crop.
-        if need_v {
-            self.vertical.resample_rows(&self.temp, y0, s * 3, &mut self.crop);
-        } else {
-            self.crop.copy_from_slice(&self.temp[..s * s * 3]);
-        }
+        let plan = &self.plan.as_ref().expect("set above").2;
+        let cols = plan.source_columns();
+        self.crop.resize(plan.size * plan.size * 3, 0);
+        plan.run(&mut self.scratch, |y, dst| dst.copy_from_slice(&rgb[(y * width + cols.start) * 3..(y * width + cols.end) * 3]), &mut self.crop);
         Ok(&self.crop)
     }
 
@@ -234,14 +504,27 @@ impl Preprocessor {
         if out.len() != 3 * s * s {
             return Err(PreprocessError::OutputLen { expected: 3 * s * s, found: out.len() });
         }
-        let (mean, std) = (self.cfg.mean, self.cfg.std);
         self.resize_crop(rgb, width, height)?;
-        for c in 0..3 {
-            let plane = &mut out[c * s * s..(c + 1) * s * s];
-            for (o, px) in plane.iter_mut().zip(self.crop.chunks_exact(3)) {
-                *o = (px[c] as f32 / 255.0 - mean[c]) / std[c];
-            }
-        }
+        normalize_chw(&self.crop, &self.cfg, out);
         Ok(())
+    }
+}
+
+/// torchvision's `ToTensor` (or v2 `ToDtype(scale=True)`) + `Normalize` on an interleaved RGB8 crop:
+/// `(v / 255 − mean) / std` in f32, CHW order. Shared with the fused camera-frame path.
+pub(crate) fn normalize_chw(crop: &[u8], cfg: &PreprocessConfig, out: &mut [f32]) {
+    let s = cfg.input_size;
+    let (mean, std) = (cfg.mean, cfg.std);
+    // The 256 possible values of each channel, computed once per call as torchvision does.
+    let unit: [f32; 256] = match cfg.scaling {
+        Scaling::Divide => std::array::from_fn(|v| v as f32 / 255.0),
+        Scaling::Reciprocal => std::array::from_fn(|v| v as f32 * (1.0f64 / 255.0) as f32),
+    };
+    for c in 0..3 {
+        let table: [f32; 256] = std::array::from_fn(|v| (unit[v] - mean[c]) / std[c]);
+        let plane = &mut out[c * s * s..(c + 1) * s * s];
+        for (o, px) in plane.iter_mut().zip(crop.chunks_exact(3)) {
+            *o = table[px[c] as usize];
+        }
     }
 }

@@ -9,11 +9,12 @@
 //! colour conversion runs row by row inside the horizontal pass of the same separable Pillow filter
 //! [`crate::preprocess::Preprocessor`] uses (same coefficient tables, computed once per frame size),
 //! converting only the source rows and columns the center crop reads into a one-row scratch. There is
-//! never a full-frame RGB image. For `rgb24` the row is read in place, so the tensor is bit-identical to
+//! never a full-frame RGB image (except the source rows of the crop when Pillow's order puts the
+//! vertical pass first: frames more than twice as tall as wide). For `rgb24` the row is copied as it is, so the tensor is bit-identical to
 //! `classify` on the same pixels; for the other formats it is bit-identical to "convert the frame with
 //! [`ColorSpec::to_rgb`], then preprocess" ([`frame_to_rgb8`] is that reference).
 
-use crate::preprocess::{center_crop_offsets, resized_size, Coeffs, PreprocessConfig};
+use crate::preprocess::{normalize_chw, Plan, PreprocessConfig, Scratch};
 
 use super::StreamError;
 
@@ -234,19 +235,9 @@ pub struct FramePreprocessor {
     width: usize,
     height: usize,
     color: ColorSpec,
-    horizontal: Coeffs,
-    vertical: Coeffs,
-    need_h: bool,
-    need_v: bool,
-    /// Source columns `x0..x1` and rows `y0..y1` the crop reads.
-    x0: usize,
-    x1: usize,
-    y0: usize,
-    y1: usize,
-    /// Left crop offset (used when no horizontal resampling is needed).
-    left: usize,
-    row: Vec<u8>,
-    temp: Vec<u8>,
+    /// Resize/crop taps and the source span the crop reads, shared with `classify`'s preprocessor.
+    plan: Plan,
+    scratch: Scratch,
     crop: Vec<u8>,
 }
 
@@ -255,46 +246,8 @@ impl FramePreprocessor {
     pub fn new(cfg: &PreprocessConfig, format: PixelFormat, width: usize, height: usize, color: ColorSpec) -> Result<Self, StreamError> {
         check_geometry(format, width, height)?;
         let s = cfg.input_size;
-        let (rw, rh) = resized_size(width, height, cfg.resize_size());
-        if rw < s || rh < s {
-            return Err(StreamError::Usage(format!("frame size {width}x{height} is too small for a {s}x{s} crop")));
-        }
-        let (left, top) = center_crop_offsets(rw, rh, s);
-        let (need_h, need_v) = (rw != width, rh != height);
-        let mut horizontal = Coeffs::default();
-        let mut vertical = Coeffs::default();
-        horizontal.compute(width, rw, left, s, cfg.interpolation);
-        vertical.compute(height, rh, top, s, cfg.interpolation);
-        let span = |c: &Coeffs, off: usize, need: bool| {
-            if need {
-                let first = c.bounds.iter().map(|&(a, _)| a).min().unwrap_or(0);
-                let last = c.bounds.iter().map(|&(a, n)| a + n).max().unwrap_or(first);
-                (first, last)
-            } else {
-                (off, off + s)
-            }
-        };
-        let (x0, x1) = span(&horizontal, left, need_h);
-        let (y0, y1) = span(&vertical, top, need_v);
-        Ok(FramePreprocessor {
-            cfg: cfg.clone(),
-            format,
-            width,
-            height,
-            color,
-            horizontal,
-            vertical,
-            need_h,
-            need_v,
-            x0,
-            x1,
-            y0,
-            y1,
-            left,
-            row: vec![0; (x1 - x0) * 3],
-            temp: vec![0; (y1 - y0) * s * 3],
-            crop: vec![0; s * s * 3],
-        })
+        let plan = Plan::new(cfg, width, height).map_err(|e| StreamError::Usage(format!("frame size {width}x{height}: {e}")))?;
+        Ok(FramePreprocessor { cfg: cfg.clone(), format, width, height, color, scratch: plan.scratch(), crop: vec![0; s * s * 3], plan })
     }
 
     /// Bytes one frame must have.
@@ -316,35 +269,11 @@ impl FramePreprocessor {
         if out.len() != 3 * s * s {
             return Err(StreamError::Usage(format!("input buffer has {} values, expected {}", out.len(), 3 * s * s)));
         }
-        let (x0, x1) = (self.x0, self.x1);
-        for y in self.y0..self.y1 {
-            // Source pixels x0..x1 of this row as RGB8: in place for rgb24, else converted once.
-            let src: &[u8] = if self.format == PixelFormat::Rgb24 {
-                &frame[(y * self.width + x0) * 3..(y * self.width + x1) * 3]
-            } else {
-                convert_row(frame, self.format, self.width, self.height, &self.color, y, x0, x1, &mut self.row);
-                &self.row
-            };
-            let dst = &mut self.temp[(y - self.y0) * s * 3..(y - self.y0 + 1) * s * 3];
-            if self.need_h {
-                self.horizontal.resample_rgb_row(src, x0, dst);
-            } else {
-                let off = (self.left - x0) * 3;
-                dst.copy_from_slice(&src[off..off + s * 3]);
-            }
-        }
-        if self.need_v {
-            self.vertical.resample_rows(&self.temp, self.y0, s * 3, &mut self.crop);
-        } else {
-            self.crop.copy_from_slice(&self.temp[..s * s * 3]);
-        }
-        let (mean, std) = (self.cfg.mean, self.cfg.std);
-        for c in 0..3 {
-            let plane = &mut out[c * s * s..(c + 1) * s * s];
-            for (o, px) in plane.iter_mut().zip(self.crop.chunks_exact(3)) {
-                *o = (px[c] as f32 / 255.0 - mean[c]) / std[c];
-            }
-        }
+        let cols = self.plan.source_columns();
+        let (format, width, height, color) = (self.format, self.width, self.height, &self.color);
+        // Only the source pixels the crop reads are converted to RGB8, one row at a time.
+        self.plan.run(&mut self.scratch, |y, dst| convert_row(frame, format, width, height, color, y, cols.start, cols.end, dst), &mut self.crop);
+        normalize_chw(&self.crop, &self.cfg, out);
         Ok(())
     }
 }
@@ -401,7 +330,7 @@ mod tests {
 
     #[test]
     fn rgb24_is_bit_identical_to_the_image_preprocessor() {
-        for (w, h) in [(320, 240), (97, 61), (224, 224), (250, 250), (500, 333)] {
+        for (w, h) in [(320, 240), (97, 61), (224, 224), (250, 250), (500, 333), (61, 200)] {
             for interp in [Interpolation::Bicubic, Interpolation::Bilinear, Interpolation::Nearest] {
                 let cfg = PreprocessConfig { interpolation: interp, ..PreprocessConfig::augreg(32) };
                 let rgb = noise(w * h * 3, (w * h) as u64);
@@ -417,7 +346,7 @@ mod tests {
     #[test]
     fn fused_yuv_matches_convert_then_preprocess() {
         // No resize along one axis (224 wide at crop 1.0) and odd sizes exercise every branch.
-        let cases = [(320, 240, 0.9f32), (97, 61, 0.9), (224, 300, 1.0), (640, 480, 0.875), (33, 35, 0.9)];
+        let cases = [(320, 240, 0.9f32), (97, 61, 0.9), (224, 300, 1.0), (640, 480, 0.875), (33, 35, 0.9), (70, 230, 0.9)];
         for &(w, h, crop_pct) in &cases {
             let cfg = PreprocessConfig { crop_pct, ..PreprocessConfig::augreg(if w < 64 { 32 } else { 224 }) };
             let s = cfg.input_size;

@@ -31,7 +31,7 @@ pub fn tiny_state(d: usize, depth: usize, classes: usize, prefix: &str) -> State
         layer_norm_eps: 1e-6,
     };
     let mut sd = BTreeMap::new();
-    for (name, mut shape) in vitedge_quant::arch::blob_tensor_shapes(&cfg) {
+    for (name, mut shape) in cfg.blob_tensor_shapes() {
         if name == "patch_embed.proj.weight" {
             shape = vec![d, 3, 16, 16];
         }
