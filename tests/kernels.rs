@@ -27,6 +27,11 @@ proptest! {
     }
 
     #[test]
+    fn attention_packing_matches_scalar(n in 1usize..70, k in 1usize..100, pad in 0usize..5, seed: u64, special: bool) {
+        kernel_checks::attention_packing(n, k, pad, seed, special).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
     fn vector_ops_match_scalar(len in 1usize..900, scale in 0.01f32..3.0, seed: u64, big: bool) {
         kernel_checks::vector_ops(len, scale, seed, big).map_err(TestCaseError::fail)?;
     }

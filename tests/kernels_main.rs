@@ -26,6 +26,10 @@ fn main() {
         kernel_checks::vector_ops(len, scale, seed, big).map_err(TestCaseError::fail)
     });
     results.push(("vector_ops_match_scalar", r.map_err(|e| e.to_string())));
+    let r = runner().run(&(1usize..70, 1usize..100, 0usize..5, any::<u64>(), any::<bool>()), |(n, k, pad, seed, special)| {
+        kernel_checks::attention_packing(n, k, pad, seed, special).map_err(TestCaseError::fail)
+    });
+    results.push(("attention_packing_matches_scalar", r.map_err(|e| e.to_string())));
     results.push(("gelu_is_exact_over_its_range_and_extremes", kernel_checks::gelu_range()));
     results.push(("every_kernel_set_runs_the_whole_model_like_scalar", kernel_checks::whole_model(false, &[1])));
     let names: Vec<&str> = vitedge::kernels::Kernels::all_available().iter().map(|(n, _)| *n).collect();

@@ -435,8 +435,8 @@ fn attention_int8(k: &Kernels, pool: &Pool, ar: &mut Arena, t: usize, d: usize, 
         let (kq, ks, kz, vq, vs, vz) = unsafe {
             (kq_p.slice(head * kl, kl), ks_p.slice(head * t16, t16), kz_p.slice(head * t16, t16), vq_p.slice(head * vl, vl), vs_p.slice(head * t, t), vz_p.slice(head * hd16, hd16))
         };
-        pack::panel16x4_quantize_rows(&qkv[d + head * hd..], t, hd, 3 * d, kq, ks, kz);
-        pack::panel16x4_quantize_cols_by_row(&qkv[2 * d + head * hd..], hd, t, 3 * d, vq, vs, vz);
+        k.vector.quantize_pack_keys(&qkv[d + head * hd..], t, hd, 3 * d, kq, ks, kz);
+        k.vector.quantize_pack_values(&qkv[2 * d + head * hd..], hd, t, 3 * d, vq, vs, vz);
     };
     pool.run(heads, &pack_head);
     let tasks = pool.threads().min(t.div_ceil(16)).max(1);

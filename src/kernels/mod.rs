@@ -220,6 +220,18 @@ pub trait VectorOps: Send + Sync {
     /// value scales of the tokens) quantized to u8 in `out` with zero point 0; returns the scale
     /// (`p ≈ scale · q`). `x` is scratch afterwards. SIMD sets fuse the passes; their result may
     /// differ from this reference by one level where a product rounds differently.
+    /// int8 attention keys: [`pack::panel16x4_quantize_rows`] (one i8 scale per token, packed so
+    /// that token `j` is GEMM column `j`). SIMD sets must give bit-identical results.
+    #[allow(clippy::too_many_arguments)]
+    fn quantize_pack_keys(&self, src: &[f32], n: usize, k: usize, row_stride: usize, dst: &mut [i8], scale: &mut [f32], sum: &mut [i32]) {
+        pack::panel16x4_quantize_rows(src, n, k, row_stride, dst, scale, sum)
+    }
+    /// int8 attention values: [`pack::panel16x4_quantize_cols_by_row`] (one i8 scale per token, the
+    /// reduction index). SIMD sets must give bit-identical results.
+    #[allow(clippy::too_many_arguments)]
+    fn quantize_pack_values(&self, src: &[f32], n: usize, k: usize, row_stride: usize, dst: &mut [i8], row_scale: &mut [f32], sum: &mut [i32]) {
+        pack::panel16x4_quantize_cols_by_row(src, n, k, row_stride, dst, row_scale, sum)
+    }
     fn softmax_quantize_u8(&self, x: &mut [f32], scale: f32, weight: &[f32], out: &mut [u8]) -> f32 {
         self.softmax(x, scale);
         x.iter_mut().zip(weight).for_each(|(p, w)| *p *= w);

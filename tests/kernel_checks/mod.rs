@@ -217,6 +217,46 @@ pub fn vector_ops(len: usize, scale: f32, seed: u64, big: bool) -> Check {
     Ok(())
 }
 
+/// int8 attention's key and value packing (quantize per token + `Panel16x4`) of every kernel set
+/// vs scalar, bit for bit: `n` tokens (keys) or columns (values) and `k` values per token, rows
+/// `pad` apart beyond their length, with a zero row, a NaN and an infinity when `special`.
+pub fn attention_packing(n: usize, k: usize, pad: usize, seed: u64, special: bool) -> Check {
+    let mut rng = Rng::new(seed);
+    let s = Kernels::scalar().vector;
+    // keys: n rows of k values; values: k rows (tokens) of n values.
+    for (what, rows, cols) in [("keys", n, k), ("values", k, n)] {
+        let stride = cols + pad;
+        let mut src = rng.normals(rows * stride, 2.0);
+        if special && rows > 2 {
+            src[..cols].fill(0.0);
+            src[stride] = f32::NAN;
+            src[2 * stride + cols - 1] = f32::INFINITY;
+        }
+        let (kp, np) = (round_up(k, 4), round_up(n, 16));
+        let run = |v: &dyn vitedge::kernels::VectorOps| {
+            let (mut dst, mut scale, mut sum) = (vec![7i8; np * kp], vec![-1f32; np.max(k)], vec![-9i32; np]);
+            if what == "keys" {
+                v.quantize_pack_keys(&src, n, k, stride, &mut dst, &mut scale, &mut sum);
+            } else {
+                v.quantize_pack_values(&src, n, k, stride, &mut dst, &mut scale, &mut sum);
+            }
+            (dst, scale, sum)
+        };
+        let want = run(s);
+        for (name, kern) in Kernels::all_available() {
+            let got = run(kern.vector);
+            if got.0 != want.0 {
+                let i = (0..got.0.len()).find(|&i| got.0[i] != want.0[i]).unwrap();
+                return Err(format!("{name} {what} packing {n}x{k}: byte {i}: {} vs {}", got.0[i], want.0[i]));
+            }
+            if got.1.iter().zip(&want.1).any(|(a, b)| a.to_bits() != b.to_bits()) || got.2 != want.2 {
+                return Err(format!("{name} {what} packing {n}x{k}: scales or sums differ"));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// GELU over [-10, 10] and extremes against the exact (libm erf) formula.
 pub fn gelu_range() -> Check {
     let xs: Vec<f32> = (-2000..=2000).map(|i| i as f32 * 0.005).chain([-1e4, -40.0, 40.0, 1e4, 0.0, -0.0]).collect();

@@ -19,7 +19,8 @@ use std::arch::asm;
 
 use half::f16;
 
-use crate::kernels::{u8_params, Epilogue, GemmArgs, GemmF16, GemmF32, GemmU8I8, GemmU8I8Args, VectorOps};
+use crate::blob::round_up;
+use crate::kernels::{pack, u8_params, Epilogue, GemmArgs, GemmF16, GemmF32, GemmU8I8, GemmU8I8Args, VectorOps};
 
 /// NEON kernel set. Construct only through [`Neon::detect`].
 pub struct Neon(());
@@ -587,6 +588,117 @@ fn quantize_u8(x: &[f32], out: &mut [u8]) -> (f32, i32) {
     (scale, zero)
 }
 
+/// `max |x|` (NaN ignored, like the scalar fold with `f32::max`).
+#[target_feature(enable = "neon")]
+fn abs_max(x: &[f32]) -> f32 {
+    let body = x.len() / 4 * 4;
+    let mut m = vdupq_n_f32(0.0);
+    for i in (0..body).step_by(4) {
+        // SAFETY: i + 4 ≤ body ≤ x.len().
+        m = vmaxnmq_f32(m, vabsq_f32(unsafe { vld1q_f32(x.as_ptr().add(i)) }));
+    }
+    x[body..].iter().fold(vmaxnmvq_f32(m), |a, &v| a.max(v.abs()))
+}
+
+/// 16 values at `p` as [`pack::quantize_i8`] computes them: `round(v · inv)` half away from zero
+/// (`fcvtas`, saturating), clamped to ±127.
+///
+/// # Safety
+/// `p` must be valid for reading 16 `f32`.
+#[target_feature(enable = "neon")]
+unsafe fn quantize16_i8(p: *const f32, inv: f32) -> int8x16_t {
+    let (hi, lo) = (vdupq_n_s32(127), vdupq_n_s32(-127));
+    // SAFETY: the caller guarantees 16 readable values.
+    let q: [int32x4_t; 4] = std::array::from_fn(|i| unsafe { vmaxq_s32(vminq_s32(vcvtaq_s32_f32(vmulq_n_f32(vld1q_f32(p.add(4 * i)), inv)), hi), lo) });
+    vcombine_s8(vmovn_s16(vcombine_s16(vmovn_s32(q[0]), vmovn_s32(q[1]))), vmovn_s16(vcombine_s16(vmovn_s32(q[2]), vmovn_s32(q[3]))))
+}
+
+/// [`VectorOps::quantize_pack_keys`]: per token, 16 values at a time quantized in registers and
+/// stored as the four 4-byte groups they form in `Panel16x4` (bit-identical with the reference).
+#[target_feature(enable = "neon")]
+fn quantize_pack_keys(src: &[f32], n: usize, k: usize, row_stride: usize, dst: &mut [i8], scale: &mut [f32], sum: &mut [i32]) {
+    let (kp, np) = (round_up(k, 4), round_up(n, 16));
+    let dst = &mut dst[..np * kp];
+    dst.fill(0);
+    scale[n..np].fill(1.0);
+    sum[n..np].fill(0);
+    let body = k / 16 * 16;
+    for j in 0..n {
+        let row = &src[j * row_stride..j * row_stride + k];
+        let (s, inv) = pack::i8_params(abs_max(row));
+        let base = (j / 16) * 16 * kp + (j % 16) * 4;
+        let mut total = 0i32;
+        for kk in (0..body).step_by(16) {
+            // SAFETY: kk + 16 ≤ body ≤ row.len(); the groups go to base + (kk/4 + g)·64 + 0..4 with
+            // kk/4 + g < kp/4 and j%16 < 16, inside the np·kp bytes of dst.
+            unsafe {
+                let q = vreinterpretq_u32_s8(quantize16_i8(row.as_ptr().add(kk), inv));
+                total += vaddlvq_s8(vreinterpretq_s8_u32(q)) as i32;
+                let p = dst.as_mut_ptr().add(base + (kk / 4) * 64);
+                std::ptr::write_unaligned(p as *mut u32, vgetq_lane_u32::<0>(q));
+                std::ptr::write_unaligned(p.add(64) as *mut u32, vgetq_lane_u32::<1>(q));
+                std::ptr::write_unaligned(p.add(128) as *mut u32, vgetq_lane_u32::<2>(q));
+                std::ptr::write_unaligned(p.add(192) as *mut u32, vgetq_lane_u32::<3>(q));
+            }
+        }
+        for (kk, &v) in row.iter().enumerate().skip(body) {
+            let q = pack::quantize_i8(v, inv);
+            dst[base + (kk / 4) * 64 + kk % 4] = q;
+            total += q as i32;
+        }
+        scale[j] = s;
+        sum[j] = total;
+    }
+}
+
+/// [`VectorOps::quantize_pack_values`]: four tokens at a time; for every 16 columns their four
+/// quantized rows are interleaved by one `st4` into the 64 bytes `Panel16x4` holds for them, and
+/// the column sums are widened and added (bit-identical with the reference).
+#[target_feature(enable = "neon")]
+fn quantize_pack_values(src: &[f32], n: usize, k: usize, row_stride: usize, dst: &mut [i8], row_scale: &mut [f32], sum: &mut [i32]) {
+    let (kp, np) = (round_up(k, 4), round_up(n, 16));
+    let dst = &mut dst[..np * kp];
+    dst.fill(0);
+    sum[..np].fill(0);
+    let (n16, k4) = (n / 16 * 16, k / 4 * 4);
+    let put = |dst: &mut [i8], sum: &mut [i32], j: usize, kk: usize, q: i8| {
+        dst[(j / 16) * 16 * kp + (kk / 4) * 64 + (j % 16) * 4 + kk % 4] = q;
+        sum[j] += q as i32;
+    };
+    for kk in (0..k).step_by(4) {
+        let rows = if kk < k4 { 4 } else { k - kk };
+        let mut inv = [0f32; 4];
+        for t in 0..rows {
+            let (s, i) = pack::i8_params(abs_max(&src[(kk + t) * row_stride..(kk + t) * row_stride + n]));
+            row_scale[kk + t] = s;
+            inv[t] = i;
+        }
+        let simd_cols = if rows == 4 { n16 } else { 0 };
+        for jb in (0..simd_cols).step_by(16) {
+            // SAFETY: rows kk..kk+4 < k hold n ≥ jb + 16 readable values at (kk+t)·row_stride + jb
+            // (the slices above were in bounds); the 64 bytes at (jb/16)·16·kp + (kk/4)·64 lie in
+            // dst's np·kp; sum has np ≥ jb + 16 entries.
+            unsafe {
+                let q: [int8x16_t; 4] = std::array::from_fn(|t| quantize16_i8(src.as_ptr().add((kk + t) * row_stride + jb), inv[t]));
+                vst4q_s8(dst.as_mut_ptr().add((jb / 16) * 16 * kp + (kk / 4) * 64), int8x16x4_t(q[0], q[1], q[2], q[3]));
+                let lo = vaddq_s16(vaddl_s8(vget_low_s8(q[0]), vget_low_s8(q[1])), vaddl_s8(vget_low_s8(q[2]), vget_low_s8(q[3])));
+                let hi = vaddq_s16(vaddl_s8(vget_high_s8(q[0]), vget_high_s8(q[1])), vaddl_s8(vget_high_s8(q[2]), vget_high_s8(q[3])));
+                let sp = sum.as_mut_ptr().add(jb);
+                vst1q_s32(sp, vaddw_s16(vld1q_s32(sp), vget_low_s16(lo)));
+                vst1q_s32(sp.add(4), vaddw_s16(vld1q_s32(sp.add(4)), vget_high_s16(lo)));
+                vst1q_s32(sp.add(8), vaddw_s16(vld1q_s32(sp.add(8)), vget_low_s16(hi)));
+                vst1q_s32(sp.add(12), vaddw_s16(vld1q_s32(sp.add(12)), vget_high_s16(hi)));
+            }
+        }
+        for t in 0..rows {
+            let row = &src[(kk + t) * row_stride..(kk + t) * row_stride + n];
+            for (j, &v) in row.iter().enumerate().skip(simd_cols) {
+                put(dst, sum, j, kk + t, pack::quantize_i8(v, inv[t]));
+            }
+        }
+    }
+}
+
 /// [`VectorOps::softmax_quantize_u8`] in three passes: max of `x·scale`; `e = exp(x·scale − max)`,
 /// its sum, `p = e·weight` (stored in `x`) and the max of `p`; `q = round(p · 255 / max p)`. The
 /// normalization by the sum goes into the returned scale instead of a pass over the row.
@@ -694,5 +806,13 @@ impl VectorOps for Neon {
     fn softmax_quantize_u8(&self, x: &mut [f32], scale: f32, weight: &[f32], out: &mut [u8]) -> f32 {
         // SAFETY: as above.
         unsafe { softmax_quantize_u8(x, scale, weight, out) }
+    }
+    fn quantize_pack_keys(&self, src: &[f32], n: usize, k: usize, row_stride: usize, dst: &mut [i8], scale: &mut [f32], sum: &mut [i32]) {
+        // SAFETY: as above.
+        unsafe { quantize_pack_keys(src, n, k, row_stride, dst, scale, sum) }
+    }
+    fn quantize_pack_values(&self, src: &[f32], n: usize, k: usize, row_stride: usize, dst: &mut [i8], row_scale: &mut [f32], sum: &mut [i32]) {
+        // SAFETY: as above.
+        unsafe { quantize_pack_values(src, n, k, row_stride, dst, row_scale, sum) }
     }
 }
