@@ -331,6 +331,25 @@ fn eval_on_an_image_folder_tree_gives_the_flat_folder_s_results() {
             assert_eq!(v[key], flat[key], "{layout}: {key}");
         }
     }
+    // int8 calibration reads the same tree and records the images by their CLASS/IMAGE names, which
+    // `eval --exclude-calibration` then leaves out.
+    let prepared = vitedge_quant::convert::prepare_file(&lightning_fixture("lightning_raw.ckpt"), &vitedge_quant::convert::ConvertOptions {
+        heads: Some(2),
+        labels: Some(labels.clone()),
+        preprocess: Some(vitedge_quant::transform::parse_repr(&std::fs::read_to_string(lightning_fixture("eval_transform.txt")).unwrap()).unwrap().config),
+        ..Default::default()
+    })
+    .unwrap();
+    let (writer, _) = vitedge_quant::convert::build_blob(&prepared, vitedge_quant::convert::Precision::Int8, Some(&dir.path().join("by_id")), 4).unwrap();
+    let int8 = dir.path().join("int8.vitb");
+    vitedge_quant::convert::write_blob(&writer, &int8).unwrap();
+    let calib = vitedge::model::Model::open(&int8).unwrap().header().quantization.as_ref().unwrap().calibration_images.clone();
+    assert_eq!(calib.len(), 4);
+    assert!(calib.iter().all(|c| classes.iter().any(|id| c.starts_with(&format!("{id}/")))), "{calib:?}");
+    let out = vitedge().args(["eval", "--json", "--exclude-calibration", "--model"]).arg(&int8).arg("--images").arg(dir.path().join("by_id")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["images"], 6, "{v}");
     // Folders that match no label and are not one per class are refused with what to do.
     let odd = dir.path().join("odd");
     link(&files[0], &odd.join("cat").join("a.JPEG"));
