@@ -240,10 +240,9 @@ fn a_lightning_fine_tune_gives_pytorch_s_logits_from_the_jpegs_and_from_its_npy_
             .iter()
             .map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect())
             .collect();
-        // `--config config.json` is not in the loop: the fixture's config.json names
-        // vit_tiny_patch16_224 with model_args shrinking it (embed_dim 32, depth 2), and the converter
-        // does not read model_args yet, so it refuses the shapes.
-        for by_config in [false] {
+        // The fixture's config.json names vit_tiny_patch16_224 with model_args shrinking it
+        // (embed_dim 32, depth 2, num_heads 2), as timm's save_config_for_hf writes it.
+        for by_config in [false, true] {
             let blob = dir.path().join(format!("{ckpt}.{by_config}.vitb"));
             convert_lightning(ckpt, by_config, None, &blob);
             let how = if by_config { "--config config.json" } else { "--transform-file eval_transform.txt" };
