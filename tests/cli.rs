@@ -301,7 +301,8 @@ fn eval_on_an_image_folder_tree_gives_the_flat_folder_s_results() {
     assert_eq!(files.len(), 10);
     // The same images as a flat folder, and as ImageFolder trees named by synset id, by label name,
     // and by a training-order prefix matching no label (torchvision's sorted class indices).
-    let layouts: [(&str, fn(usize, &str, &str) -> String, &str); 4] = [
+    type FolderName = fn(usize, &str, &str) -> String;
+    let layouts: [(&str, FolderName, &str); 4] = [
         ("flat", |_, _, _| String::new(), ""),
         ("by_id", |_, id, _| id.to_string(), "matched to the model's labels by label ids"),
         ("by_name", |_, _, name| name.replace('_', " "), "matched to the model's labels by label names"),
