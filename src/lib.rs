@@ -12,6 +12,7 @@ pub mod engine;
 pub mod eval;
 pub mod kernels;
 pub mod model;
+pub mod npy;
 pub mod preprocess;
 pub mod quant;
 pub mod session;

@@ -66,22 +66,47 @@ impl EngineArgs {
     }
 }
 
+/// Image decoding limits shared by the commands that read image files.
+#[derive(clap::Args, Clone)]
+struct DecodeArgs {
+    /// Largest image accepted, in pixels (width × height as the file's header declares it, checked
+    /// before decoding). The default covers 40-megapixel cameras.
+    #[arg(long, default_value_t = vitedge::preprocess::DEFAULT_MAX_PIXELS)]
+    max_pixels: u64,
+}
+
+impl DecodeArgs {
+    fn limits(&self) -> vitedge::preprocess::DecodeLimits {
+        vitedge::preprocess::DecodeLimits { max_pixels: self.max_pixels }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Classify JPEG/PNG images and print the top classes.
+    /// Classify JPEG/PNG images (decoded like Pillow, preprocessed as the blob says) or raw input
+    /// tensors, and print the top classes.
     Classify {
         /// Model blob (.vitb).
         #[arg(long)]
         model: PathBuf,
         /// Images to classify.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "tensor")]
         images: Vec<PathBuf>,
+        /// A preprocessed input as a float32 .npy file, [1, 3, H, W] or [3, H, W] (C order), used as it
+        /// is — no preprocessing — to compare with PyTorch on exactly the same input. Repeatable.
+        #[arg(long)]
+        tensor: Vec<PathBuf>,
         /// How many classes to print per image.
         #[arg(long, default_value_t = 5)]
         top: usize,
         /// One JSON object per image per line: {"image", "top": [{"index", "label", "score"}], "ms"}.
         #[arg(long)]
         json: bool,
+        /// Also print the raw logits (JSON lines, with "logits": [...] in logit order; implies --json).
+        #[arg(long)]
+        logits: bool,
+        #[command(flatten)]
+        decode: DecodeArgs,
         #[command(flatten)]
         engine: EngineArgs,
     },
@@ -116,15 +141,21 @@ enum Command {
         #[command(flatten)]
         engine: EngineArgs,
     },
-    /// Top-1/top-5 accuracy on labelled images (file names start with the synset id), and agreement
-    /// with a reference model.
+    /// Top-1/top-5 accuracy on labelled images — a torchvision ImageFolder tree (DIR/CLASS/IMAGE,
+    /// classes matched to the blob's labels by id, by name, or by sorted folder order) or a flat
+    /// folder of ImageNet-style names (`n01440764_tench.JPEG`) — and agreement with a reference model.
     Eval {
         /// Model blob (.vitb).
         #[arg(long)]
         model: PathBuf,
-        /// Folder of JPEG/PNG images named like `n01440764_tench.JPEG`.
+        /// Image folder: DIR/CLASS/IMAGE (ImageFolder) or DIR/n01440764_*.JPEG.
         #[arg(long)]
         images: PathBuf,
+        /// Also print the accuracy of every class (with --json: "per_class").
+        #[arg(long)]
+        per_class: bool,
+        #[command(flatten)]
+        decode: DecodeArgs,
         /// Reference model (e.g. the f32 blob) for agreement and logit cosine.
         #[arg(long)]
         reference: Option<PathBuf>,
@@ -154,31 +185,42 @@ enum Command {
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-fn classify(model: PathBuf, images: Vec<PathBuf>, top: usize, as_json: bool, ea: EngineArgs) -> Result<()> {
+#[allow(clippy::too_many_arguments)]
+fn classify(model: PathBuf, images: Vec<PathBuf>, tensors: Vec<PathBuf>, top: usize, as_json: bool, with_logits: bool, limits: vitedge::preprocess::DecodeLimits, ea: EngineArgs) -> Result<()> {
     let model = Model::open_with(&model, ea.verify())?;
     let mut engine = engine::create(&model, ea.backend, &ea.options())?;
-    let mut input = vec![0f32; model.config().input_len()];
-    let mut logits = vec![0f32; model.config().num_classes];
+    let c = model.config().clone();
+    let mut pre = vitedge::preprocess::Preprocessor::new(model.preprocess().clone());
+    let mut input = vec![0f32; c.input_len()];
+    let mut logits = vec![0f32; c.num_classes];
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut failures = 0;
-    for path in &images {
-        let decoded = vitedge::preprocess::load_rgb8(path);
-        let (rgb, w, h) = match decoded {
-            Ok(x) => x,
-            Err(e) => {
-                eprintln!("error: {e}");
-                failures += 1;
-                continue;
-            }
-        };
+    let inputs = images.iter().map(|p| (p, false)).chain(tensors.iter().map(|p| (p, true)));
+    let total = images.len() + tensors.len();
+    for (path, is_tensor) in inputs {
         let t = Instant::now();
-        vitedge::preprocess::preprocess_rgb8(&rgb, w, h, model.preprocess(), &mut input)?;
+        let prepared = if is_tensor {
+            vitedge::npy::read_input(path, c.in_chans, c.image_size).map(|v| input.copy_from_slice(&v)).map_err(|e| e.to_string())
+        } else {
+            vitedge::preprocess::load_rgb8_with(path, &limits)
+                .and_then(|(rgb, w, h)| pre.run(&rgb, w, h, &mut input))
+                .map_err(|e| e.to_string())
+        };
+        if let Err(e) = prepared {
+            eprintln!("error: {e}");
+            failures += 1;
+            continue;
+        }
         engine.infer(&input, &mut logits)?;
         let ms = t.elapsed().as_secs_f64() * 1e3;
         let preds = predictions(&logits, top.min(logits.len()), |i| model.label(i));
-        if as_json {
-            let line = json!({"image": path.display().to_string(), "top": preds, "ms": (ms * 1000.0).round() / 1000.0});
+        if as_json || with_logits {
+            let key = if is_tensor { "tensor" } else { "image" };
+            let mut line = json!({key: path.display().to_string(), "top": preds, "ms": (ms * 1000.0).round() / 1000.0});
+            if with_logits {
+                line["logits"] = json!(logits);
+            }
             writeln!(out, "{line}")?;
         } else {
             writeln!(out, "{} ({ms:.1} ms)", path.display())?;
@@ -189,7 +231,7 @@ fn classify(model: PathBuf, images: Vec<PathBuf>, top: usize, as_json: bool, ea:
         out.flush()?;
     }
     if failures > 0 {
-        return Err(format!("{failures} of {} images could not be read", images.len()).into());
+        return Err(format!("{failures} of {total} inputs could not be read").into());
     }
     Ok(())
 }
@@ -302,24 +344,37 @@ fn bench(path: PathBuf, iters: usize, image: Option<PathBuf>, as_json: bool, ea:
 }
 
 #[allow(clippy::too_many_arguments)]
-fn eval(model: PathBuf, images: PathBuf, reference: Option<PathBuf>, exclude_calibration: bool, limit: Option<usize>, as_json: bool, ea: EngineArgs) -> Result<()> {
+fn eval(model: PathBuf, images: PathBuf, per_class: bool, limits: vitedge::preprocess::DecodeLimits, reference: Option<PathBuf>, exclude_calibration: bool, limit: Option<usize>, as_json: bool, ea: EngineArgs) -> Result<()> {
     let m = Model::open_with(&model, ea.verify())?;
     let r = reference.as_ref().map(|p| Model::open_with(p, ea.verify())).transpose()?;
-    let mut files = vitedge::eval::list_images(&images)?;
+    let mut data = vitedge::eval::open_dataset(&images, &m)?;
+    if let vitedge::eval::DatasetLayout::ImageFolder { classes, matched_by } = &data.layout {
+        eprintln!("{}: ImageFolder with {} classes, matched to the model's labels by {matched_by}", images.display(), classes.len());
+    }
     if exclude_calibration {
         let calib: Vec<String> = m.header().quantization.as_ref().map(|q| q.calibration_images.clone()).unwrap_or_default();
-        files.retain(|p| !p.file_name().and_then(|n| n.to_str()).is_some_and(|n| calib.iter().any(|c| c == n)));
+        data.samples.retain(|s| !calib.iter().any(|c| *c == s.name));
     }
     if let Some(l) = limit {
-        files.truncate(l);
+        data.samples.truncate(l);
     }
-    let res = vitedge::eval::evaluate(&m, r.as_ref(), &files, ea.backend, &ea.options(), !as_json)?;
+    let res = vitedge::eval::evaluate_samples(&m, r.as_ref(), &data.samples, ea.backend, &ea.options(), &limits, !as_json)?;
     if as_json {
-        println!("{}", serde_json::to_string(&res)?);
+        let mut j = serde_json::to_value(&res)?;
+        if !per_class {
+            j.as_object_mut().map(|o| o.remove("per_class"));
+        }
+        println!("{j}");
     } else {
-        println!("{}: {} images, top-1 {:.2}%, top-5 {:.2}%, {:.2} ms/image", model.display(), res.images, 100.0 * res.top1, 100.0 * res.top5, res.ms_mean);
+        println!("{}: {} images ({} labelled), top-1 {:.2}%, top-5 {:.2}%, {:.2} ms/image", model.display(), res.images, res.labelled, 100.0 * res.top1, 100.0 * res.top5, res.ms_mean);
         if let (Some(a), Some(cm), Some(cmin)) = (res.agreement, res.cosine_mean, res.cosine_min) {
             println!("  vs reference: top-1 agreement {:.2}%, logit cosine mean {cm:.6}, min {cmin:.6}", 100.0 * a);
+        }
+        if per_class {
+            println!("  {:>5}  {:<32} {:>6} {:>8} {:>8}", "index", "class", "images", "top-1", "top-5");
+            for c in &res.per_class {
+                println!("  {:>5}  {:<32} {:>6} {:>7.2}% {:>7.2}%", c.index, c.label, c.images, 100.0 * c.top1, 100.0 * c.top5);
+            }
         }
     }
     Ok(())
@@ -350,11 +405,13 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Classify { model, images, top, json, engine } => classify(model, images, top, json, engine),
+        Command::Classify { model, images, tensor, top, json, logits, decode, engine } => {
+            classify(model, images, tensor, top, json, logits, decode.limits(), engine)
+        }
         Command::Inspect { model, verify, json } => inspect(model, verify, json),
         Command::Bench { model, iters, image, json, engine } => bench(model, iters, image, json, engine),
-        Command::Eval { model, images, reference, exclude_calibration, limit, json, engine } => {
-            eval(model, images, reference, exclude_calibration, limit, json, engine)
+        Command::Eval { model, images, per_class, decode, reference, exclude_calibration, limit, json, engine } => {
+            eval(model, images, per_class, decode.limits(), reference, exclude_calibration, limit, json, engine)
         }
         Command::Stream { args, engine } => vitedge::stream::run_command(&args, engine.backend, &engine.options(), engine.verify()).map_err(Into::into),
         Command::Info => info(),

@@ -181,3 +181,181 @@ fn a_damage_sweep_sample_is_refused_with_the_part_named() {
         assert!(text.lines().any(|l| l.split_whitespace().nth(1) == Some(part)), "{part} cases ran: {text}");
     }
 }
+
+/// quant/tests/fixtures/lightning: a width-32 depth-2 `vit_tiny_patch16_224` fine-tuned by
+/// pytorch-lightning, with PyTorch's logits (quant/scripts/make_lightning_fixtures.sh).
+fn lightning_fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("quant/tests/fixtures/lightning").join(name)
+}
+
+/// Converts a Lightning fixture checkpoint as `vitedge-quant convert CKPT --transform-file
+/// eval_transform.txt --heads 2` (`by_config` false) or `--config config.json` (true) does.
+fn convert_lightning(ckpt: &str, by_config: bool, labels: Option<vitedge_quant::convert::Labels>, out: &std::path::Path) {
+    use vitedge_quant::convert::{self, ConvertOptions, Precision};
+    let mut opts = ConvertOptions { labels, ..Default::default() };
+    if by_config {
+        opts.timm_config = Some(vitedge_quant::timm_config::read(&lightning_fixture("config.json")).unwrap());
+    } else {
+        let repr = std::fs::read_to_string(lightning_fixture("eval_transform.txt")).unwrap();
+        opts.preprocess = Some(vitedge_quant::transform::parse_repr(&repr).unwrap().config);
+        opts.heads = Some(2);
+    }
+    let prepared = convert::prepare_file(&lightning_fixture(ckpt), &opts).unwrap();
+    convert::write_blob(&convert::float_blob(&prepared, Precision::F32), out).unwrap();
+}
+
+/// `vitedge classify --logits` output: the logits of every input, in order.
+fn classify_logits(model: &std::path::Path, extra: &[std::ffi::OsString]) -> Vec<Vec<f64>> {
+    let out = vitedge().args(["classify", "--logits", "--threads", "1", "--model"]).arg(model).args(extra).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+        })
+        .collect()
+}
+
+fn max_abs_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).flat_map(|(x, y)| x.iter().zip(y).map(|(p, q)| (p - q).abs())).fold(0.0, f64::max)
+}
+
+#[test]
+fn a_lightning_fine_tune_gives_pytorch_s_logits_from_the_jpegs_and_from_its_npy_inputs() {
+    let expected: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(lightning_fixture("expected_logits.json")).unwrap()).unwrap();
+    let images = expected["images"].as_array().unwrap();
+    assert_eq!(images.len(), 4);
+    let tensors: Vec<std::ffi::OsString> =
+        images.iter().flat_map(|i| ["--tensor".into(), lightning_fixture(i["input"].as_str().unwrap()).into_os_string()]).collect();
+    let jpegs: Option<Vec<std::ffi::OsString>> =
+        shared().map(|s| images.iter().map(|i| s.join("imagenet-sample").join(i["file"].as_str().unwrap()).into_os_string()).collect());
+    let dir = tempfile::tempdir().unwrap();
+    for (ckpt, kind) in [("lightning_raw.ckpt", "raw"), ("lightning_swa.ckpt", "swa")] {
+        let want: Vec<Vec<f64>> = expected["checkpoints"][ckpt][kind]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect())
+            .collect();
+        // The fixture's config.json names vit_tiny_patch16_224 with model_args shrinking it
+        // (embed_dim 32, depth 2, num_heads 2), as timm's save_config_for_hf writes it.
+        for by_config in [false, true] {
+            let blob = dir.path().join(format!("{ckpt}.{by_config}.vitb"));
+            convert_lightning(ckpt, by_config, None, &blob);
+            let how = if by_config { "--config config.json" } else { "--transform-file eval_transform.txt" };
+            let from_tensors = classify_logits(&blob, &tensors);
+            let d = max_abs_diff(&from_tensors, &want);
+            eprintln!("{ckpt} ({kind} weights, {how}): classify --tensor input_*.npy: max |logit - PyTorch| = {d:.2e}");
+            assert!(d <= 1e-4, "{ckpt} {how}: --tensor logits differ from PyTorch's by {d}");
+            let Some(jpegs) = &jpegs else {
+                eprintln!("JPEG half skipped: ../shared/imagenet-sample is missing");
+                continue;
+            };
+            let from_jpegs = classify_logits(&blob, jpegs);
+            let d = max_abs_diff(&from_jpegs, &want);
+            eprintln!("{ckpt} ({kind} weights, {how}): classify on the JPEGs: max |logit - PyTorch| = {d:.2e}");
+            assert!(d <= 1e-4, "{ckpt} {how}: JPEG logits differ from PyTorch's by {d}");
+            // Decoding and preprocessing are exact, so the engine saw the very tensors PyTorch saw.
+            assert_eq!(from_jpegs, from_tensors, "{ckpt} {how}: JPEG path and .npy path differ");
+        }
+    }
+}
+
+/// `vitedge eval --json --per-class` on `images`, with the stderr line saying how classes matched.
+fn eval_json(model: &std::path::Path, images: &std::path::Path) -> (serde_json::Value, String) {
+    let out = vitedge().args(["eval", "--json", "--per-class", "--threads", "1", "--model"]).arg(model).arg("--images").arg(images).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{}: {err}", images.display());
+    (serde_json::from_slice(&out.stdout).unwrap(), err)
+}
+
+/// Links (or copies) `from` to `to`, creating `to`'s folder.
+fn link(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(from, to).unwrap();
+    #[cfg(not(unix))]
+    std::fs::copy(from, to).unwrap();
+}
+
+#[test]
+fn eval_on_an_image_folder_tree_gives_the_flat_folder_s_results() {
+    let Some(s) = shared() else {
+        return eprintln!("eval_on_an_image_folder_tree_gives_the_flat_folder_s_results: skipped, ../shared is missing");
+    };
+    // The fixture's 10 classes (the first 10 synsets of imagenet-sample), labelled as
+    // ../shared/imagenet_classes.txt names them, as `--labels` gives them.
+    let expected: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(lightning_fixture("expected_logits.json")).unwrap()).unwrap();
+    let classes: Vec<String> = expected["classes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+    let all = std::fs::read_to_string(s.join("imagenet_classes.txt")).unwrap();
+    let lines: Vec<&str> = classes.iter().map(|c| all.lines().find(|l| l.starts_with(c.as_str())).unwrap()).collect();
+    let labels = vitedge_quant::convert::Labels::parse(&lines.join("\n"));
+    let dir = tempfile::tempdir().unwrap();
+    let blob = dir.path().join("m.vitb");
+    convert_lightning("lightning_raw.ckpt", false, Some(labels.clone()), &blob);
+
+    let files: Vec<std::path::PathBuf> = sample_images().into_iter().filter(|p| classes.iter().any(|c| p.file_name().unwrap().to_str().unwrap().starts_with(c.as_str()))).collect();
+    assert_eq!(files.len(), 10);
+    // The same images as a flat folder, and as ImageFolder trees named by synset id, by label name,
+    // and by a training-order prefix matching no label (torchvision's sorted class indices).
+    type FolderName = fn(usize, &str, &str) -> String;
+    let layouts: [(&str, FolderName, &str); 4] = [
+        ("flat", |_, _, _| String::new(), ""),
+        ("by_id", |_, id, _| id.to_string(), "matched to the model's labels by label ids"),
+        ("by_name", |_, _, name| name.replace('_', " "), "matched to the model's labels by label names"),
+        ("by_order", |i, _, _| format!("class{i:02}"), "matched to the model's labels by sorted folder order"),
+    ];
+    let mut results = Vec::new();
+    for (layout, folder, said) in layouts {
+        let root = dir.path().join(layout);
+        for f in &files {
+            let name = f.file_name().unwrap().to_str().unwrap();
+            let i = classes.iter().position(|c| name.starts_with(c.as_str())).unwrap();
+            link(f, &root.join(folder(i, &labels.ids[i], &labels.names[i])).join(name));
+        }
+        let (v, err) = eval_json(&blob, &root);
+        assert!(err.contains(said), "{layout}: {err}");
+        assert_eq!((v["images"].as_u64(), v["labelled"].as_u64()), (Some(10), Some(10)), "{layout}: {v}");
+        eprintln!("{layout}: top-1 {} top-5 {}", v["top1"], v["top5"]);
+        results.push((layout, v));
+    }
+    let (_, flat) = &results[0];
+    let per_class = flat["per_class"].as_array().unwrap();
+    assert_eq!(per_class.len(), 10, "{flat}");
+    assert_eq!(per_class[0]["label"], labels.names[0]);
+    for (layout, v) in &results[1..] {
+        for key in ["top1", "top5", "per_class"] {
+            assert_eq!(v[key], flat[key], "{layout}: {key}");
+        }
+    }
+    // int8 calibration reads the same tree and records the images by their CLASS/IMAGE names, which
+    // `eval --exclude-calibration` then leaves out.
+    let prepared = vitedge_quant::convert::prepare_file(&lightning_fixture("lightning_raw.ckpt"), &vitedge_quant::convert::ConvertOptions {
+        heads: Some(2),
+        labels: Some(labels.clone()),
+        preprocess: Some(vitedge_quant::transform::parse_repr(&std::fs::read_to_string(lightning_fixture("eval_transform.txt")).unwrap()).unwrap().config),
+        ..Default::default()
+    })
+    .unwrap();
+    let (writer, _) = vitedge_quant::convert::build_blob(&prepared, vitedge_quant::convert::Precision::Int8, Some(&dir.path().join("by_id")), 4).unwrap();
+    let int8 = dir.path().join("int8.vitb");
+    vitedge_quant::convert::write_blob(&writer, &int8).unwrap();
+    let calib = vitedge::model::Model::open(&int8).unwrap().header().quantization.as_ref().unwrap().calibration_images.clone();
+    assert_eq!(calib.len(), 4);
+    assert!(calib.iter().all(|c| classes.iter().any(|id| c.starts_with(&format!("{id}/")))), "{calib:?}");
+    let out = vitedge().args(["eval", "--json", "--exclude-calibration", "--model"]).arg(&int8).arg("--images").arg(dir.path().join("by_id")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["images"], 6, "{v}");
+    // Folders that match no label and are not one per class are refused with what to do.
+    let odd = dir.path().join("odd");
+    link(&files[0], &odd.join("cat").join("a.JPEG"));
+    link(&files[1], &odd.join("dog").join("b.JPEG"));
+    let out = vitedge().args(["eval", "--model"]).arg(&blob).arg("--images").arg(&odd).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot match the 2 class folders to the model's 10 classes") && err.contains("--labels"), "{err}");
+}

@@ -209,7 +209,7 @@ pub fn prepare(sd: StateDict, opts: &ConvertOptions) -> Result<Prepared, Convert
         (None, c) => c.clone(),
     };
     let (mut config, how) = arch::recognize(&sd, name.as_deref())?;
-    if let Some(h) = opts.heads {
+    if let Some(h) = opts.heads.or_else(|| tc.and_then(|c| c.num_heads)) {
         if config.arch != "custom" && h != config.num_heads {
             return Err(ConvertError::Input(format!("--heads {h} contradicts {} ({} heads)", config.arch, config.num_heads)));
         }

@@ -274,17 +274,19 @@ fn progress(len: usize, what: &str) -> indicatif::ProgressBar {
 
 /// Calibrates on up to `count` images of `dir` (evenly spaced in name order) and builds an int8 blob.
 pub fn quantize(p: &Prepared, dir: &Path, count: usize) -> Result<Quantized, ConvertError> {
-    let all = vitedge::eval::list_images(dir).map_err(|e| ConvertError::Input(e.to_string()))?;
+    // A flat folder or a torchvision ImageFolder tree (DIR/CLASS/IMAGE); sorted by relative path, so
+    // evenly spaced picks spread over the classes.
+    let (_, all) = vitedge::eval::dataset_images(dir).map_err(|e| ConvertError::Input(e.to_string()))?;
     if all.is_empty() || count == 0 {
-        return Err(ConvertError::Input(format!("no JPEG/PNG calibration images in {}", dir.display())));
+        return Err(ConvertError::Input(format!("no JPEG/PNG calibration images in {} (a folder of images, or DIR/CLASS/IMAGE)", dir.display())));
     }
     let count = count.min(all.len());
-    let chosen: Vec<&std::path::PathBuf> = (0..count).map(|i| &all[i * all.len() / count]).collect();
-    let names: Vec<String> = chosen.iter().map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
+    let chosen: Vec<&vitedge::eval::Sample> = (0..count).map(|i| &all[i * all.len() / count]).collect();
+    let names: Vec<String> = chosen.iter().map(|s| s.name.clone()).collect();
     let mut inputs = Vec::with_capacity(count);
-    for path in &chosen {
+    for s in &chosen {
         let mut input = vec![0f32; p.config.input_len()];
-        vitedge::preprocess::preprocess_file(path, &p.preprocess, &mut input).map_err(|e| ConvertError::Input(e.to_string()))?;
+        vitedge::preprocess::preprocess_file(&s.path, &p.preprocess, &mut input).map_err(|e| ConvertError::Input(e.to_string()))?;
         inputs.push(input);
     }
 

@@ -19,6 +19,8 @@ pub struct TimmConfig {
     pub architecture: Option<String>,
     /// Head size (`num_classes`).
     pub num_classes: Option<usize>,
+    /// Attention heads from `model_args.num_heads` (the one shape the tensors do not show).
+    pub num_heads: Option<usize>,
     /// Class names (`label_names`, with `label_descriptions` as display names when present).
     pub labels: Option<Labels>,
     /// timm's evaluation transform for the pretrained config.
@@ -69,7 +71,23 @@ pub fn parse(text: &str, path: &Path) -> Result<TimmConfig, String> {
         f64_triple(cfg.get("mean"), "mean")?,
         f64_triple(cfg.get("std"), "std")?,
     )?;
-    let architecture = obj.get("architecture").or_else(|| cfg.get("architecture")).and_then(Value::as_str).map(str::to_string);
+    let mut architecture = obj.get("architecture").or_else(|| cfg.get("architecture")).and_then(Value::as_str).map(str::to_string);
+    // `timm.create_model(name, embed_dim=32, depth=2, ...)` is saved as the name plus `model_args`:
+    // the name then no longer describes the shapes, so the model is recognized by its tensors.
+    let model_args = obj.get("model_args").and_then(Value::as_object);
+    let num_heads = model_args.and_then(|m| m.get("num_heads")).and_then(Value::as_u64).map(|n| n as usize);
+    let shape_args: Vec<String> = model_args
+        .map(|m| {
+            ["embed_dim", "depth", "num_heads", "patch_size", "mlp_ratio"]
+                .iter()
+                .filter_map(|k| m.get(*k).map(|v| format!("{k} {v}")))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let (Some(a), false) = (&architecture, shape_args.is_empty()) {
+        notes.push(format!("config.json's model_args change {a}'s shapes ({}); the model is recognized by its tensors", shape_args.join(", ")));
+        architecture = None;
+    }
     let num_classes = obj.get("num_classes").or_else(|| cfg.get("num_classes")).and_then(Value::as_u64).map(|n| n as usize);
     let names = obj.get("label_names").or_else(|| cfg.get("label_names")).or_else(|| obj.get("labels"));
     let descriptions = obj.get("label_descriptions").or_else(|| cfg.get("label_descriptions")).and_then(Value::as_object);
@@ -95,7 +113,7 @@ pub fn parse(text: &str, path: &Path) -> Result<TimmConfig, String> {
         Some(d) => Labels { ids: names.clone(), names: names.iter().map(|n| d.get(n).and_then(Value::as_str).unwrap_or(n).to_string()).collect() },
         None => Labels { names, ids: Vec::new() },
     });
-    Ok(TimmConfig { path: path.to_path_buf(), architecture, num_classes, labels, preprocess, notes })
+    Ok(TimmConfig { path: path.to_path_buf(), architecture, num_classes, num_heads, labels, preprocess, notes })
 }
 
 /// Reads a timm config.json.
@@ -133,6 +151,21 @@ mod tests {
         assert_eq!(l.ids, ["n01440764", "n01443537"]);
         assert_eq!(l.names, ["tench, Tinca tinca", "goldfish"]);
         assert_eq!(c.preprocess.describe(), "Resize(size=248, interpolation=bicubic), CenterCrop(size=(224, 224)), ToTensor(), Normalize(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))");
+    }
+
+    #[test]
+    fn model_args_that_change_the_shapes_unname_the_architecture() {
+        // What timm's save_config_for_hf writes for create_model("vit_tiny_patch16_224", embed_dim=32, depth=2, num_heads=2).
+        let c = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lightning/config.json")).unwrap();
+        assert_eq!(c.architecture, None);
+        assert_eq!(c.num_heads, Some(2));
+        assert!(c.notes.iter().any(|n| n.contains("model_args change vit_tiny_patch16_224's shapes (embed_dim 32, depth 2, num_heads 2)")), "{:?}", c.notes);
+        // model_args that keep the shapes (a head size, an input size) keep the name.
+        let text = r#"{"architecture": "vit_tiny_patch16_224", "model_args": {"num_classes": 10, "img_size": [224, 224]},
+            "pretrained_cfg": {"input_size": [3, 224, 224], "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}}"#;
+        let c = parse(text, Path::new("config.json")).unwrap();
+        assert_eq!(c.architecture.as_deref(), Some("vit_tiny_patch16_224"));
+        assert_eq!(c.num_heads, None);
     }
 
     #[test]

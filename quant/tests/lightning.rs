@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use vitedge::engine::{self, Backend, EngineOptions};
 use vitedge::model::Model;
@@ -15,25 +15,6 @@ use vitedge_quant::convert::{float_blob, prepare_file, write_blob, ConvertOption
 
 fn fixture(name: &str) -> PathBuf {
     common::fixture(&format!("lightning/{name}"))
-}
-
-/// An f32 little-endian C-order `.npy` file: (shape, values).
-fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
-    let b = std::fs::read(path).unwrap();
-    assert_eq!(&b[..6], b"\x93NUMPY", "{}", path.display());
-    let (len, start) =
-        if b[6] == 1 { (u16::from_le_bytes([b[8], b[9]]) as usize, 10) } else { (u32::from_le_bytes(b[8..12].try_into().unwrap()) as usize, 12) };
-    let header = std::str::from_utf8(&b[start..start + len]).unwrap();
-    assert!(header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"), "{header}");
-    let shape_at = header.find("'shape': (").unwrap() + 10;
-    let shape: Vec<usize> = header[shape_at..header[shape_at..].find(')').unwrap() + shape_at]
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse().unwrap())
-        .collect();
-    let data: Vec<f32> = b[start + len..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
-    assert_eq!(data.len(), shape.iter().product::<usize>());
-    (shape, data)
 }
 
 struct Expected {
@@ -45,7 +26,7 @@ impl Expected {
         Expected { json: serde_json::from_str(&std::fs::read_to_string(fixture("expected_logits.json")).unwrap()).unwrap() }
     }
     fn inputs(&self) -> Vec<Vec<f32>> {
-        self.json["images"].as_array().unwrap().iter().map(|i| read_npy(&fixture(i["input"].as_str().unwrap())).1).collect()
+        self.json["images"].as_array().unwrap().iter().map(|i| vitedge::npy::read_input(&fixture(i["input"].as_str().unwrap()), 3, 224).unwrap()).collect()
     }
     fn logits(&self, ckpt: &str, kind: &str) -> Vec<Vec<f32>> {
         let v = &self.json["checkpoints"][ckpt][kind];
