@@ -122,3 +122,46 @@ fn seed_corpora_are_current() {
         }
     }
 }
+
+/// libjpeg's fatal errors (it reports them by `longjmp`) and the PNG decoder's come back as errors,
+/// never an abort: every truncation and 64 single-byte changes of each image seed, through the
+/// `image_decode` harness (which also checks what decodes).
+#[test]
+fn damaged_image_seeds_are_errors_not_aborts() {
+    let mut refused = 0;
+    let mut cases = 0;
+    let limits = vitedge::preprocess::DecodeLimits { max_pixels: images::FUZZ_MAX_PIXELS };
+    for name in IMAGE_SEEDS {
+        let bytes = std::fs::read(root().join("fuzz/corpus/image_decode").join(name)).unwrap();
+        let mut damaged: Vec<Vec<u8>> = (0..bytes.len()).map(|n| bytes[..n].to_vec()).collect();
+        for k in 0..64usize {
+            let mut b = bytes.clone();
+            let at = (k * 7919 + 13) % b.len();
+            b[at] ^= [0xff, 0x01, 0x80, 0x10][k % 4];
+            damaged.push(b);
+        }
+        for b in &damaged {
+            images::image_decode(b);
+            refused += vitedge::preprocess::decode_rgb8(b, name, &limits).is_err() as usize;
+            cases += 1;
+        }
+    }
+    // Every proper prefix of a file lacks image data, so most of the cases must be refused.
+    assert!(refused * 2 > cases, "only {refused} of {cases} damaged images refused");
+    println!("{cases} damaged images, {refused} refused, none aborted");
+}
+
+/// A tiny JPEG whose frame header claims 32768×5400 pixels is refused from its header, before any
+/// pixel buffer exists, with the default limits `classify` uses.
+#[test]
+fn a_lying_jpeg_header_is_refused_before_decoding() {
+    let mut bytes = std::fs::read(root().join("fuzz/corpus/image_decode/q50_420_1x1.jpg")).unwrap();
+    let sof = bytes.windows(2).position(|w| w == [0xff, 0xc0]).expect("a baseline SOF0 marker");
+    // SOF0: marker, length (2), precision (1), height (2), width (2).
+    bytes[sof + 5..sof + 7].copy_from_slice(&5400u16.to_be_bytes());
+    bytes[sof + 7..sof + 9].copy_from_slice(&32768u16.to_be_bytes());
+    match vitedge::preprocess::decode_rgb8(&bytes, "lying.jpg", &vitedge::preprocess::DecodeLimits::default()) {
+        Err(vitedge::preprocess::PreprocessError::TooLarge { width: 32768, height: 5400, .. }) => {}
+        other => panic!("expected TooLarge for 32768x5400, got {:?}", other.map(|(_, w, h)| (w, h))),
+    }
+}
