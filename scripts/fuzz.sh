@@ -13,9 +13,11 @@
 #
 # Per target: the committed seeds fuzz/corpus/<t>/ are read, never written (what the fuzzer finds
 # goes to target/fuzz-corpus/<t>/, kept between runs); fuzz/dict/<t>.dict is used if present;
-# crashes land in fuzz/artifacts/<t>/; logs in target/fuzz-logs/<t>.log.
+# crashes land in fuzz/artifacts/<t>/; logs in target/fuzz-logs/<t>.log, the tables of every run
+# in target/fuzz-logs/table.txt.
 # A crash: `scripts/fuzz.sh repro <t> fuzz/artifacts/<t>/crash-…`, fix the bug, and commit the input
-# as tests/fixtures/fuzz/<t>/<what-it-was> (tests/fuzz_regressions.rs replays every such file).
+# as tests/fixtures/fuzz/<t>/<what-it-was> (replayed by tests/fuzz_regressions.rs, or for the
+# checkpoint targets unpickle, torch_zip and safetensors by quant/tests/hostile.rs).
 # Installs cargo-fuzz (crates.io) and, with rustup, the nightly toolchain when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,14 +59,22 @@ run_target() {
   fi
 }
 
-# fuzz_all SECONDS TARGET...: builds once, runs each target, prints the table; non-zero on a crash.
+# fuzz_all SECONDS TARGET...: builds every target once, runs each, prints the table (also appended
+# to target/fuzz-logs/table.txt, headed by date, commit and CPU); non-zero on a crash.
 fuzz_all() {
-  local seconds=$1 failed=0
+  local seconds=$1 failed=0 table="$root/target/fuzz-logs/table.txt" commit cpu
   shift
+  mkdir -p "$root/target/fuzz-logs"
   cargo +nightly fuzz build
-  printf '%-24s %8s %14s %10s %10s %8s\n' target seconds executions exec/s new_units crashes
+  commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+  git diff --quiet HEAD -- 2>/dev/null || commit="$commit+changes"
+  cpu=$(awk -F': ' '/^model name/ {n=$2} /^cpu family/ {f=$2} /^model\t/ {m=$2} END {printf "%s (family %s model %s)", n, f, m}' /proc/cpuinfo)
+  {
+    echo "# $(date -u +%Y-%m-%dT%H:%MZ) commit $commit; $cpu, $(nproc) CPUs; $(cargo +nightly fuzz --version)"
+    printf '%-24s %8s %14s %10s %10s %8s\n' target seconds executions exec/s new_units crashes
+  } | tee -a "$table"
   for t in "$@"; do
-    run_target "$t" "$seconds" || failed=1
+    run_target "$t" "$seconds" | tee -a "$table" || failed=1
   done
   return $failed
 }
@@ -99,5 +109,5 @@ case $cmd in
       RUST_BACKTRACE=1 cargo +nightly fuzz run "$t" "$(realpath "$f")" -- -runs=1 || echo "$f: crashes (above)"
     done ;;
   *)
-    sed -n '2,22p' "$0"; exit 2 ;;
+    sed -n '2,24p' "$0"; exit 2 ;;
 esac

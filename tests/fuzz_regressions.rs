@@ -1,12 +1,15 @@
 //! The fuzz harnesses (`fuzz/src/`, run by cargo-fuzz: `scripts/fuzz.sh`) on stable, in the
 //! normal suite: every committed crash input (`tests/fixtures/fuzz/<target>/`) must now pass, and
-//! the seed corpora (`fuzz/corpus/<target>/`) must still be meaningful (the blob seeds open).
+//! the seed corpora (`fuzz/corpus/<target>/`) must still be meaningful (the blob seeds open, the
+//! image seeds decode).
 //! `VITEDGE_WRITE_FUZZ_SEEDS=1 cargo test --test fuzz_regressions` rewrites the generated seeds.
 
 #[path = "../fuzz/src/blob.rs"]
 mod blob;
 #[path = "../fuzz/src/frames.rs"]
 mod frames;
+#[path = "../fuzz/src/images.rs"]
+mod images;
 
 use std::path::{Path, PathBuf};
 
@@ -16,7 +19,32 @@ use vitedge::model::VitConfig;
 use vitedge::stream::PixelFormat;
 
 /// Every harness of this suite, by fuzz target name.
-const TARGETS: [(&str, fn(&[u8])); 3] = [("blob_open", blob::blob_open), ("blob_forward", blob::blob_forward), ("frame_convert", frames::frame_convert)];
+const TARGETS: [(&str, fn(&[u8])); 4] = [
+    ("blob_open", blob::blob_open),
+    ("blob_forward", blob::blob_forward),
+    ("frame_convert", frames::frame_convert),
+    ("image_decode", images::image_decode),
+];
+
+/// The `image_decode` seeds: Pillow-written files of `tests/fixtures/decode/` (made by
+/// scripts/decode_reference.py), the smallest of each kind: baseline 4:2:0 (1×1, 7×3, 33×17),
+/// 4:2:2, progressive grayscale, progressive optimized 4:4:4, CMYK, and PNG in 8- and 16-bit RGB,
+/// 16-bit gray, gray + alpha, palette and 1-bit.
+const IMAGE_SEEDS: [&str; 13] = [
+    "q50_420_1x1.jpg",
+    "q70_420_7x3.jpg",
+    "q100_420_33x17.jpg",
+    "q70_422_17x1.jpg",
+    "q88_gray_progressive_45x31.jpg",
+    "q80_444_progressive_optimized_131x67.jpg",
+    "q90_cmyk_70x50.jpg",
+    "rgb8_29x17.png",
+    "rgb16_13x7.png",
+    "gray16_12x5.png",
+    "gray_alpha_15x11.png",
+    "palette_27x14.png",
+    "gray1bit_21x9.png",
+];
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -64,6 +92,10 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         let frame: Vec<u8> = (0..vitedge::stream::frame_size(format, w, h)).map(|j| (j * 29 % 256) as u8).collect();
         v.push(("frame_convert", format!("{format}_{w}x{h}"), [&[i as u8, w as u8 - 1, h as u8 - 1, (i as u8) << 2 | 1, 230, i as u8][..], &frame].concat()));
     }
+    for name in IMAGE_SEEDS {
+        let bytes = std::fs::read(root().join("tests/fixtures/decode").join(name)).unwrap();
+        v.push(("image_decode", name.to_string(), bytes));
+    }
     v
 }
 
@@ -84,5 +116,52 @@ fn seed_corpora_are_current() {
         if target == "blob_open" {
             Blob::from_bytes(&name, &bytes[1..], Verify::Checksums).unwrap_or_else(|e| panic!("{name}: {e}"));
         }
+        if target == "image_decode" {
+            let limits = vitedge::preprocess::DecodeLimits { max_pixels: images::FUZZ_MAX_PIXELS };
+            vitedge::preprocess::decode_rgb8(&bytes, &name, &limits).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+}
+
+/// libjpeg's fatal errors (it reports them by `longjmp`) and the PNG decoder's come back as errors,
+/// never an abort: every truncation and 64 single-byte changes of each image seed, through the
+/// `image_decode` harness (which also checks what decodes).
+#[test]
+fn damaged_image_seeds_are_errors_not_aborts() {
+    let mut refused = 0;
+    let mut cases = 0;
+    let limits = vitedge::preprocess::DecodeLimits { max_pixels: images::FUZZ_MAX_PIXELS };
+    for name in IMAGE_SEEDS {
+        let bytes = std::fs::read(root().join("fuzz/corpus/image_decode").join(name)).unwrap();
+        let mut damaged: Vec<Vec<u8>> = (0..bytes.len()).map(|n| bytes[..n].to_vec()).collect();
+        for k in 0..64usize {
+            let mut b = bytes.clone();
+            let at = (k * 7919 + 13) % b.len();
+            b[at] ^= [0xff, 0x01, 0x80, 0x10][k % 4];
+            damaged.push(b);
+        }
+        for b in &damaged {
+            images::image_decode(b);
+            refused += vitedge::preprocess::decode_rgb8(b, name, &limits).is_err() as usize;
+            cases += 1;
+        }
+    }
+    // Every proper prefix of a file lacks image data, so most of the cases must be refused.
+    assert!(refused * 2 > cases, "only {refused} of {cases} damaged images refused");
+    println!("{cases} damaged images, {refused} refused, none aborted");
+}
+
+/// A tiny JPEG whose frame header claims 32768×5400 pixels is refused from its header, before any
+/// pixel buffer exists, with the default limits `classify` uses.
+#[test]
+fn a_lying_jpeg_header_is_refused_before_decoding() {
+    let mut bytes = std::fs::read(root().join("fuzz/corpus/image_decode/q50_420_1x1.jpg")).unwrap();
+    let sof = bytes.windows(2).position(|w| w == [0xff, 0xc0]).expect("a baseline SOF0 marker");
+    // SOF0: marker, length (2), precision (1), height (2), width (2).
+    bytes[sof + 5..sof + 7].copy_from_slice(&5400u16.to_be_bytes());
+    bytes[sof + 7..sof + 9].copy_from_slice(&32768u16.to_be_bytes());
+    match vitedge::preprocess::decode_rgb8(&bytes, "lying.jpg", &vitedge::preprocess::DecodeLimits::default()) {
+        Err(vitedge::preprocess::PreprocessError::TooLarge { width: 32768, height: 5400, .. }) => {}
+        other => panic!("expected TooLarge for 32768x5400, got {:?}", other.map(|(_, w, h)| (w, h))),
     }
 }

@@ -1,10 +1,4 @@
-//! The safetensors reader (header validation, tensor reads) on arbitrary bytes: never a panic, an
-//! abort or an allocation beyond the limits.
+//! cargo-fuzz target `safetensors`: see [`vitedge_fuzz::checkpoint::safetensors`].
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use vitedge_quant::checkpoint::{load_from_bytes, LoadOptions};
-
-fuzz_target!(|data: &[u8]| {
-    let _ = load_from_bytes("fuzz.safetensors", data, &LoadOptions::default());
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| vitedge_fuzz::checkpoint::safetensors(data));

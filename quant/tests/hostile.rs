@@ -1,9 +1,13 @@
 //! Hostile checkpoints: each class is refused with the specific limit or check that stops it, by
 //! the CLI as a child process that exits by itself (no abort, no signal) within the memory bound
 //! (file size + 256 MiB peak RSS, from wait4). Limits bound the work, so nothing here is timed.
-//! The files are generated here.
+//! The files are generated here, except the fuzzers' finds: every committed crash input of the
+//! checkpoint fuzz targets (`tests/fixtures/fuzz/{unpickle,torch_zip,safetensors}/` at the repo root)
+//! and every seed (`fuzz/corpus/<target>/`) is replayed through the fuzz harness itself.
 
 mod common;
+#[path = "../../fuzz/src/checkpoint.rs"]
+mod fuzz_harness;
 
 use common::{convert_bounded, lightning_ckpt, patch_zip_size, tiny_state, torch_zip, Pk};
 use vitedge_quant::checkpoint::{load_from_bytes, pickle, CheckpointError, Limits, LoadOptions};
@@ -427,4 +431,28 @@ fn a_tensor_built_by_os_system_is_refused() {
     let o = convert_bounded(dir.path(), "evil_storage.ckpt", &bytes, &[]);
     refused(&o, "tensor `model.head.bias`: cannot be rebuilt: its storage is an object built by the Python global `os.system`");
     assert!(!marker.exists(), "the command ran");
+}
+
+/// The checkpoint fuzz targets' harnesses (`fuzz/src/checkpoint.rs`) on their committed crash
+/// inputs and seeds: no panic (an abort would end the test binary).
+#[test]
+fn fuzz_crash_inputs_and_seeds_no_longer_crash() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let targets: [(&str, fn(&[u8])); 3] =
+        [("unpickle", fuzz_harness::unpickle), ("torch_zip", fuzz_harness::torch_zip), ("safetensors", fuzz_harness::safetensors)];
+    let (mut crashes, mut seeds) = (0, 0);
+    for (target, harness) in targets {
+        for (dir, count) in [(repo.join("tests/fixtures/fuzz").join(target), &mut crashes), (repo.join("fuzz/corpus").join(target), &mut seeds)] {
+            let mut files: Vec<_> = std::fs::read_dir(&dir).map(|rd| rd.map(|e| e.unwrap().path()).collect()).unwrap_or_default();
+            files.sort();
+            for file in files {
+                let data = std::fs::read(&file).unwrap();
+                let r = std::panic::catch_unwind(|| harness(&data));
+                assert!(r.is_ok(), "{target}: {} panics", file.display());
+                *count += 1;
+            }
+        }
+    }
+    assert!(seeds >= 3, "the seed corpora fuzz/corpus/{{unpickle,torch_zip,safetensors}} are missing");
+    println!("{crashes} crash inputs and {seeds} seeds replayed");
 }

@@ -416,8 +416,9 @@ impl Kernels {
 }
 
 /// Scale and zero point of the asymmetric u8 quantization of values spanning `[lo, hi]` (with
-/// `lo ≤ 0 ≤ hi`): `x ≈ scale · (q − zero)`. `None` when the range is empty or not finite (then every
-/// value quantizes to 0 with scale 1). Shared by every kernel set so their parameters are identical.
+/// `lo ≤ 0 ≤ hi`): `x ≈ scale · (q − zero)`. `None` when the range is empty or not finite, or so
+/// small (below ~1e-36) that `1 / scale` overflows (then every value quantizes to 0 with scale 1).
+/// Shared by every kernel set so their parameters are identical.
 #[inline]
 pub fn u8_params(lo: f32, hi: f32) -> Option<(f32, i32)> {
     let range = hi - lo;
@@ -425,6 +426,11 @@ pub fn u8_params(lo: f32, hi: f32) -> Option<(f32, i32)> {
         return None;
     }
     let scale = range / 255.0;
+    // An infinite inverse scale would turn `v / scale` into ±inf, which no i32 holds (found by the
+    // blob_forward fuzzer: weights XOR-ed into subnormal activations).
+    if !(1.0 / scale).is_finite() {
+        return None;
+    }
     Some((scale, (-lo / scale).round().clamp(0.0, 255.0) as i32))
 }
 

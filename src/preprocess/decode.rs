@@ -48,10 +48,18 @@ impl DecodeLimits {
     }
 
     /// Checks a declared size; the error names the file, the size and the flag that raises the limit.
+    /// Sides beyond what the preprocessing accepts (32768) are refused here too, before decoding.
     pub fn check(&self, path: &str, width: u64, height: u64) -> Result<(), PreprocessError> {
         let pixels = width.saturating_mul(height);
         if width == 0 || height == 0 {
             return Err(PreprocessError::Decode { path: path.into(), reason: format!("the header declares an empty {width}x{height} image") });
+        }
+        let max_side = super::resize::MAX_SIDE as u64;
+        if width > max_side || height > max_side {
+            return Err(PreprocessError::Decode {
+                path: path.into(),
+                reason: format!("the header declares {width}x{height} pixels; vitedge reads images of at most {max_side} pixels per side (resize the image first)"),
+            });
         }
         if pixels > self.max_pixels {
             return Err(PreprocessError::TooLarge { path: path.into(), width, height, max_pixels: self.max_pixels });
