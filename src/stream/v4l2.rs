@@ -236,12 +236,14 @@ impl<D: CaptureDevice> DeviceSource<D> {
             CaptureKind::Raw(pf) => compact(data, pf, f.width, f.height, f.bytes_per_line, buf)
                 .ok_or_else(|| format!("{} of {} bytes", data.len(), frame_size(pf, f.width, f.height))),
             CaptureKind::Mjpeg => {
-                let img = image::load_from_memory_with_format(data, image::ImageFormat::Jpeg).map_err(|e| format!("MJPEG decode: {e}"))?;
-                let rgb = img.to_rgb8();
-                if (rgb.width() as usize, rgb.height() as usize) != (f.width, f.height) {
-                    return Err(format!("MJPEG frame is {}x{}, expected {}x{}", rgb.width(), rgb.height(), f.width, f.height));
+                // The decoder `classify` uses (libjpeg, like Pillow), limited to the negotiated size:
+                // a frame whose header claims more pixels is refused before decoding.
+                let limits = crate::preprocess::DecodeLimits { max_pixels: (f.width * f.height) as u64 };
+                let (rgb, w, h) = crate::preprocess::decode_rgb8(data, "MJPEG frame", &limits).map_err(|e| format!("MJPEG decode: {e}"))?;
+                if (w, h) != (f.width, f.height) {
+                    return Err(format!("MJPEG frame is {w}x{h}, expected {}x{}", f.width, f.height));
                 }
-                buf.copy_from_slice(rgb.as_raw());
+                buf.copy_from_slice(&rgb);
                 Ok(())
             }
         }
