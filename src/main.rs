@@ -99,7 +99,7 @@ enum Command {
         /// How many classes to print per image.
         #[arg(long, default_value_t = 5)]
         top: usize,
-        /// One JSON object per image per line: {"image", "top": [{"index", "label", "score"}], "ms"}.
+        /// One JSON object per image per line: {"image", "top": [{"index", "label", "score"}], "ms"} ("ms": decoding or .npy reading, preprocessing and inference of that input).
         #[arg(long)]
         json: bool,
         /// Also print the raw logits (JSON lines, with "logits": [...] in logit order; implies --json).

@@ -235,8 +235,9 @@ pub trait VectorOps: Send + Sync {
     fn softmax_quantize_u8(&self, x: &mut [f32], scale: f32, weight: &[f32], out: &mut [u8]) -> f32 {
         self.softmax(x, scale);
         x.iter_mut().zip(weight).for_each(|(p, w)| *p *= w);
-        // Subnormal products are zero (kernels that normalise after the max would disagree there).
-        if !(x.iter().fold(0f32, |m, &p| m.max(p)) >= f32::MIN_POSITIVE) {
+        // Rows whose largest product is negligible are zero (kernels that normalise after the max
+        // would round such tiny values differently).
+        if !(x.iter().fold(0f32, |m, &p| m.max(p)) >= PROB_ZERO) {
             out[..x.len()].fill(0);
             return 1.0;
         }
@@ -414,6 +415,10 @@ impl Kernels {
         }
     }
 }
+
+/// Below this, the largest `probability × value scale` of an int8-attention row counts as zero
+/// (every kernel set: all-zero u8 row, scale 1), far above where `1 / scale` would overflow.
+pub const PROB_ZERO: f32 = 1e-30;
 
 /// Scale and zero point of the asymmetric u8 quantization of values spanning `[lo, hi]` (with
 /// `lo ≤ 0 ≤ hi`): `x ≈ scale · (q − zero)`. `None` when the range is empty or not finite, or so

@@ -20,7 +20,7 @@ use std::arch::asm;
 use half::f16;
 
 use crate::blob::round_up;
-use crate::kernels::{pack, u8_params, Epilogue, GemmArgs, GemmF16, GemmF32, GemmU8I8, GemmU8I8Args, VectorOps};
+use crate::kernels::{pack, u8_params, Epilogue, PROB_ZERO, GemmArgs, GemmF16, GemmF32, GemmU8I8, GemmU8I8Args, VectorOps};
 
 /// NEON kernel set. Construct only through [`Neon::detect`].
 pub struct Neon(());
@@ -759,8 +759,8 @@ fn softmax_quantize_u8(x: &mut [f32], scale: f32, weight: &[f32], out: &mut [u8]
         i += n;
     }
     let (sum, pmax) = (vaddvq_f32(sum_v), vmaxvq_f32(pmax_v));
-    // As the default: a largest probability × weight below f32::MIN_POSITIVE counts as all zero.
-    if !(pmax / sum >= f32::MIN_POSITIVE) || !pmax.is_finite() {
+    // As the default: a largest probability × weight below PROB_ZERO counts as all zero.
+    if !(pmax / sum >= PROB_ZERO) || !pmax.is_finite() {
         out[..len].fill(0);
         return 1.0;
     }
