@@ -325,7 +325,7 @@ fn convert_checkpoint(
     };
     py.detach(|| {
         let labels = labels.as_deref().map(Labels::read).transpose()?;
-        let opts = ConvertOptions { arch, heads, preprocess: None, labels };
+        let opts = ConvertOptions { arch, heads, preprocess: None, labels, ..Default::default() };
         let mut prepared = convert::prepare_file(&checkpoint, &opts)?;
         if let Some(o) = &overrides {
             prepared.override_preprocess(o)?;
