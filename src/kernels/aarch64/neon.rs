@@ -487,16 +487,23 @@ fn layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32])
     }
 }
 
+/// `max(x · scale)` over a row (the first pass of both softmax kernels).
+#[target_feature(enable = "neon")]
+fn scaled_max(x: &[f32], scale: f32) -> f32 {
+    let body = x.len() / 4 * 4;
+    let mut max_v = vdupq_n_f32(f32::NEG_INFINITY);
+    for i in (0..body).step_by(4) {
+        // SAFETY: i + 4 ≤ body ≤ x.len().
+        max_v = vmaxq_f32(max_v, vmulq_n_f32(unsafe { vld1q_f32(x.as_ptr().add(i)) }, scale));
+    }
+    x[body..].iter().fold(vmaxvq_f32(max_v), |m, &v| m.max(v * scale))
+}
+
 #[target_feature(enable = "neon")]
 fn softmax(x: &mut [f32], scale: f32) {
     let len = x.len();
     let body = len / 4 * 4;
-    let mut max_v = vdupq_n_f32(f32::NEG_INFINITY);
-    for i in (0..body).step_by(4) {
-        // SAFETY: i + 4 ≤ body ≤ len.
-        max_v = vmaxq_f32(max_v, vmulq_n_f32(unsafe { vld1q_f32(x.as_ptr().add(i)) }, scale));
-    }
-    let max = x[body..].iter().fold(vmaxvq_f32(max_v), |m, &v| m.max(v * scale));
+    let max = scaled_max(x, scale);
     let neg_max = vdupq_n_f32(-max);
     let mut sum_v = vdupq_n_f32(0.0);
     for i in (0..body).step_by(4) {
@@ -706,13 +713,7 @@ fn quantize_pack_values(src: &[f32], n: usize, k: usize, row_stride: usize, dst:
 fn softmax_quantize_u8(x: &mut [f32], scale: f32, weight: &[f32], out: &mut [u8]) -> f32 {
     let len = x.len();
     assert!(weight.len() >= len && out.len() >= len, "softmax_quantize_u8 operands are too short");
-    let body = len / 4 * 4;
-    let mut max_v = vdupq_n_f32(f32::NEG_INFINITY);
-    for i in (0..body).step_by(4) {
-        // SAFETY: i + 4 ≤ body ≤ len.
-        max_v = vmaxq_f32(max_v, vmulq_n_f32(unsafe { vld1q_f32(x.as_ptr().add(i)) }, scale));
-    }
-    let max = x[body..].iter().fold(vmaxvq_f32(max_v), |m, &v| m.max(v * scale));
+    let max = scaled_max(x, scale);
     let neg_max = vdupq_n_f32(-max);
     let (mut sum_v, mut pmax_v) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
     let mut i = 0;
