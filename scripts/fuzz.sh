@@ -4,9 +4,13 @@
 # `cargo fuzz list` shows (fuzz/fuzz_targets/<name>.rs).
 #
 #   scripts/fuzz.sh smoke [--seconds S]                  every target for S seconds (default 20; .ci/run)
-#   scripts/fuzz.sh campaign [--seconds S] [TARGET...]   every (or the named) target for S seconds
-#                                                        (default 600), then a table: executions,
-#                                                        exec/s, new coverage units, crashes
+#   scripts/fuzz.sh campaign [--seconds S] [--runs N] [TARGET...]
+#                                                        every (or the named) target for S seconds
+#                                                        (default 600) or until N executions, then a
+#                                                        table: executions, exec/s, new units, crashes
+#   any command: --sanitizer none  builds without AddressSanitizer (several times the executions per
+#                                  second; Rust's own checks — bounds, overflow, debug assertions —
+#                                  stay on) into target/fuzz-sanitizer-none, beside the ASan build
 #   scripts/fuzz.sh repro TARGET FILE...                 run the inputs once (a crash artifact): the
 #                                                        panic message and backtrace
 #   scripts/fuzz.sh list                                 the targets
@@ -43,8 +47,8 @@ run_target() {
   mkdir -p "$corpus" "$artifacts" "$root/target/fuzz-logs"
   [ -f "fuzz/dict/$t.dict" ] && dict=("-dict=$root/fuzz/dict/$t.dict")
   before=$(find "$artifacts" -type f | wc -l)
-  cargo +nightly fuzz run "$t" "$corpus" "$root/fuzz/corpus/$t" -- \
-    -max_total_time="$seconds" -timeout=20 -rss_limit_mb=2048 -print_final_stats=1 \
+  cargo +nightly fuzz run "${fuzz_opts[@]}" "$t" "$corpus" "$root/fuzz/corpus/$t" -- \
+    -max_total_time="$seconds" "${runs_opt[@]}" -timeout=20 -rss_limit_mb=2048 -print_final_stats=1 \
     -artifact_prefix="$artifacts" "${dict[@]}" > "$log" 2>&1 || status=$?
   after=$(find "$artifacts" -type f | wc -l)
   local runs rate units
@@ -65,12 +69,12 @@ fuzz_all() {
   local seconds=$1 failed=0 table="$root/target/fuzz-logs/table.txt" commit cpu
   shift
   mkdir -p "$root/target/fuzz-logs"
-  cargo +nightly fuzz build
+  cargo +nightly fuzz build "${fuzz_opts[@]}"
   commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
   git diff --quiet HEAD -- 2>/dev/null || commit="$commit+changes"
   cpu=$(awk -F': ' '/^model name/ {n=$2} /^cpu family/ {f=$2} /^model\t/ {m=$2} END {printf "%s (family %s model %s)", n, f, m}' /proc/cpuinfo)
   {
-    echo "# $(date -u +%Y-%m-%dT%H:%MZ) commit $commit; $cpu, $(nproc) CPUs; $(cargo +nightly fuzz --version)"
+    echo "# $(date -u +%Y-%m-%dT%H:%MZ) commit $commit; $cpu, $(nproc) CPUs; $(cargo +nightly fuzz --version); sanitizer $sanitizer"
     printf '%-24s %8s %14s %10s %10s %8s\n' target seconds executions exec/s new_units crashes
   } | tee -a "$table"
   for t in "$@"; do
@@ -82,13 +86,20 @@ fuzz_all() {
 cmd=${1:-help}
 shift || true
 seconds=""
+sanitizer=address
+runs_opt=()
 names=()
 while [ $# -gt 0 ]; do
   case $1 in
     --seconds) seconds=$2; shift 2 ;;
+    --runs) runs_opt=("-runs=$2"); shift 2 ;;
+    --sanitizer) sanitizer=$2; shift 2 ;;
     *) names+=("$1"); shift ;;
   esac
 done
+
+fuzz_opts=(--sanitizer "$sanitizer")
+[ "$sanitizer" = address ] || fuzz_opts+=(--target-dir "$root/target/fuzz-sanitizer-$sanitizer")
 
 case $cmd in
   list)
@@ -106,8 +117,8 @@ case $cmd in
     [ ${#names[@]} -ge 2 ] || { echo "usage: scripts/fuzz.sh repro TARGET FILE..." >&2; exit 2; }
     t=${names[0]}
     for f in "${names[@]:1}"; do
-      RUST_BACKTRACE=1 cargo +nightly fuzz run "$t" "$(realpath "$f")" -- -runs=1 || echo "$f: crashes (above)"
+      RUST_BACKTRACE=1 cargo +nightly fuzz run "${fuzz_opts[@]}" "$t" "$(realpath "$f")" -- -runs=1 || echo "$f: crashes (above)"
     done ;;
   *)
-    sed -n '2,24p' "$0"; exit 2 ;;
+    sed -n '2,25p' "$0"; exit 2 ;;
 esac

@@ -4,6 +4,8 @@
 
 mod decode;
 mod resize;
+#[cfg(target_arch = "x86_64")]
+mod resize_avx2;
 
 use serde::{Deserialize, Serialize};
 

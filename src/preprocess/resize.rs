@@ -5,7 +5,7 @@
 use super::{Interpolation, PreprocessConfig, PreprocessError, Resize, Scaling};
 
 /// Fixed-point precision of Pillow's 8-bit resampling coefficients.
-const PRECISION_BITS: u32 = 32 - 8 - 2;
+pub(super) const PRECISION_BITS: u32 = 32 - 8 - 2;
 /// Largest accepted image side (source and resized).
 pub(crate) const MAX_SIDE: usize = 1 << 15;
 
@@ -82,35 +82,24 @@ impl Coeffs {
     /// Pillow's 8-bit vertical pass: `src` holds rows of `row_len` bytes starting at source row `y0`;
     /// writes one output row of `row_len` bytes per output row into `dst`.
     pub(crate) fn resample_rows(&self, src: &[u8], y0: usize, row_len: usize, dst: &mut [u8]) {
-        for (yy, &(ymin, n)) in self.bounds.iter().enumerate() {
-            let k = &self.weights[yy * self.ksize..yy * self.ksize + n];
-            for (i, d) in dst[yy * row_len..(yy + 1) * row_len].iter_mut().enumerate() {
-                let mut acc = 1i64 << (PRECISION_BITS - 1);
-                for (y, &w) in k.iter().enumerate() {
-                    acc += src[(ymin - y0 + y) * row_len + i] as i64 * w as i64;
-                }
-                *d = clip8(acc);
-            }
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above); the function is safe Rust compiled
+            // with AVX2 enabled. Exercised by `tests::avx2_and_baseline_passes_equal_the_reference`.
+            return unsafe { super::resize_avx2::resample_rows(self, src, y0, row_len, dst) };
         }
+        resample_rows_body(self, src, y0, row_len, dst)
     }
 
     /// Pillow's 8-bit horizontal pass over one packed-RGB row: `src` holds the source row from
     /// column `x0` on (enough columns for every tap); writes one RGB8 pixel per output column to `dst`.
     pub(crate) fn resample_rgb_row(&self, src: &[u8], x0: usize, dst: &mut [u8]) {
-        for (xx, &(xmin, n)) in self.bounds.iter().enumerate() {
-            let k = &self.weights[xx * self.ksize..xx * self.ksize + n];
-            let mut acc = [1i64 << (PRECISION_BITS - 1); 3];
-            let base = (xmin - x0) * 3;
-            for (x, &w) in k.iter().enumerate() {
-                let p = &src[base + x * 3..base + x * 3 + 3];
-                acc[0] += p[0] as i64 * w as i64;
-                acc[1] += p[1] as i64 * w as i64;
-                acc[2] += p[2] as i64 * w as i64;
-            }
-            dst[xx * 3] = clip8(acc[0]);
-            dst[xx * 3 + 1] = clip8(acc[1]);
-            dst[xx * 3 + 2] = clip8(acc[2]);
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: as in `resample_rows`.
+            return unsafe { super::resize_avx2::resample_rgb_row(self, src, x0, dst) };
         }
+        resample_rgb_row_body(self, src, x0, dst)
     }
 
     /// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` for `in_size → out_size`, keeping only
@@ -176,15 +165,62 @@ impl Coeffs {
     }
 }
 
-#[inline]
-fn clip8(v: i64) -> u8 {
-    if v >= (1i64 << PRECISION_BITS) << 8 {
-        255
-    } else if v < 0 {
-        0
-    } else {
-        (v >> PRECISION_BITS) as u8
+/// Pillow's `clip8`: the accumulator's 8-bit value, saturated (`>= 1 << 30` → 255, `<= 0` → 0),
+/// written as one shift and clamp so that it vectorizes.
+#[inline(always)]
+fn clip8(v: i32) -> u8 {
+    (v >> PRECISION_BITS).clamp(0, 255) as u8
+}
+
+/// The accumulator's starting value: one half, for rounding.
+pub(super) const HALF: i32 = 1 << (PRECISION_BITS - 1);
+
+/// Output bytes the vertical pass accumulates at once (a few registers of i32 lanes).
+const BLOCK: usize = 64;
+
+/// [`Coeffs::resample_rows`] body: per output row, blocks of [`BLOCK`] bytes accumulate tap after
+/// tap in i32 lanes, in Pillow's i32 arithmetic (wrapping where C's `int` would overflow).
+#[inline(always)]
+pub(super) fn resample_rows_body(c: &Coeffs, src: &[u8], y0: usize, row_len: usize, dst: &mut [u8]) {
+    for (yy, &(ymin, n)) in c.bounds.iter().enumerate() {
+        let k = &c.weights[yy * c.ksize..yy * c.ksize + n];
+        let rows = &src[(ymin - y0) * row_len..(ymin - y0 + n) * row_len];
+        let out = &mut dst[yy * row_len..(yy + 1) * row_len];
+        for (b, out) in out.chunks_mut(BLOCK).enumerate() {
+            let mut acc = [HALF; BLOCK];
+            let acc = &mut acc[..out.len()];
+            for (row, &w) in rows.chunks_exact(row_len).zip(k) {
+                for (a, &p) in acc.iter_mut().zip(&row[b * BLOCK..b * BLOCK + out.len()]) {
+                    *a = a.wrapping_add((p as i32).wrapping_mul(w));
+                }
+            }
+            for (o, &a) in out.iter_mut().zip(acc.iter()) {
+                *o = clip8(a);
+            }
+        }
     }
+}
+
+/// [`Coeffs::resample_rgb_row`] body: one output pixel after the other.
+#[inline(always)]
+fn resample_rgb_row_body(c: &Coeffs, src: &[u8], x0: usize, dst: &mut [u8]) {
+    for ((xx, &(xmin, n)), d) in c.bounds.iter().enumerate().zip(dst.chunks_exact_mut(3)) {
+        let base = (xmin - x0) * 3;
+        d.copy_from_slice(&pixel_taps(&src[base..base + n * 3], &c.weights[xx * c.ksize..xx * c.ksize + n]));
+    }
+}
+
+/// One output pixel of the horizontal pass: the taps' RGB pixels `px` (3 bytes each) weighted by
+/// `k`, in Pillow's i32 arithmetic, clipped to RGB8.
+#[inline(always)]
+pub(super) fn pixel_taps(px: &[u8], k: &[i32]) -> [u8; 3] {
+    let mut acc = [HALF; 3];
+    for (p, &w) in px.chunks_exact(3).zip(k) {
+        for (a, &v) in acc.iter_mut().zip(p) {
+            *a = a.wrapping_add((v as i32).wrapping_mul(w));
+        }
+    }
+    acc.map(clip8)
 }
 
 /// torchvision `Resize(size)` with an int: the shorter side becomes `size`, the longer
@@ -526,5 +562,78 @@ pub(crate) fn normalize_chw(crop: &[u8], cfg: &PreprocessConfig, out: &mut [f32]
         for (o, px) in plane.iter_mut().zip(crop.chunks_exact(3)) {
             *o = table[px[c] as usize];
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::synthetic::Rng;
+
+    /// Pillow's passes as written in `Resample.c` (one accumulator per output byte, i64 so that no
+    /// order of summation can matter): what every compiled version must equal.
+    fn reference_rows(c: &Coeffs, src: &[u8], y0: usize, row_len: usize) -> Vec<u8> {
+        let mut out = vec![0; c.bounds.len() * row_len];
+        for (yy, &(ymin, n)) in c.bounds.iter().enumerate() {
+            for i in 0..row_len {
+                let acc: i64 = (0..n).map(|t| src[(ymin - y0 + t) * row_len + i] as i64 * c.weights[yy * c.ksize + t] as i64).sum();
+                out[yy * row_len + i] = ((acc + HALF as i64) >> PRECISION_BITS).clamp(0, 255) as u8;
+            }
+        }
+        out
+    }
+
+    fn reference_rgb_row(c: &Coeffs, src: &[u8], x0: usize) -> Vec<u8> {
+        let mut out = vec![0; c.bounds.len() * 3];
+        for (xx, &(xmin, n)) in c.bounds.iter().enumerate() {
+            for ch in 0..3 {
+                let acc: i64 = (0..n).map(|t| src[(xmin - x0 + t) * 3 + ch] as i64 * c.weights[xx * c.ksize + t] as i64).sum();
+                out[xx * 3 + ch] = ((acc + HALF as i64) >> PRECISION_BITS).clamp(0, 255) as u8;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn avx2_and_baseline_passes_equal_the_reference() {
+        let mut rng = Rng::new(11);
+        let interps = [Interpolation::Bicubic, Interpolation::Bilinear, Interpolation::Lanczos, Interpolation::Box, Interpolation::Hamming, Interpolation::Nearest];
+        for case in 0..300 {
+            let in_size = 1 + (rng.next_u64() % 700) as usize;
+            let out_size = 1 + (rng.next_u64() % 300) as usize;
+            let first = (rng.next_u64() % out_size as u64) as usize;
+            let count = 1 + (rng.next_u64() % (out_size - first) as u64) as usize;
+            let interp = interps[case % interps.len()];
+            let mut c = Coeffs::default();
+            c.compute(in_size, out_size, first, count, interp);
+            let x0 = c.bounds.iter().map(|b| b.0).min().unwrap();
+            let x1 = c.bounds.iter().map(|b| b.0 + b.1).max().unwrap();
+            // Extremes (0 and 255) often, so that clipping is exercised in both directions.
+            let byte = |rng: &mut Rng| match rng.next_u64() % 4 {
+                0 => 0,
+                1 => 255,
+                _ => (rng.next_u64() >> 56) as u8,
+            };
+            let row: Vec<u8> = (0..(x1 - x0) * 3).map(|_| byte(&mut rng)).collect();
+            let want = reference_rgb_row(&c, &row, x0);
+            let mut got = vec![0; want.len()];
+            c.resample_rgb_row(&row, x0, &mut got);
+            assert_eq!(got, want, "horizontal, case {case}: {in_size} -> {out_size} ({first}+{count}) {interp:?}");
+            got.fill(0);
+            resample_rgb_row_body(&c, &row, x0, &mut got);
+            assert_eq!(got, want, "horizontal portable body, case {case}");
+
+            let row_len = 1 + (rng.next_u64() % 200) as usize;
+            let src: Vec<u8> = (0..(x1 - x0) * row_len).map(|_| byte(&mut rng)).collect();
+            let want = reference_rows(&c, &src, x0, row_len);
+            let mut got = vec![0; want.len()];
+            c.resample_rows(&src, x0, row_len, &mut got);
+            assert_eq!(got, want, "vertical, case {case}: {in_size} -> {out_size}, rows of {row_len}");
+            got.fill(0);
+            resample_rows_body(&c, &src, x0, row_len, &mut got);
+            assert_eq!(got, want, "vertical portable body, case {case}");
+        }
+        #[cfg(target_arch = "x86_64")]
+        eprintln!("AVX2 {}", if std::arch::is_x86_feature_detected!("avx2") { "present: the AVX2 passes were checked" } else { "absent: only the portable passes were checked" });
     }
 }
