@@ -6,6 +6,8 @@ mod decode;
 mod resize;
 #[cfg(target_arch = "x86_64")]
 mod resize_avx2;
+#[cfg(target_arch = "aarch64")]
+mod resize_neon;
 
 use serde::{Deserialize, Serialize};
 

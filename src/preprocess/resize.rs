@@ -85,7 +85,7 @@ impl Coeffs {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2 (checked just above); the function is safe Rust compiled
-            // with AVX2 enabled. Exercised by `tests::avx2_and_baseline_passes_equal_the_reference`.
+            // with AVX2 enabled. Exercised by `tests::compiled_passes_equal_the_reference`.
             return unsafe { super::resize_avx2::resample_rows(self, src, y0, row_len, dst) };
         }
         resample_rows_body(self, src, y0, row_len, dst)
@@ -99,6 +99,11 @@ impl Coeffs {
             // SAFETY: as in `resample_rows`.
             return unsafe { super::resize_avx2::resample_rgb_row(self, src, x0, dst) };
         }
+        // SAFETY: NEON is part of every aarch64 CPU (a base feature of the target); the function is
+        // safe Rust compiled with it. Exercised by `tests::compiled_passes_equal_the_reference`.
+        #[cfg(target_arch = "aarch64")]
+        return unsafe { super::resize_neon::resample_rgb_row(self, src, x0, dst) };
+        #[cfg(not(target_arch = "aarch64"))]
         resample_rgb_row_body(self, src, x0, dst)
     }
 
@@ -203,6 +208,7 @@ pub(super) fn resample_rows_body(c: &Coeffs, src: &[u8], y0: usize, row_len: usi
 
 /// [`Coeffs::resample_rgb_row`] body: one output pixel after the other.
 #[inline(always)]
+#[cfg_attr(target_arch = "aarch64", allow(dead_code))]
 fn resample_rgb_row_body(c: &Coeffs, src: &[u8], x0: usize, dst: &mut [u8]) {
     for ((xx, &(xmin, n)), d) in c.bounds.iter().enumerate().zip(dst.chunks_exact_mut(3)) {
         let base = (xmin - x0) * 3;
@@ -595,7 +601,7 @@ mod tests {
     }
 
     #[test]
-    fn avx2_and_baseline_passes_equal_the_reference() {
+    fn compiled_passes_equal_the_reference() {
         let mut rng = Rng::new(11);
         let interps = [Interpolation::Bicubic, Interpolation::Bilinear, Interpolation::Lanczos, Interpolation::Box, Interpolation::Hamming, Interpolation::Nearest];
         for case in 0..300 {
@@ -635,5 +641,7 @@ mod tests {
         }
         #[cfg(target_arch = "x86_64")]
         eprintln!("AVX2 {}", if std::arch::is_x86_feature_detected!("avx2") { "present: the AVX2 passes were checked" } else { "absent: only the portable passes were checked" });
+        #[cfg(target_arch = "aarch64")]
+        eprintln!("the NEON horizontal pass was checked");
     }
 }
