@@ -19,12 +19,19 @@ ck=../shared/weights/vit_tiny_patch16_224.augreg_in21k_ft_in1k.safetensors
 [ -f "$ck" ] || { echo "prepare: $ck is missing (the real ViT-Tiny checkpoint beside the repo)" >&2; exit 1; }
 out=target/arm-model/blobs
 mkdir -p "$out"
-for p in f32 f16 int8; do
-  b=$out/vit_tiny_$p.vitb
-  if [ ! -f "$b" ] || [ "$b" -ot target/release/vitedge-quant ]; then
-    log "converting $b"
-    extra=()
-    [ $p = int8 ] && extra=(--calibrate ../shared/imagenet-sample --calib-count 32)
-    ./target/release/vitedge-quant convert "$ck" -o "$b" --labels ../shared/imagenet_classes.txt --precision $p "${extra[@]}" >/dev/null 2>&1
-  fi
+# vit_tiny: the real checkpoint; vit_d1: its first block only (validate-x86.sh --model-set vit_d1).
+d1=target/arm-model/vit_d1.safetensors
+[ -f "$d1" ] && [ "$d1" -nt "$ck" ] || python3 scripts/arm-model/truncate_checkpoint.py "$ck" "$d1" --depth 1
+for set in vit_tiny vit_d1; do
+  src=$ck
+  [ $set = vit_d1 ] && src=$d1
+  for p in f32 f16 int8; do
+    b=$out/${set}_$p.vitb
+    if [ ! -f "$b" ] || [ "$b" -ot target/release/vitedge-quant ]; then
+      log "converting $b"
+      extra=()
+      [ $p = int8 ] && extra=(--calibrate ../shared/imagenet-sample --calib-count 32)
+      ./target/release/vitedge-quant convert "$src" -o "$b" --labels ../shared/imagenet_classes.txt --precision $p "${extra[@]}" >/dev/null 2>&1
+    fi
+  done
 done

@@ -7,6 +7,8 @@
 //! to stderr.
 
 pub mod pixel;
+#[cfg(target_arch = "x86_64")]
+mod pixel_avx2;
 pub mod ring;
 pub mod signal;
 pub mod source;

@@ -107,7 +107,7 @@ pub enum ColorRange {
 }
 
 /// Fractional bits of the fixed-point colour conversion.
-const COLOR_BITS: u32 = 16;
+pub(super) const COLOR_BITS: u32 = 16;
 
 /// A colour conversion: matrix plus range, as fixed-point coefficients.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -151,6 +151,13 @@ impl ColorSpec {
             ColorRange::Full => (0.0, 1.0, 1.0),
         };
         [y_offset, ys, cs * 2.0 * (1.0 - kr), cs * 2.0 * kb * (1.0 - kb) / kg, cs * 2.0 * kr * (1.0 - kr) / kg, cs * 2.0 * (1.0 - kb)]
+    }
+
+    /// The fixed-point coefficients `[y_offset, y_scale, r_v, g_u, g_v, b_u]` (`COLOR_BITS`
+    /// fractional bits) for the SIMD row converters.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(super) fn coefficients(&self) -> [i32; 6] {
+        [self.y_offset, self.y_scale, self.r_v, self.g_u, self.g_v, self.b_u]
     }
 
     /// One pixel, YCbCr → RGB8 (rounded, clamped).
@@ -197,17 +204,35 @@ fn convert_row(frame: &[u8], format: PixelFormat, width: usize, height: usize, c
         PixelFormat::Nv12 | PixelFormat::I420 => {
             let luma = &frame[y * width..(y + 1) * width];
             let chroma = &frame[width * height..];
-            let ch = height.div_ceil(2);
-            let cy = y / 2;
-            for (x, d) in (x0..x1).zip(px) {
-                let (u, v) = if format == PixelFormat::Nv12 {
-                    let i = cy * cw * 2 + (x / 2) * 2;
-                    (chroma[i], chroma[i + 1])
-                } else {
-                    let i = cy * cw + x / 2;
-                    (chroma[i], chroma[cw * ch + i])
-                };
+            let (ch, cy) = (height.div_ceil(2), y / 2);
+            let (uv, u, v) = if format == PixelFormat::Nv12 {
+                (&chroma[cy * cw * 2..(cy + 1) * cw * 2], &[][..], &[][..])
+            } else {
+                (&[][..], &chroma[cy * cw..(cy + 1) * cw], &chroma[cw * ch + cy * cw..cw * ch + (cy + 1) * cw])
+            };
+            let pixel = |x: usize, d: &mut [u8]| {
+                let (u, v) = if format == PixelFormat::Nv12 { (uv[(x / 2) * 2], uv[(x / 2) * 2 + 1]) } else { (u[x / 2], v[x / 2]) };
                 d.copy_from_slice(&color.to_rgb(luma[x], u, v));
+            };
+            let mut x = x0;
+            let mut px = px;
+            if x % 2 == 1 && x < x1 {
+                pixel(x, px.next().expect("one pixel per column"));
+                x += 1;
+            }
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                use super::pixel_avx2::{yuv420_row, Chroma};
+                let c = if format == PixelFormat::Nv12 { Chroma::Interleaved(uv) } else { Chroma::Planar(u, v) };
+                let start = x;
+                // SAFETY: the CPU has AVX2 (checked just above); the function checks its loads'
+                // bounds. Exercised by `tests::yuv420_rows_equal_to_rgb_per_pixel`.
+                x = unsafe { yuv420_row(luma, &c, color, x0, x, x1, dst) };
+                px = dst[(x - x0) * 3..(x1 - x0) * 3].chunks_exact_mut(3);
+                debug_assert!((x - start) % 16 == 0);
+            }
+            for (x, d) in (x..x1).zip(px) {
+                pixel(x, d);
             }
         }
     }
@@ -286,6 +311,36 @@ mod tests {
     fn noise(n: usize, seed: u64) -> Vec<u8> {
         let mut rng = crate::model::synthetic::Rng::new(seed);
         (0..n).map(|_| (rng.next_u64() >> 56) as u8).collect()
+    }
+
+    #[test]
+    fn yuv420_rows_equal_to_rgb_per_pixel() {
+        // The row converter (AVX2 blocks of 16 where the CPU has it, the scalar pixel loop around
+        // them) against `to_rgb` per pixel, on random sizes, rows and column windows.
+        let mut rng = crate::model::synthetic::Rng::new(5);
+        let specs = [ColorMatrix::Bt601, ColorMatrix::Bt709].into_iter().flat_map(|m| [ColorRange::Limited, ColorRange::Full].map(|r| ColorSpec::new(m, r)));
+        let specs: Vec<ColorSpec> = specs.collect();
+        for case in 0..400 {
+            let (w, h) = (1 + (rng.next_u64() % 130) as usize, 1 + (rng.next_u64() % 9) as usize);
+            let format = if case % 2 == 0 { PixelFormat::Nv12 } else { PixelFormat::I420 };
+            let color = &specs[case % specs.len()];
+            let frame = noise(frame_size(format, w, h), case as u64);
+            let y = (rng.next_u64() % h as u64) as usize;
+            let x0 = (rng.next_u64() % w as u64) as usize;
+            let x1 = x0 + 1 + (rng.next_u64() % (w - x0) as u64) as usize;
+            let mut got = vec![0u8; (x1 - x0) * 3];
+            convert_row(&frame, format, w, h, color, y, x0, x1, &mut got);
+            let cw = w.div_ceil(2);
+            let chroma = &frame[w * h..];
+            for x in x0..x1 {
+                let (u, v) = match format {
+                    PixelFormat::Nv12 => (chroma[(y / 2) * cw * 2 + (x / 2) * 2], chroma[(y / 2) * cw * 2 + (x / 2) * 2 + 1]),
+                    _ => (chroma[(y / 2) * cw + x / 2], chroma[cw * h.div_ceil(2) + (y / 2) * cw + x / 2]),
+                };
+                let want = color.to_rgb(frame[y * w + x], u, v);
+                assert_eq!(&got[(x - x0) * 3..(x - x0) * 3 + 3], &want, "case {case}: {format:?} {w}x{h}, row {y}, columns {x0}..{x1}, pixel {x}");
+            }
+        }
     }
 
     #[test]
