@@ -155,7 +155,7 @@ impl ColorSpec {
 
     /// The fixed-point coefficients `[y_offset, y_scale, r_v, g_u, g_v, b_u]` (`COLOR_BITS`
     /// fractional bits) for the SIMD row converters.
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    #[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64")), allow(dead_code))]
     pub(super) fn coefficients(&self) -> [i32; 6] {
         [self.y_offset, self.y_scale, self.r_v, self.g_u, self.g_v, self.b_u]
     }
@@ -168,6 +168,15 @@ impl ColorSpec {
         let clamp = |x: i32| (x >> COLOR_BITS).clamp(0, 255) as u8;
         [clamp(c + self.r_v * e), clamp(c - self.g_u * d - self.g_v * e), clamp(c + self.b_u * d)]
     }
+}
+
+/// The chroma of one 4:2:0 row, for the SIMD row converters.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(super) enum Chroma<'a> {
+    /// NV12: `U0 V0 U1 V1 …` (one pair per two pixels).
+    Interleaved(&'a [u8]),
+    /// I420: `U0 U1 …` and `V0 V1 …`.
+    Planar(&'a [u8], &'a [u8]),
 }
 
 /// Checks a frame geometry and returns its byte size.
@@ -220,16 +229,22 @@ fn convert_row(frame: &[u8], format: PixelFormat, width: usize, height: usize, c
                 pixel(x, px.next().expect("one pixel per column"));
                 x += 1;
             }
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
-                use super::pixel_avx2::{yuv420_row, Chroma};
+            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+            {
                 let c = if format == PixelFormat::Nv12 { Chroma::Interleaved(uv) } else { Chroma::Planar(u, v) };
-                let start = x;
-                // SAFETY: the CPU has AVX2 (checked just above); the function checks its loads'
-                // bounds. Exercised by `tests::yuv420_rows_equal_to_rgb_per_pixel`.
-                x = unsafe { yuv420_row(luma, &c, color, x0, x, x1, dst) };
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2 (checked just above); the function checks its
+                    // loads' bounds. Exercised by `tests::yuv420_rows_equal_to_rgb_per_pixel`.
+                    x = unsafe { super::pixel_avx2::yuv420_row(luma, &c, color, x0, x, x1, dst) };
+                }
+                // SAFETY: NEON is part of every aarch64 CPU (a base feature of the target); the
+                // function checks its loads' bounds. Exercised by the same test.
+                #[cfg(target_arch = "aarch64")]
+                {
+                    x = unsafe { super::pixel_neon::yuv420_row(luma, &c, color, x0, x, x1, dst) };
+                }
                 px = dst[(x - x0) * 3..(x1 - x0) * 3].chunks_exact_mut(3);
-                debug_assert!((x - start) % 16 == 0);
             }
             for (x, d) in (x..x1).zip(px) {
                 pixel(x, d);

@@ -3,15 +3,7 @@
 
 use std::arch::x86_64::*;
 
-use super::pixel::{ColorSpec, COLOR_BITS};
-
-/// The chroma of one 4:2:0 row: NV12's interleaved U V pairs, or I420's two planes' rows.
-pub(super) enum Chroma<'a> {
-    /// `U0 V0 U1 V1 …` (one pair per two pixels).
-    Interleaved(&'a [u8]),
-    /// `U0 U1 …` and `V0 V1 …`.
-    Planar(&'a [u8], &'a [u8]),
-}
+use super::pixel::{Chroma, ColorSpec, COLOR_BITS};
 
 /// `pshufb` masks that spread 16 R, G and B bytes into 48 bytes of packed RGB: mask `[k][c]` puts
 /// plane `c`'s bytes into output bytes `16k..16k + 16` (other positions zero).
