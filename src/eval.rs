@@ -238,18 +238,25 @@ pub fn open_dataset(dir: &Path, model: &Model) -> Result<Dataset, EvalError> {
             DatasetLayout::ImageFolder { classes, matched_by }
         }
         None => {
-            if model.header().label_ids.is_empty() {
-                return Err(EvalError::Input(
-                    "flat image folders are labelled by the synset id starting each file name, but the model carries no label ids; convert it with --labels ../shared/imagenet_classes.txt (lines `n01440764 tench`), or arrange the images as DIR/CLASS/IMAGE (torchvision ImageFolder)".into(),
-                ));
-            }
-            for s in &mut samples {
-                s.label = label_from_file_name(model, &s.path);
-            }
+            label_by_file_name(model, &mut samples)?;
             DatasetLayout::Flat
         }
     };
     Ok(Dataset { layout, samples })
+}
+
+/// Labels flat-folder samples by the synset id starting each file name ([`label_from_file_name`]);
+/// an error when the model has no label ids to match.
+fn label_by_file_name(model: &Model, samples: &mut [Sample]) -> Result<(), EvalError> {
+    if model.header().label_ids.is_empty() {
+        return Err(EvalError::Input(
+            "flat image folders are labelled by the synset id starting each file name, but the model carries no label ids; convert it with --labels ../shared/imagenet_classes.txt (lines `n01440764 tench`), or arrange the images as DIR/CLASS/IMAGE (torchvision ImageFolder)".into(),
+        ));
+    }
+    for s in samples {
+        s.label = label_from_file_name(model, &s.path);
+    }
+    Ok(())
 }
 
 /// Evaluates `model` on flat-folder `images` labelled by their file names (see
@@ -262,20 +269,16 @@ pub fn evaluate(
     opts: &EngineOptions,
     progress: bool,
 ) -> Result<EvalResult, EvalError> {
-    if model.header().label_ids.is_empty() {
-        return Err(EvalError::Input(
-            "the model carries no label ids; convert it with --labels ../shared/imagenet_classes.txt (lines `n01440764 tench`)".into(),
-        ));
-    }
-    let samples: Vec<Sample> = images
+    let mut samples: Vec<Sample> = images
         .iter()
         .map(|p| Sample {
             name: p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned()),
             path: p.clone(),
             class_folder: None,
-            label: label_from_file_name(model, p),
+            label: None,
         })
         .collect();
+    label_by_file_name(model, &mut samples)?;
     evaluate_samples(model, reference, &samples, backend, opts, &DecodeLimits::default(), progress)
 }
 
