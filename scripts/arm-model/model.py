@@ -758,6 +758,28 @@ def print_table(res):
             print(f"  {c:<12} {v['ms']:8.2f} ms {100 * v['ms'] / tot:5.1f} %  {v['instructions'] / 1e6:8.1f} M insn")
 
 
+def print_diff(paths):
+    """Before / after of two results files: per board × precision × engine the 1-thread total, and
+    for vitedge the per-kernel breakdown (ms), side by side."""
+    before, after = (json.load(open(p)) for p in paths)
+    print(f"# before: {before['label']} (commit {before['commit']}), after: {after['label']} (commit {after['commit']}); ms, 1 thread")
+    rows_b = {(r["board"], r["precision"], r["engine"]): r for r in before["rows"]}
+    for r in after["rows"]:
+        key = (r["board"], r["precision"], r["engine"])
+        if key in rows_b:
+            b = rows_b[key]["ms_1t"]
+            print(f"{'/'.join(key):<28} {b:8.1f} -> {r['ms_1t']:8.1f}  ({100 * (r['ms_1t'] / b - 1):+.1f} %)")
+    for key, bd in after["breakdown"].items():
+        if key not in before["breakdown"]:
+            continue
+        cb, ca = before["breakdown"][key]["categories"], bd["categories"]
+        print(f"\n## {key}: per kernel (ms)")
+        for c in CATEGORIES:
+            if c in cb or c in ca:
+                x, y = cb.get(c, {}).get("ms", 0.0), ca.get(c, {}).get("ms", 0.0)
+                print(f"  {c:<12} {x:8.2f} -> {y:8.2f}  ({y - x:+.2f})")
+
+
 def git_commit():
     r = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], stdout=subprocess.PIPE, text=True)
     dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"], stdout=subprocess.PIPE, text=True).stdout.strip()
@@ -855,6 +877,9 @@ def main():
     x.add_argument("--jobs", type=int, default=2, help="counting runs at a time")
     x.add_argument("--model-set", default="vit_tiny", help="blobs target/arm-model/blobs/<SET>_<precision>.vitb")
     sub.add_parser("clock", help="this machine's effective clock")
+    d = sub.add_parser("diff", help="before / after of two results-*.json files (totals and per-kernel breakdown)")
+    d.add_argument("before")
+    d.add_argument("after")
     a = ap.parse_args()
     global MODEL_SET
     MODEL_SET = getattr(a, "model_set", MODEL_SET)
@@ -862,6 +887,8 @@ def main():
         with_counting(estimate, a)
     elif a.cmd == "x86":
         with_counting(x86, a)
+    elif a.cmd == "diff":
+        print_diff([a.before, a.after])
     else:
         print(json.dumps(host_clock_ghz()))
 

@@ -490,13 +490,22 @@ fn layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32])
 /// `max(x · scale)` over a row (the first pass of both softmax kernels).
 #[target_feature(enable = "neon")]
 fn scaled_max(x: &[f32], scale: f32) -> f32 {
-    let body = x.len() / 4 * 4;
-    let mut max_v = vdupq_n_f32(f32::NEG_INFINITY);
-    for i in (0..body).step_by(4) {
-        // SAFETY: i + 4 ≤ body ≤ x.len().
-        max_v = vmaxq_f32(max_v, vmulq_n_f32(unsafe { vld1q_f32(x.as_ptr().add(i)) }, scale));
+    let len = x.len();
+    let (mut max_v, mut max_w) = (vdupq_n_f32(f32::NEG_INFINITY), vdupq_n_f32(f32::NEG_INFINITY));
+    let mut i = 0;
+    // Two accumulators over eight values per step (one would wait on its own latency).
+    while i + 8 <= len {
+        // SAFETY: i + 8 ≤ len.
+        let (v, w) = unsafe { (vld1q_f32(x.as_ptr().add(i)), vld1q_f32(x.as_ptr().add(i + 4))) };
+        (max_v, max_w) = (vmaxq_f32(max_v, vmulq_n_f32(v, scale)), vmaxq_f32(max_w, vmulq_n_f32(w, scale)));
+        i += 8;
     }
-    x[body..].iter().fold(vmaxvq_f32(max_v), |m, &v| m.max(v * scale))
+    if i + 4 <= len {
+        // SAFETY: i + 4 ≤ len.
+        max_v = vmaxq_f32(max_v, vmulq_n_f32(unsafe { vld1q_f32(x.as_ptr().add(i)) }, scale));
+        i += 4;
+    }
+    x[i..].iter().fold(vmaxvq_f32(vmaxq_f32(max_v, max_w)), |m, &v| m.max(v * scale))
 }
 
 #[target_feature(enable = "neon")]
@@ -562,28 +571,37 @@ fn quantize_u8(x: &[f32], out: &mut [u8]) -> (f32, i32) {
     let len = x.len();
     assert!(out.len() >= len, "output is too short");
     let body = len / 16 * 16;
-    let (mut lo, mut hi) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
-    for i in (0..len / 4 * 4).step_by(4) {
+    // Two min / max pairs over eight values per step: one pair would wait on its own latency.
+    let zero = vdupq_n_f32(0.0);
+    let (mut lo, mut hi, mut lo2, mut hi2) = (zero, zero, zero, zero);
+    let mut i = 0;
+    while i + 8 <= len {
+        // SAFETY: i + 8 ≤ len.
+        let (v, w) = unsafe { (vld1q_f32(x.as_ptr().add(i)), vld1q_f32(x.as_ptr().add(i + 4))) };
+        (lo, hi) = (vminnmq_f32(lo, v), vmaxnmq_f32(hi, v));
+        (lo2, hi2) = (vminnmq_f32(lo2, w), vmaxnmq_f32(hi2, w));
+        i += 8;
+    }
+    if i + 4 <= len {
         // SAFETY: i + 4 ≤ len.
         let v = unsafe { vld1q_f32(x.as_ptr().add(i)) };
-        lo = vminnmq_f32(lo, v);
-        hi = vmaxnmq_f32(hi, v);
+        (lo, hi) = (vminnmq_f32(lo, v), vmaxnmq_f32(hi, v));
+        i += 4;
     }
-    let (lo, hi) = x[len / 4 * 4..].iter().fold((vminnmvq_f32(lo), vmaxnmvq_f32(hi)), |(l, h), &v| (l.min(v), h.max(v)));
+    let (lo, hi) = (vminnmq_f32(lo, lo2), vmaxnmq_f32(hi, hi2));
+    let (lo, hi) = x[i..].iter().fold((vminnmvq_f32(lo), vmaxnmvq_f32(hi)), |(l, h), &v| (l.min(v), h.max(v)));
     let Some((scale, zero)) = u8_params(lo, hi) else {
         out[..len].fill(0);
         return (1.0, 0);
     };
     let inv = 1.0 / scale;
     let zero_v = vdupq_n_s32(zero);
-    let (min_v, max_v) = (vdupq_n_s32(0), vdupq_n_s32(255));
     for i in (0..body).step_by(16) {
         // SAFETY: i + 16 ≤ body ≤ len ≤ out.len() (asserted).
         unsafe {
-            let q: [int32x4_t; 4] = std::array::from_fn(|j| {
-                let r = vcvtaq_s32_f32(vmulq_n_f32(vld1q_f32(x.as_ptr().add(i + 4 * j)), inv));
-                vminq_s32(vmaxq_s32(vqaddq_s32(r, zero_v), min_v), max_v)
-            });
+            // The clamp to 0 ..= 255 is the two saturating narrowings below (`sqxtun`: < 0 → 0,
+            // `uqxtn`: > 255 → 255).
+            let q: [int32x4_t; 4] = std::array::from_fn(|j| vqaddq_s32(vcvtaq_s32_f32(vmulq_n_f32(vld1q_f32(x.as_ptr().add(i + 4 * j)), inv)), zero_v));
             let h0 = vcombine_u16(vqmovun_s32(q[0]), vqmovun_s32(q[1]));
             let h1 = vcombine_u16(vqmovun_s32(q[2]), vqmovun_s32(q[3]));
             vst1q_u8(out.as_mut_ptr().add(i), vcombine_u8(vqmovn_u16(h0), vqmovn_u16(h1)));
@@ -706,6 +724,19 @@ fn quantize_pack_values(src: &[f32], n: usize, k: usize, row_stride: usize, dst:
     }
 }
 
+/// `e = exp(x·scale + neg_max)` and `p = e·weight` of the four values at `xp` and `wp`.
+///
+/// # Safety
+/// `xp` and `wp` must be valid for reading four floats each.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn exp_weight4(xp: *const f32, wp: *const f32, neg_max: float32x4_t, scale: f32) -> (float32x4_t, float32x4_t) {
+    // SAFETY: the caller guarantees four readable floats at both pointers.
+    let (x, w) = unsafe { (vld1q_f32(xp), vld1q_f32(wp)) };
+    let e = exp4(vfmaq_n_f32(neg_max, x, scale));
+    (e, vmulq_f32(e, w))
+}
+
 /// [`VectorOps::softmax_quantize_u8`] in three passes: max of `x·scale`; `e = exp(x·scale − max)`,
 /// its sum, `p = e·weight` (stored in `x`) and the max of `p`; `q = round(p · 255 / max p)`. The
 /// normalization by the sum goes into the returned scale instead of a pass over the row.
@@ -715,50 +746,52 @@ fn softmax_quantize_u8(x: &mut [f32], scale: f32, weight: &[f32], out: &mut [u8]
     assert!(weight.len() >= len && out.len() >= len, "softmax_quantize_u8 operands are too short");
     let max = scaled_max(x, scale);
     let neg_max = vdupq_n_f32(-max);
-    let (mut sum_v, mut pmax_v) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+    // Eight values per step with two accumulator pairs: the two exp polynomials of a step are
+    // independent, and the loop has no per-step tail test or stack copies.
+    let zero = vdupq_n_f32(0.0);
+    let (mut sum_v, mut sum_w, mut pmax_v, mut pmax_w) = (zero, zero, zero, zero);
+    let (xm, wp) = (x.as_mut_ptr(), weight.as_ptr());
     let mut i = 0;
-    while i < len {
-        let n = (len - i).min(4);
-        let (mut xt, mut wt) = ([0f32; 4], [0f32; 4]);
-        let (xp, wp) = if n == 4 {
-            // SAFETY: i + 4 ≤ len ≤ weight.len().
-            unsafe { (x.as_ptr().add(i), weight.as_ptr().add(i)) }
-        } else {
-            xt[..n].copy_from_slice(&x[i..]);
-            wt[..n].copy_from_slice(&weight[i..len]);
-            (xt.as_ptr(), wt.as_ptr())
-        };
-        // SAFETY: xp and wp point to 4 readable floats (the rows' or the zero-padded copies; a
-        // padded lane gets weight 0, so it adds exp(−max) to nothing but the discarded sum lane
-        // below and 0 to p).
-        let (e, p) = unsafe {
-            let e = exp4(vfmaq_n_f32(neg_max, vld1q_f32(xp), scale));
-            (e, vmulq_f32(e, vld1q_f32(wp)))
-        };
-        let e = if n == 4 {
-            e
-        } else {
-            // Padded lanes must not count towards the sum.
-            let mut et = [0f32; 4];
-            // SAFETY: et holds 4 floats.
-            unsafe { vst1q_f32(et.as_mut_ptr(), e) };
-            et[n..].fill(0.0);
-            // SAFETY: as above.
-            unsafe { vld1q_f32(et.as_ptr()) }
-        };
-        sum_v = vaddq_f32(sum_v, e);
-        pmax_v = vmaxq_f32(pmax_v, p);
-        if n == 4 {
-            // SAFETY: i + 4 ≤ len.
-            unsafe { vst1q_f32(x.as_mut_ptr().add(i), p) };
-        } else {
-            let mut pt = [0f32; 4];
-            // SAFETY: pt holds 4 floats.
-            unsafe { vst1q_f32(pt.as_mut_ptr(), p) };
-            x[i..].copy_from_slice(&pt[..n]);
+    while i + 8 <= len {
+        // SAFETY: i + 8 ≤ len ≤ weight.len() (asserted).
+        unsafe {
+            let (e0, p0) = exp_weight4(xm.add(i), wp.add(i), neg_max, scale);
+            let (e1, p1) = exp_weight4(xm.add(i + 4), wp.add(i + 4), neg_max, scale);
+            (sum_v, sum_w) = (vaddq_f32(sum_v, e0), vaddq_f32(sum_w, e1));
+            (pmax_v, pmax_w) = (vmaxq_f32(pmax_v, p0), vmaxq_f32(pmax_w, p1));
+            vst1q_f32(xm.add(i), p0);
+            vst1q_f32(xm.add(i + 4), p1);
         }
-        i += n;
+        i += 8;
     }
+    if i + 4 <= len {
+        // SAFETY: i + 4 ≤ len ≤ weight.len().
+        unsafe {
+            let (e, p) = exp_weight4(xm.add(i), wp.add(i), neg_max, scale);
+            sum_v = vaddq_f32(sum_v, e);
+            pmax_v = vmaxq_f32(pmax_v, p);
+            vst1q_f32(xm.add(i), p);
+        }
+        i += 4;
+    }
+    if i < len {
+        // The last 1–3 values, zero-padded: a padded lane has weight 0 (so p = 0) and its e is
+        // dropped before the sum.
+        let n = len - i;
+        let (mut xt, mut wt, mut et, mut pt) = ([0f32; 4], [0f32; 4], [0f32; 4], [0f32; 4]);
+        xt[..n].copy_from_slice(&x[i..]);
+        wt[..n].copy_from_slice(&weight[i..len]);
+        // SAFETY: xt, wt, et and pt hold four floats each.
+        let (e, p) = unsafe { exp_weight4(xt.as_ptr(), wt.as_ptr(), neg_max, scale) };
+        // SAFETY: as above.
+        unsafe { (vst1q_f32(et.as_mut_ptr(), e), vst1q_f32(pt.as_mut_ptr(), p)) };
+        et[n..].fill(0.0);
+        // SAFETY: as above.
+        sum_v = vaddq_f32(sum_v, unsafe { vld1q_f32(et.as_ptr()) });
+        pmax_v = vmaxq_f32(pmax_v, p);
+        x[i..].copy_from_slice(&pt[..n]);
+    }
+    let (sum_v, pmax_v) = (vaddq_f32(sum_v, sum_w), vmaxq_f32(pmax_v, pmax_w));
     let (sum, pmax) = (vaddvq_f32(sum_v), vmaxvq_f32(pmax_v));
     // As the default: a largest probability × weight below PROB_ZERO counts as all zero.
     if !(pmax / sum >= PROB_ZERO) || !pmax.is_finite() {
