@@ -1,8 +1,9 @@
 //! Plain NEON (Armv8.0-A: Cortex-A72 / A53 / A57) kernels, and the helpers the dotprod and i8mm
 //! sets share (epilogues, vector `exp` / `erf`).
 //!
-//! - f32 GEMM: `MR` = 6 rows × one 16-column `Panel16` row (four `float32x4_t`) per step, 24
-//!   accumulators in registers, the activation broadcast by `fmla` by element.
+//! - f32 GEMM: `MR` = 5 rows × one 16-column `Panel16` row (four `float32x4_t`) per step, 20
+//!   accumulators in registers; activations loaded four k at a time as vectors and used by `fmla`
+//!   by element (5 rows, not 6: 6 rows' accumulators, activations and weights need 34 registers).
 //! - f16-weight GEMM: the same tile, weights widened with `fcvtl`/`fcvtl2` (plain Armv8.0) once per
 //!   k step and reused by all `MR` rows. This is also what the dotprod / i8mm sets use on CPUs with
 //!   FEAT_FP16: products or sums in f16 (`fmla .8h`) lose ~3 decimal digits over k = 768, and `fmlal`
@@ -25,8 +26,9 @@ use crate::kernels::{pack, u8_params, Epilogue, PROB_ZERO, GemmArgs, GemmF16, Ge
 /// NEON kernel set. Construct only through [`Neon::detect`].
 pub struct Neon(());
 
-/// Rows per f32 / f16 micro-kernel step (6 rows × 4 vectors = 24 of the 32 registers).
-const MR: usize = 6;
+/// Rows per f32 / f16 micro-kernel step (5 rows × 4 accumulator vectors + 5 activation vectors + 4
+/// weight vectors = 29 of the 32 registers).
+const MR: usize = 5;
 /// Rows per int8 micro-kernel step (2 rows × 8 pairwise accumulators).
 const MR_I8: usize = 2;
 
@@ -243,7 +245,25 @@ impl PanelWeight for f16 {
     }
 }
 
-/// `R` rows of `a` (row stride `lda`) times one `k × 16` panel.
+/// Adds k step `L` of four (`av[r]` holds rows' activations kk .. kk + 4) times the panel's weight
+/// row at `w`: `fmla` by element, so no activation is broadcast through a vector pipe (`ld1r` costs
+/// one there on the A76, which made the old 6-row step vector-pipe bound at 29 uops per 24 FMAs).
+///
+/// # Safety
+/// `w` must be valid for reading one panel row (16 weights).
+#[inline(always)]
+unsafe fn step_f32<W: PanelWeight, const L: i32, const R: usize>(acc: &mut [F32x16; R], w: *const W, av: &[float32x4_t; R]) {
+    // SAFETY: the caller guarantees one readable panel row at w.
+    let wv = unsafe { W::load16(w) };
+    for (acc_r, &a) in acc.iter_mut().zip(av) {
+        for q in 0..4 {
+            acc_r[q] = vfmaq_laneq_f32::<L>(acc_r[q], wv[q], a);
+        }
+    }
+}
+
+/// `R` rows of `a` (row stride `lda`) times one `k × 16` panel: four k at a time with the
+/// activations loaded as vectors (see [`step_f32`]), the last `k % 4` one at a time.
 ///
 /// # Safety
 /// `a` must be valid for `R` rows of `k` floats, `panel` for `16 k` weights.
@@ -251,7 +271,21 @@ impl PanelWeight for f16 {
 #[target_feature(enable = "neon")]
 unsafe fn tile_f32<W: PanelWeight, const R: usize>(a: *const f32, lda: usize, panel: *const W, k: usize) -> [F32x16; R] {
     let mut acc = [[vdupq_n_f32(0.0); 4]; R];
-    for kk in 0..k {
+    let mut kk = 0;
+    while kk + 4 <= k {
+        // SAFETY: kk + 4 ≤ k: four values of each of the R rows and four panel rows (caller's
+        // guarantee).
+        unsafe {
+            let av: [float32x4_t; R] = std::array::from_fn(|r| vld1q_f32(a.add(r * lda + kk)));
+            let w = panel.add(kk * 16);
+            step_f32::<W, 0, R>(&mut acc, w, &av);
+            step_f32::<W, 1, R>(&mut acc, w.add(16), &av);
+            step_f32::<W, 2, R>(&mut acc, w.add(32), &av);
+            step_f32::<W, 3, R>(&mut acc, w.add(48), &av);
+        }
+        kk += 4;
+    }
+    while kk < k {
         // SAFETY: kk < k: inside the panel and inside each of the R rows (caller's guarantee).
         unsafe {
             let wv = W::load16(panel.add(kk * 16));
@@ -262,6 +296,7 @@ unsafe fn tile_f32<W: PanelWeight, const R: usize>(a: *const f32, lda: usize, pa
                 }
             }
         }
+        kk += 1;
     }
     acc
 }
@@ -285,8 +320,7 @@ fn gemm_panel<W: PanelWeight>(args: &GemmArgs<'_, W>, out: &mut [f32], ldc: usiz
             // SAFETY: as above, for exactly `rows` rows.
             unsafe {
                 match rows {
-                    6 => acc = tile_f32::<W, 6>(a_i, lda, panel, k),
-                    5 => acc[..5].copy_from_slice(&tile_f32::<W, 5>(a_i, lda, panel, k)),
+                    5 => acc = tile_f32::<W, 5>(a_i, lda, panel, k),
                     4 => acc[..4].copy_from_slice(&tile_f32::<W, 4>(a_i, lda, panel, k)),
                     3 => acc[..3].copy_from_slice(&tile_f32::<W, 3>(a_i, lda, panel, k)),
                     2 => acc[..2].copy_from_slice(&tile_f32::<W, 2>(a_i, lda, panel, k)),
