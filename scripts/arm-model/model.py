@@ -447,7 +447,8 @@ def categorize(blocks, syms, ctx_names):
     f16_funcs = set()
     for b in blocks.values():
         fr = syms.frames.get(b["vaddr"], [])
-        if fr and any(re.search(F16_EVIDENCE, f) for f, *_ in fr[:-1]) and re.search(RULES[-1][1], fr[-1][0]):
+        # (The outermost frame names the trait when the GEMM is a trait method: `<… as GemmF16>::gemm`.)
+        if fr and re.search(RULES[-1][1], fr[-1][0]) and (re.search(r"GemmF16", fr[-1][0]) or any(re.search(F16_EVIDENCE, f) for f, *_ in fr[:-1])):
             f16_funcs.add(fr[-1][2])
     for b in blocks.values():
         fr = syms.frames.get(b["vaddr"], [])
