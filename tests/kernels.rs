@@ -37,6 +37,13 @@ proptest! {
     }
 }
 
+/// A float GEMM with k past the aarch64 f16 GEMM's widening buffer (k > 1024), so its per-k-step
+/// widening path is checked as well.
+#[test]
+fn gemm_f16_long_k_matches_scalar() {
+    kernel_checks::gemm_float(7, 21, 1030, 1, 2, true, 2, 5).unwrap();
+}
+
 /// Attention-sized bf16 GEMMs (QKᵀ and PV of ViT-Tiny, split like two threads do), where the AMX
 /// kernel runs full tiles, its k tail and ragged rows in one call.
 #[test]

@@ -16,6 +16,8 @@ fn main() {
     let mut results: Vec<(&str, Result<(), String>)> = Vec::new();
     let r = runner().run(&shape, |(m, n, k, pa, pc, b, ep, seed)| kernel_checks::gemm_float(m, n, k, pa, pc, b, ep, seed).map_err(TestCaseError::fail));
     results.push(("gemm_f32_and_f16_match_scalar", r.map_err(|e| e.to_string())));
+    // Past the aarch64 f16 GEMM's widening buffer (k > 1024: the per-k-step widening path).
+    results.push(("gemm_f16_long_k_matches_scalar", kernel_checks::gemm_float(7, 21, 1030, 1, 2, true, 2, 5)));
     let r = runner().run(&shape, |(m, n, k, pa, pc, b, ep, seed)| kernel_checks::gemm_u8i8(m, n, k, pa, pc, b, ep, seed).map_err(TestCaseError::fail));
     results.push(("gemm_u8i8_matches_scalar", r.map_err(|e| e.to_string())));
     let r = runner().run(&(1usize..40, 1usize..70, 1usize..300, 0usize..5, 0usize..5, any::<u64>()), |(m, n, k, pa, pc, seed)| {

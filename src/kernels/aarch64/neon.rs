@@ -4,8 +4,9 @@
 //! - f32 GEMM: `MR` = 5 rows × one 16-column `Panel16` row (four `float32x4_t`) per step, 20
 //!   accumulators in registers; activations loaded four k at a time as vectors and used by `fmla`
 //!   by element (5 rows, not 6: 6 rows' accumulators, activations and weights need 34 registers).
-//! - f16-weight GEMM: the same tile, weights widened with `fcvtl`/`fcvtl2` (plain Armv8.0) once per
-//!   k step and reused by all `MR` rows. This is also what the dotprod / i8mm sets use on CPUs with
+//! - f16-weight GEMM: the same tile; each panel's weights widened with `fcvtl`/`fcvtl2` (plain
+//!   Armv8.0) once into an f32 stack buffer and reused by all row blocks (k ≤ 1024; longer panels
+//!   are widened per k step and reused by the `MR` rows). This is also what the dotprod / i8mm sets use on CPUs with
 //!   FEAT_FP16: products or sums in f16 (`fmla .8h`) lose ~3 decimal digits over k = 768, and `fmlal`
 //!   (FEAT_FHM) would need the f32 activations rounded to f16; both miss the f32-accumulation
 //!   tolerance the property tests demand (see `aarch64/mod.rs`).
@@ -304,36 +305,79 @@ unsafe fn tile_f32<W: PanelWeight, const R: usize>(a: *const f32, lda: usize, pa
 #[target_feature(enable = "neon")]
 fn gemm_panel<W: PanelWeight>(args: &GemmArgs<'_, W>, out: &mut [f32], ldc: usize) {
     args.check(out, ldc);
-    let GemmArgs { m, n, k, a, lda, w, bias, epilogue } = *args;
-    for p in 0..n.div_ceil(16) {
-        let width = (n - p * 16).min(16);
-        // SAFETY: bias holds ≥ n values (checked), so `width` values from p*16.
-        let bias_v = bias.map_or([vdupq_n_f32(0.0); 4], |b| unsafe { load_f32x16(b.as_ptr().add(p * 16), width) });
+    for p in 0..args.n.div_ceil(16) {
+        // SAFETY: the panel offset is inside `w` (checked length); the panel holds 16 k weights.
+        unsafe { panel_rows(args, args.w.as_ptr().add(p * 16 * args.k), p, out, ldc) };
+    }
+}
+
+/// f16 panels of up to this many k rows are widened to f32 once per panel (into a 64 KiB stack
+/// buffer) and then run through the f32 tile, instead of widening every weight once per row block:
+/// the `fcvtl` per k step kept the f16 tile latency-bound (llvm-mca `neoverse-n1`: 61 cycles per 80
+/// `fmla`, against 40 for the f32 tile). Longer panels take the per-row-block widening.
+const WIDEN_MAX_K: usize = 1024;
+
+/// The f16-weight GEMM: [`WIDEN_MAX_K`] above, the same f32 values in the same FMA order as
+/// [`gemm_panel`] over f16.
+#[target_feature(enable = "neon")]
+fn gemm_f16(args: &GemmArgs<'_, f16>, out: &mut [f32], ldc: usize) {
+    if args.k > WIDEN_MAX_K {
+        return gemm_panel(args, out, ldc);
+    }
+    args.check(out, ldc);
+    let mut buf = [0f32; WIDEN_MAX_K * 16];
+    for p in 0..args.n.div_ceil(16) {
         // SAFETY: the panel offset is inside `w` (checked length).
-        let panel = unsafe { w.as_ptr().add(p * 16 * k) };
-        let mut i = 0;
-        while i < m {
-            let rows = (m - i).min(MR);
-            // SAFETY: rows i..i+rows < m exist in `a` (checked length), the panel holds 16 k weights.
-            let a_i = unsafe { a.as_ptr().add(i * lda) };
-            let mut acc = [[vdupq_n_f32(0.0); 4]; MR];
-            // SAFETY: as above, for exactly `rows` rows.
+        let panel = unsafe { args.w.as_ptr().add(p * 16 * args.k) };
+        for (kk, row) in buf.chunks_exact_mut(16).take(args.k).enumerate() {
+            // SAFETY: kk < k: one panel row of 16 f16; `row` holds 16 floats.
             unsafe {
-                match rows {
-                    5 => acc = tile_f32::<W, 5>(a_i, lda, panel, k),
-                    4 => acc[..4].copy_from_slice(&tile_f32::<W, 4>(a_i, lda, panel, k)),
-                    3 => acc[..3].copy_from_slice(&tile_f32::<W, 3>(a_i, lda, panel, k)),
-                    2 => acc[..2].copy_from_slice(&tile_f32::<W, 2>(a_i, lda, panel, k)),
-                    _ => acc[..1].copy_from_slice(&tile_f32::<W, 1>(a_i, lda, panel, k)),
+                let v = f16::load16(panel.add(kk * 16));
+                for (q, &vq) in v.iter().enumerate() {
+                    vst1q_f32(row.as_mut_ptr().add(4 * q), vq);
                 }
             }
-            for (r, acc_r) in acc.iter().enumerate().take(rows) {
-                let v: F32x16 = std::array::from_fn(|q| vaddq_f32(acc_r[q], bias_v[q]));
-                // SAFETY: row i + r < m; columns p*16 .. p*16 + width ≤ n ≤ ldc: inside `out`.
-                unsafe { finish16(v, out.as_mut_ptr().add((i + r) * ldc + p * 16), width, epilogue) };
-            }
-            i += rows;
         }
+        // SAFETY: `buf` holds the panel's k × 16 weights as f32.
+        unsafe { panel_rows(args, buf.as_ptr(), p, out, ldc) };
+    }
+}
+
+/// All `m` rows of `args` times panel `p`, whose weights (of type `P`, which may differ from the
+/// argument's stored type when the panel was widened) are at `panel`.
+///
+/// # Safety
+/// `args` and `out` must have passed [`GemmArgs::check`] with `ldc`; `panel` must be valid for
+/// `16 · args.k` weights.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn panel_rows<W, P: PanelWeight>(args: &GemmArgs<'_, W>, panel: *const P, p: usize, out: &mut [f32], ldc: usize) {
+    let GemmArgs { m, n, k, a, lda, bias, epilogue, .. } = *args;
+    let width = (n - p * 16).min(16);
+    // SAFETY: bias holds ≥ n values (checked), so `width` values from p*16.
+    let bias_v = bias.map_or([vdupq_n_f32(0.0); 4], |b| unsafe { load_f32x16(b.as_ptr().add(p * 16), width) });
+    let mut i = 0;
+    while i < m {
+        let rows = (m - i).min(MR);
+        // SAFETY: rows i..i+rows < m exist in `a` (checked length), the panel holds 16 k weights.
+        let a_i = unsafe { a.as_ptr().add(i * lda) };
+        let mut acc = [[vdupq_n_f32(0.0); 4]; MR];
+        // SAFETY: as above, for exactly `rows` rows.
+        unsafe {
+            match rows {
+                5 => acc = tile_f32::<P, 5>(a_i, lda, panel, k),
+                4 => acc[..4].copy_from_slice(&tile_f32::<P, 4>(a_i, lda, panel, k)),
+                3 => acc[..3].copy_from_slice(&tile_f32::<P, 3>(a_i, lda, panel, k)),
+                2 => acc[..2].copy_from_slice(&tile_f32::<P, 2>(a_i, lda, panel, k)),
+                _ => acc[..1].copy_from_slice(&tile_f32::<P, 1>(a_i, lda, panel, k)),
+            }
+        }
+        for (r, acc_r) in acc.iter().enumerate().take(rows) {
+            let v: F32x16 = std::array::from_fn(|q| vaddq_f32(acc_r[q], bias_v[q]));
+            // SAFETY: row i + r < m; columns p*16 .. p*16 + width ≤ n ≤ ldc: inside `out`.
+            unsafe { finish16(v, out.as_mut_ptr().add((i + r) * ldc + p * 16), width, epilogue) };
+        }
+        i += rows;
     }
 }
 
@@ -353,7 +397,7 @@ impl GemmF16 for Neon {
     }
     fn gemm(&self, args: &GemmArgs<'_, f16>, out: &mut [f32], ldc: usize) {
         // SAFETY: a `Neon` value exists only when `detect` found NEON.
-        unsafe { gemm_panel(args, out, ldc) }
+        unsafe { gemm_f16(args, out, ldc) }
     }
 }
 
