@@ -6,8 +6,8 @@
 //!   by element (5 rows, not 6: 6 rows' accumulators, activations and weights need 34 registers).
 //! - f16-weight GEMM: the same tile; each panel's weights widened with `fcvtl`/`fcvtl2` (plain
 //!   Armv8.0) once into an f32 stack buffer and reused by all row blocks (k ≤ 1024; longer panels
-//!   are widened per k step and reused by the `MR` rows). This is also what the dotprod / i8mm sets use on CPUs with
-//!   FEAT_FP16: products or sums in f16 (`fmla .8h`) lose ~3 decimal digits over k = 768, and `fmlal`
+//!   are widened per k step and reused by the `MR` rows). This is also what the dotprod / i8mm sets
+//!   use on CPUs with FEAT_FP16: products or sums in f16 (`fmla .8h`) lose ~3 decimal digits over k = 768, and `fmlal`
 //!   (FEAT_FHM) would need the f32 activations rounded to f16; both miss the f32-accumulation
 //!   tolerance the property tests demand (see `aarch64/mod.rs`).
 //! - u8 × i8 GEMM: activations flipped to i8 (`a ^ 0x80` = a − 128, folded into the zero-point
