@@ -431,9 +431,9 @@ RULES = [
     ("LayerNorm", r"layer_norm"),
     ("quantize", r"quantize_u8|u8_params"),
     ("packing", r"kernels::pack::|panel16(x\d)?_from|convert_rows|pack_rows|pack_cols|rows_to_bf16"),
-    ("int8 GEMM", r"gemm_u8i8|tile_u8i8|dotprod::tile|i8mm::tile|GemmU8I8|usmmla|sdot_lane|unzip_rows|dot_u8i8"),
+    ("int8 GEMM", r"gemm_u8i8|tile_u8i8|dotprod::tile|i8mm::tile|GemmU8I8|usmmla|sdot_lane|unzip_rows|dot_u8i8|finish_u8i8|PanelParams"),
     ("bf16 GEMM", r"GemmBf16|gemm_bf16|bf16::.*tile|amx"),
-    ("float GEMM", r"gemm_panel|tile_f32|GemmF32|GemmF16|gemm_f32|gemm_f16|scalar::.*gemm"),
+    ("float GEMM", r"gemm_panel|panel_rows|float_rows|tile_f32|GemmF32|GemmF16|gemm_f32|gemm_f16|scalar::.*gemm"),
 ]
 F16_EVIDENCE = r"\bf16\b|half::|cvt_(low|high)_f16|F16|f16c|_mm256_cvtph_ps|vcvt"
 LIBC_RULES = [("pool/sync", r"pthread|futex|clock_gettime|sched_yield|nanosleep|syscall|__lll|gettime"),

@@ -121,21 +121,18 @@ fn gemm_u8i8(args: &GemmU8I8Args<'_>, out: &mut [f32], ldc: usize) {
         let mut i = 0;
         while i < m {
             let rows = (m - i).min(MR);
-            // SAFETY: rows i .. i + rows < m hold kp bytes each (checked).
-            let a_i = unsafe { args.a.as_ptr().add(i * lda) };
-            let mut acc = [[vdupq_n_s32(0); 4]; MR];
-            // SAFETY: as above, for exactly `rows` rows.
+            // SAFETY: rows i .. i + rows < m hold kp bytes each and are inside `out` (checked);
+            // each arm is exactly `rows` rows. One tile call per arm, finished from its registers
+            // (an accumulator array shared by the arms went through the stack: zeroed, stored and
+            // reloaded for every tile).
             unsafe {
+                let a_i = args.a.as_ptr().add(i * lda);
                 match rows {
-                    4 => acc = tile::<4>(a_i, lda, panel, groups),
-                    3 => acc[..3].copy_from_slice(&tile::<3>(a_i, lda, panel, groups)),
-                    2 => acc[..2].copy_from_slice(&tile::<2>(a_i, lda, panel, groups)),
-                    _ => acc[..1].copy_from_slice(&tile::<1>(a_i, lda, panel, groups)),
+                    4 => params.finish_rows(args, &tile::<4>(a_i, lda, panel, groups), true, i, p, out, ldc),
+                    3 => params.finish_rows(args, &tile::<3>(a_i, lda, panel, groups), true, i, p, out, ldc),
+                    2 => params.finish_rows(args, &tile::<2>(a_i, lda, panel, groups), true, i, p, out, ldc),
+                    _ => params.finish_rows(args, &tile::<1>(a_i, lda, panel, groups), true, i, p, out, ldc),
                 }
-            }
-            for (r, acc_r) in acc.iter().enumerate().take(rows) {
-                // SAFETY: row i + r < m; out checked.
-                unsafe { params.finish(args, *acc_r, true, i + r, p, out, ldc) };
             }
             i += rows;
         }

@@ -19,6 +19,8 @@ pub struct I8mm(());
 
 /// Row pairs per micro-kernel step (2 pairs × 8 accumulators + 8 weight operands).
 const PAIRS: usize = 2;
+// `gemm_u8i8` finishes 1–4 rows per block (one match arm each).
+const _: () = assert!(PAIRS == 2);
 
 impl I8mm {
     /// The kernel if this CPU has NEON and FEAT_I8MM.
@@ -118,19 +120,25 @@ fn gemm_u8i8(args: &GemmU8I8Args<'_>, out: &mut [f32], ldc: usize) {
             // SAFETY: rows i .. i + rows < m hold kp bytes each (checked); missing rows of the last
             // pair repeat row i + rows − 1.
             let ptrs: [*const u8; 2 * PAIRS] = std::array::from_fn(|r| unsafe { base.add((i + r.min(rows - 1)) * lda) });
-            let mut acc = [[vdupq_n_s32(0); 8]; PAIRS];
-            // SAFETY: every pointer in `ptrs` is a valid row (above); the panel holds 64·groups bytes.
+            // SAFETY: every pointer in `ptrs` is a valid row (above); the panel holds 64·groups
+            // bytes; rows i .. i + rows < m are inside `out` (checked); each arm finishes exactly
+            // `rows` rows.
             unsafe {
-                if rows > 2 {
-                    acc = tile::<2>(&ptrs, panel, groups);
-                } else {
-                    acc[..1].copy_from_slice(&tile::<1>(&ptrs, panel, groups));
+                match rows {
+                    4 => {
+                        let acc = tile::<2>(&ptrs, panel, groups);
+                        let [r0, r1] = unzip_rows(&acc[0]);
+                        let [r2, r3] = unzip_rows(&acc[1]);
+                        params.finish_rows(args, &[r0, r1, r2, r3], false, i, p, out, ldc);
+                    }
+                    3 => {
+                        let acc = tile::<2>(&ptrs, panel, groups);
+                        let [r0, r1] = unzip_rows(&acc[0]);
+                        params.finish_rows(args, &[r0, r1, unzip_rows(&acc[1])[0]], false, i, p, out, ldc);
+                    }
+                    2 => params.finish_rows(args, &unzip_rows(&tile::<1>(&ptrs, panel, groups)[0]), false, i, p, out, ldc),
+                    _ => params.finish_rows(args, &[unzip_rows(&tile::<1>(&ptrs, panel, groups)[0])[0]], false, i, p, out, ldc),
                 }
-            }
-            for r in 0..rows {
-                let row = unzip_rows(&acc[r / 2])[r % 2];
-                // SAFETY: row i + r < m; out checked.
-                unsafe { params.finish(args, row, false, i + r, p, out, ldc) };
             }
             i += rows;
         }

@@ -10,14 +10,14 @@
 //! `engine::native::attention_int8`): no core of the boards has bf16 dot products, and f32 attention
 //! would cost as much as all int8 linear layers together on an A76 (8 f32 FMAs per cycle against
 //! 32 int8 MACs with `sdot`). There is no separate
-//! fp16 set: the f16-weight GEMM widens the weights with `fcvtl` (Armv8.0) once per k step and
-//! accumulates in f32 everywhere, also on CPUs with FEAT_FP16. Native f16 arithmetic was rejected on
+//! fp16 set: the f16-weight GEMM widens each weight panel with `fcvtl` (Armv8.0) once and
+//! accumulates in f32 everywhere, also on CPUs with FEAT_FP16 (see `neon.rs`). Native f16 arithmetic was rejected on
 //! accuracy. Simulated k = 768 dot products (N(0,1) activations, N(0,1/k) f16 weights, 60 trials;
 //! error relative to 1 + |exact|) against the property tests' tolerance 2e-6·√k = 5.5e-5:
 //! `fmla .8h` (f16 products and sums) median 1.2e-3, 59/60 over; f16 products in 8-term f16 partial
 //! sums widened to f32: median 1.6e-4, 48/60 over; `fmlal` (FEAT_FHM, exact products of f16-rounded
 //! activations, f32 sums): median 5.9e-5, 31/60 over; `fcvtl` + f32 FMA: max 8.1e-7, 0/60 over.
-//! The conversion costs 4 `fcvtl` per 16 weights, shared by the 6 rows of the micro-kernel.
+//! The conversion costs 4 `fcvtl` per 16 weights, shared by every row block of the panel.
 
 pub mod dotprod;
 pub mod i8mm;

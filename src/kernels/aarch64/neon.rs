@@ -86,10 +86,12 @@ pub(super) unsafe fn load_i32x16(p: *const i32, width: usize) -> I32x16 {
 
 /// Vectorized `erf` (rational approximation on [-4, 4], as in XLA/Eigen; |error| < 3e-7), snapped
 /// to ±1 beyond |x| = 3.9 (where erf is ±1 to within 4e-8) so GELU of very negative x is exactly 0.
+/// The argument is not clamped: lanes with |x| ≥ 3.9 (whose polynomial may overflow to ∞ or NaN)
+/// take the snapped value, NaN stays NaN.
 #[inline]
 #[target_feature(enable = "neon")]
 pub(super) fn erf4(a: float32x4_t) -> float32x4_t {
-    let x = vminq_f32(vmaxq_f32(a, vdupq_n_f32(-4.0)), vdupq_n_f32(4.0));
+    let x = a;
     let x2 = vmulq_f32(x, x);
     let mut p = vdupq_n_f32(-2.726_142_3e-10);
     for c in [2.770_681_4e-08f32, -2.101_024e-06, -5.692_506_4e-05, -7.349_906_3e-04, -2.954_600e-03, -1.609_603_3e-02] {
@@ -107,8 +109,8 @@ pub(super) fn erf4(a: float32x4_t) -> float32x4_t {
     let r = vmulq_f32(r, vrecpsq_f32(q, r));
     let e = vmulq_f32(p, r);
     let tail = vcageq_f32(a, vdupq_n_f32(3.9));
-    let sign = vandq_u32(vreinterpretq_u32_f32(a), vdupq_n_u32(0x8000_0000));
-    let one = vreinterpretq_f32_u32(vorrq_u32(vreinterpretq_u32_f32(vdupq_n_f32(1.0)), sign));
+    // ±1 with the sign of a: the sign bit from a, the rest from 1.0.
+    let one = vbslq_f32(vdupq_n_u32(0x8000_0000), a, vdupq_n_f32(1.0));
     vbslq_f32(tail, one, e)
 }
 
@@ -117,7 +119,9 @@ pub(super) fn erf4(a: float32x4_t) -> float32x4_t {
 #[target_feature(enable = "neon")]
 pub(super) fn gelu4(x: float32x4_t) -> float32x4_t {
     let e = erf4(vmulq_n_f32(x, std::f32::consts::FRAC_1_SQRT_2));
-    vmulq_f32(vmulq_n_f32(x, 0.5), vaddq_f32(e, vdupq_n_f32(1.0)))
+    // x/2 · (1 + erf) as x/2 + x/2 · erf: one fused step (exactly 0 where erf = −1).
+    let h = vmulq_n_f32(x, 0.5);
+    vfmaq_f32(h, h, e)
 }
 
 /// Vectorized `exp` (Cephes-style range reduction, degree-6 polynomial; relative error ~2e-7).
@@ -143,18 +147,34 @@ pub(super) fn exp4(x: float32x4_t) -> float32x4_t {
 ///
 /// # Safety
 /// `dst` must be valid for reading and writing `width` (≤ 16) floats.
-#[inline]
-#[target_feature(enable = "neon")]
+#[inline(always)]
 pub(super) unsafe fn finish16(r: F32x16, dst: *mut f32, width: usize, epilogue: Epilogue) {
-    let mut tmp = [0f32; 16];
-    let full = width >= 16;
-    let p = if full { dst } else { tmp.as_mut_ptr() };
-    if !full && epilogue == Epilogue::Accumulate {
-        // SAFETY: the caller guarantees `width` valid floats at dst; tmp holds 16.
-        unsafe { std::ptr::copy_nonoverlapping(dst, p, width) };
+    if width >= 16 {
+        // SAFETY: the caller guarantees 16 valid floats at dst.
+        return unsafe { apply16(r, dst, epilogue) };
     }
+    // A partial panel goes through a stack copy (only this path zeroes one: a full panel's
+    // epilogue, once per row and panel, stays in registers).
+    let mut tmp = [0f32; 16];
+    // SAFETY: the caller guarantees `width` valid floats at dst; tmp holds 16.
+    unsafe {
+        if epilogue == Epilogue::Accumulate {
+            std::ptr::copy_nonoverlapping(dst, tmp.as_mut_ptr(), width);
+        }
+        apply16(r, tmp.as_mut_ptr(), epilogue);
+        std::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, width);
+    }
+}
+
+/// `epilogue` on 16 results, written to the 16 floats at `p` (always inlined: as a call, the
+/// caller's other rows' accumulators are spilled around it).
+///
+/// # Safety
+/// `p` must be valid for reading and writing 16 floats; NEON must be available.
+#[inline(always)]
+unsafe fn apply16(r: F32x16, p: *mut f32, epilogue: Epilogue) {
     for (q, &v) in r.iter().enumerate() {
-        // SAFETY: `p` points to 16 valid floats (dst when full, else tmp).
+        // SAFETY: the caller guarantees 16 valid floats at p.
         unsafe {
             let v = match epilogue {
                 Epilogue::Store => v,
@@ -164,37 +184,39 @@ pub(super) unsafe fn finish16(r: F32x16, dst: *mut f32, width: usize, epilogue: 
             vst1q_f32(p.add(q * 4), v);
         }
     }
-    if !full {
-        // SAFETY: as above; only the first `width` values go back to dst.
-        unsafe { std::ptr::copy_nonoverlapping(p, dst, width) };
-    }
 }
 
 /// The int8 epilogue for one row of 16 columns: `a_scale · w_scale[j] · (acc[j] + fold · w_sum[j])
 /// + bias[j]`, then `epilogue`; `fold` is `−a_zero` for plain u8 sums or `128 − a_zero` when the
-/// activations were flipped to `a − 128`. Evaluated in the reference's order (no fused multiply-add),
-/// so Store / Accumulate results equal the scalar kernel's bit for bit.
+/// activations were flipped to `a − 128`.
+///
+/// The zero-point correction is done in f32 by one fused multiply-add on the converted sums:
+/// `acc + fold · w_sum` is then rounded once, like the reference's integer sum converted to f32,
+/// so the result equals the scalar kernel's bit for bit whenever `|acc|` and `|w_sum|` are below
+/// 2^24 (every `k ≤ 1032`: |acc| ≤ 128 · 127 · k); the rest is evaluated in the reference's order.
+/// (The integer `mla` it replaces and `scvtf` both take two uops of the A76's one integer-multiply
+/// pipe: 16 cycles of V0 per row, against 8 now.)
 ///
 /// # Safety
 /// `dst` must be valid for reading and writing `width` (≤ 16) floats.
 #[allow(clippy::too_many_arguments)]
-#[inline]
-#[target_feature(enable = "neon")]
+#[inline(always)]
 pub(super) unsafe fn finish_u8i8(
     acc: I32x16,
     fold: i32,
     a_scale: f32,
     w_scale: &F32x16,
-    w_sum: &I32x16,
+    w_sum: &F32x16,
     bias: &F32x16,
     dst: *mut f32,
     width: usize,
     epilogue: Epilogue,
 ) {
+    let fold = vdupq_n_f32(fold as f32);
     let r: F32x16 = std::array::from_fn(|q| {
-        let corrected = vmlaq_n_s32(acc[q], w_sum[q], fold);
+        let corrected = vfmaq_f32(vcvtq_f32_s32(acc[q]), w_sum[q], fold);
         let s = vmulq_n_f32(w_scale[q], a_scale);
-        vaddq_f32(vmulq_f32(s, vcvtq_f32_s32(corrected)), bias[q])
+        vaddq_f32(vmulq_f32(s, corrected), bias[q])
     });
     // SAFETY: forwarded from the caller.
     unsafe { finish16(r, dst, width, epilogue) }
@@ -356,29 +378,66 @@ unsafe fn panel_rows<W, P: PanelWeight>(args: &GemmArgs<'_, W>, panel: *const P,
     let width = (n - p * 16).min(16);
     // SAFETY: bias holds ≥ n values (checked), so `width` values from p*16.
     let bias_v = bias.map_or([vdupq_n_f32(0.0); 4], |b| unsafe { load_f32x16(b.as_ptr().add(p * 16), width) });
+    // Each row block is one tile finished straight from its registers (one function per row
+    // count, so no accumulator array is zeroed on and copied through the stack).
     let mut i = 0;
     while i < m {
         let rows = (m - i).min(MR);
-        // SAFETY: rows i..i+rows < m exist in `a` (checked length), the panel holds 16 k weights.
-        let a_i = unsafe { a.as_ptr().add(i * lda) };
-        let mut acc = [[vdupq_n_f32(0.0); 4]; MR];
-        // SAFETY: as above, for exactly `rows` rows.
+        // SAFETY: rows i .. i + rows < m exist in `a` and `out` (checked lengths), the panel holds
+        // 16 k weights; columns p*16 .. p*16 + width ≤ n ≤ ldc.
         unsafe {
+            let (a_i, out_i) = (a.as_ptr().add(i * lda), out.as_mut_ptr().add(i * ldc + p * 16));
             match rows {
-                5 => acc = tile_f32::<P, 5>(a_i, lda, panel, k),
-                4 => acc[..4].copy_from_slice(&tile_f32::<P, 4>(a_i, lda, panel, k)),
-                3 => acc[..3].copy_from_slice(&tile_f32::<P, 3>(a_i, lda, panel, k)),
-                2 => acc[..2].copy_from_slice(&tile_f32::<P, 2>(a_i, lda, panel, k)),
-                _ => acc[..1].copy_from_slice(&tile_f32::<P, 1>(a_i, lda, panel, k)),
+                5 => float_rows::<P, 5>(a_i, lda, panel, k, &bias_v, out_i, ldc, width, epilogue),
+                4 => float_rows::<P, 4>(a_i, lda, panel, k, &bias_v, out_i, ldc, width, epilogue),
+                3 => float_rows::<P, 3>(a_i, lda, panel, k, &bias_v, out_i, ldc, width, epilogue),
+                2 => float_rows::<P, 2>(a_i, lda, panel, k, &bias_v, out_i, ldc, width, epilogue),
+                _ => float_rows::<P, 1>(a_i, lda, panel, k, &bias_v, out_i, ldc, width, epilogue),
             }
-        }
-        for (r, acc_r) in acc.iter().enumerate().take(rows) {
-            let v: F32x16 = std::array::from_fn(|q| vaddq_f32(acc_r[q], bias_v[q]));
-            // SAFETY: row i + r < m; columns p*16 .. p*16 + width ≤ n ≤ ldc: inside `out`.
-            unsafe { finish16(v, out.as_mut_ptr().add((i + r) * ldc + p * 16), width, epilogue) };
         }
         i += rows;
     }
+}
+
+/// `R` rows of `a` times one panel, bias added and `epilogue` applied, into `R` rows of `out`
+/// (stride `ldc`, `width` columns).
+///
+/// # Safety
+/// `a` must be valid for `R` rows of `k` floats, `panel` for `16 k` weights, `out` for `R` rows of
+/// `width` floats; NEON must be available (always inlined, so the f32 and the widened-f16 GEMM
+/// each get their own copy).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn float_rows<P: PanelWeight, const R: usize>(
+    a: *const f32,
+    lda: usize,
+    panel: *const P,
+    k: usize,
+    bias: &F32x16,
+    out: *mut f32,
+    ldc: usize,
+    width: usize,
+    epilogue: Epilogue,
+) {
+    const { assert!(R <= MR, "float tiles have at most MR rows") };
+    // SAFETY: forwarded from the caller.
+    let acc = unsafe { tile_f32::<P, R>(a, lda, panel, k) };
+    // Constant indices, not a loop (a loop over `acc` keeps the tile in memory), and a macro, not
+    // a closure (which the compiler keeps as a call).
+    macro_rules! row {
+        ($r:literal) => {
+            if R > $r {
+                let v: F32x16 = std::array::from_fn(|q| vaddq_f32(acc[$r][q], bias[q]));
+                // SAFETY: row $r < R of `out` holds `width` floats (caller).
+                unsafe { finish16(v, out.add($r * ldc), width, epilogue) };
+            }
+        };
+    }
+    row!(0);
+    row!(1);
+    row!(2);
+    row!(3);
+    row!(4);
 }
 
 impl GemmF32 for Neon {
@@ -407,8 +466,8 @@ pub(super) struct PanelParams {
     pub width: usize,
     /// Weight scales.
     pub w_scale: F32x16,
-    /// Weight sums.
-    pub w_sum: I32x16,
+    /// Weight sums, as f32 (exact below 2^24).
+    pub w_sum: F32x16,
     /// Bias (zero without one).
     pub bias: F32x16,
 }
@@ -424,7 +483,7 @@ impl PanelParams {
             PanelParams {
                 width,
                 w_scale: load_f32x16(args.w_scale.as_ptr().add(p * 16), width),
-                w_sum: load_i32x16(args.w_sum.as_ptr().add(p * 16), width),
+                w_sum: load_i32x16(args.w_sum.as_ptr().add(p * 16), width).map(|v| vcvtq_f32_s32(v)),
                 bias: args.bias.map_or([vdupq_n_f32(0.0); 4], |b| load_f32x16(b.as_ptr().add(p * 16), width)),
             }
         }
@@ -434,8 +493,7 @@ impl PanelParams {
     ///
     /// # Safety
     /// `row < m` and `out` must have passed [`GemmU8I8Args::check`](crate::kernels::GemmU8I8Args::check) with `ldc`.
-    #[inline]
-    #[target_feature(enable = "neon")]
+    #[inline(always)]
     pub(super) unsafe fn finish(&self, args: &GemmU8I8Args<'_>, acc: I32x16, flipped: bool, row: usize, p: usize, out: &mut [f32], ldc: usize) {
         let zero = args.a_zero[row];
         let fold = if flipped { 128i32.wrapping_sub(zero) } else { zero.wrapping_neg() };
@@ -444,6 +502,43 @@ impl PanelParams {
             finish_u8i8(acc, fold, args.a_scale[row], &self.w_scale, &self.w_sum, &self.bias, out.as_mut_ptr().add(row * ldc + p * 16), self.width, args.epilogue)
         }
     }
+
+    /// Finishes rows `row0 .. row0 + R` of this panel from one tile's accumulators. Called with
+    /// the tile's result directly (one call per row count), so the accumulators stay in registers.
+    ///
+    /// # Safety
+    /// `row0 + R ≤ m` and `out` must have passed [`GemmU8I8Args::check`](crate::kernels::GemmU8I8Args::check) with `ldc`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub(super) unsafe fn finish_rows<const R: usize>(&self, args: &GemmU8I8Args<'_>, acc: &[I32x16; R], flipped: bool, row0: usize, p: usize, out: &mut [f32], ldc: usize) {
+        const { assert!(R <= 4, "int8 tiles have at most 4 rows") };
+        // Constant indices, not a loop (a loop over `acc` keeps the tile in memory), and a macro,
+        // not a closure (which the compiler may keep as a call).
+        macro_rules! row {
+            ($r:literal) => {
+                if R > $r {
+                    // SAFETY: row0 + $r < m for $r < R (caller).
+                    unsafe { self.finish(args, acc[$r], flipped, row0 + $r, p, out, ldc) };
+                }
+            };
+        }
+        row!(0);
+        row!(1);
+        row!(2);
+        row!(3);
+    }
+}
+
+/// `v`, hidden from the optimizer. The int8 tile's activation vector is one 32-bit value splatted:
+/// knowing its halves equal, LLVM rewrites `smull2 w, a` as `ext` of `w` + `smull` (8 more vector
+/// instructions and register copies per step: 23 instead of 18 cycles per 128 MACs on the A72 model).
+#[inline(always)]
+fn opaque(v: int8x16_t) -> int8x16_t {
+    let mut v = v;
+    // SAFETY: an empty instruction template: the register is passed through unchanged, no memory,
+    // stack or flags are touched.
+    unsafe { asm!("/* {v:v} */", v = inout(vreg) v, options(pure, nomem, nostack, preserves_flags)) };
+    v
 }
 
 /// `R` rows of u8 activations (flipped to i8) times one `Panel16x4` panel of `groups` 4-k groups,
@@ -462,7 +557,7 @@ unsafe fn tile_u8i8<const R: usize>(a: *const u8, lda: usize, panel: *const i8, 
             let wg = [vld1q_s8(panel.add(g * 64)), vld1q_s8(panel.add(g * 64 + 16)), vld1q_s8(panel.add(g * 64 + 32)), vld1q_s8(panel.add(g * 64 + 48))];
             for (r, acc_r) in acc.iter_mut().enumerate() {
                 let a4 = std::ptr::read_unaligned(a.add(r * lda + g * 4) as *const u32);
-                let av = vreinterpretq_s8_u32(veorq_u32(vdupq_n_u32(a4), flip));
+                let av = opaque(vreinterpretq_s8_u32(veorq_u32(vdupq_n_u32(a4), flip)));
                 let av_lo = vget_low_s8(av);
                 for q in 0..4 {
                     acc_r[2 * q] = vpadalq_s16(acc_r[2 * q], vmull_s8(vget_low_s8(wg[q]), av_lo));
@@ -487,19 +582,14 @@ fn gemm_u8i8(args: &GemmU8I8Args<'_>, out: &mut [f32], ldc: usize) {
         let mut i = 0;
         while i < m {
             let rows = (m - i).min(MR_I8);
-            // SAFETY: rows i..i+rows < m hold kp ≥ 4·groups bytes each (checked).
-            let a_i = unsafe { args.a.as_ptr().add(i * lda) };
-            let mut acc = [[vdupq_n_s32(0); 4]; MR_I8];
-            // SAFETY: as above, for exactly `rows` rows.
+            // SAFETY: rows i .. i + rows < m hold kp ≥ 4·groups bytes each and are inside `out`
+            // (checked); each arm is exactly `rows` rows.
             unsafe {
+                let a_i = args.a.as_ptr().add(i * lda);
                 match rows {
-                    2 => acc = tile_u8i8::<2>(a_i, lda, panel, kp / 4),
-                    _ => acc[..1].copy_from_slice(&tile_u8i8::<1>(a_i, lda, panel, kp / 4)),
+                    2 => params.finish_rows(args, &tile_u8i8::<2>(a_i, lda, panel, kp / 4), true, i, p, out, ldc),
+                    _ => params.finish_rows(args, &tile_u8i8::<1>(a_i, lda, panel, kp / 4), true, i, p, out, ldc),
                 }
-            }
-            for (r, acc_r) in acc.iter().enumerate().take(rows) {
-                // SAFETY: row i + r < m; out checked.
-                unsafe { params.finish(args, *acc_r, true, i + r, p, out, ldc) };
             }
             i += rows;
         }
@@ -592,16 +682,30 @@ fn softmax(x: &mut [f32], scale: f32) {
     let body = len / 4 * 4;
     let max = scaled_max(x, scale);
     let neg_max = vdupq_n_f32(-max);
-    let mut sum_v = vdupq_n_f32(0.0);
-    for i in (0..body).step_by(4) {
-        // SAFETY: i + 4 ≤ body ≤ len.
+    let (mut sum_v, mut sum_w) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+    let mut i = 0;
+    // Eight values per step, two sums: two independent `exp` chains per iteration (llvm-mca
+    // `neoverse-n1`: 15.7 cycles per 4 values with one, against a resource bound of 12.5).
+    while i + 8 <= body {
+        // SAFETY: i + 8 ≤ body ≤ len.
+        unsafe {
+            let e = exp4(vfmaq_n_f32(neg_max, vld1q_f32(x.as_ptr().add(i)), scale));
+            let f = exp4(vfmaq_n_f32(neg_max, vld1q_f32(x.as_ptr().add(i + 4)), scale));
+            (sum_v, sum_w) = (vaddq_f32(sum_v, e), vaddq_f32(sum_w, f));
+            vst1q_f32(x.as_mut_ptr().add(i), e);
+            vst1q_f32(x.as_mut_ptr().add(i + 4), f);
+        }
+        i += 8;
+    }
+    if i < body {
+        // SAFETY: i + 4 = body ≤ len.
         unsafe {
             let e = exp4(vfmaq_n_f32(neg_max, vld1q_f32(x.as_ptr().add(i)), scale));
             sum_v = vaddq_f32(sum_v, e);
             vst1q_f32(x.as_mut_ptr().add(i), e);
         }
     }
-    let mut sum = vaddvq_f32(sum_v);
+    let mut sum = vaddvq_f32(vaddq_f32(sum_v, sum_w));
     if body < len {
         let mut tmp = [0f32; 4];
         tmp[..len - body].copy_from_slice(&x[body..]);
