@@ -84,14 +84,29 @@ pub(super) unsafe fn load_i32x16(p: *const i32, width: usize) -> I32x16 {
     unsafe { [vld1q_s32(src), vld1q_s32(src.add(4)), vld1q_s32(src.add(8)), vld1q_s32(src.add(12))] }
 }
 
+/// Runs `$body` once for each row `$r` = 0, 1, … below `$rows` (a const generic, at most 5) with
+/// `$r` a constant: a loop over a tile's rows (or a closure per row) keeps its accumulators in
+/// memory, constant indices keep them in registers.
+macro_rules! each_tile_row {
+    ($rows:expr, $r:ident => $body:block) => {
+        each_tile_row!(@ $rows, $r, $body, 0 1 2 3 4)
+    };
+    (@ $rows:expr, $r:ident, $body:block, $($n:literal)*) => {
+        $(if $rows > $n {
+            #[allow(non_upper_case_globals)]
+            const $r: usize = $n;
+            $body
+        })*
+    };
+}
+
 /// Vectorized `erf` (rational approximation on [-4, 4], as in XLA/Eigen; |error| < 3e-7), snapped
 /// to ±1 beyond |x| = 3.9 (where erf is ±1 to within 4e-8) so GELU of very negative x is exactly 0.
 /// The argument is not clamped: lanes with |x| ≥ 3.9 (whose polynomial may overflow to ∞ or NaN)
 /// take the snapped value, NaN stays NaN.
 #[inline]
 #[target_feature(enable = "neon")]
-pub(super) fn erf4(a: float32x4_t) -> float32x4_t {
-    let x = a;
+pub(super) fn erf4(x: float32x4_t) -> float32x4_t {
     let x2 = vmulq_f32(x, x);
     let mut p = vdupq_n_f32(-2.726_142_3e-10);
     for c in [2.770_681_4e-08f32, -2.101_024e-06, -5.692_506_4e-05, -7.349_906_3e-04, -2.954_600e-03, -1.609_603_3e-02] {
@@ -108,9 +123,9 @@ pub(super) fn erf4(a: float32x4_t) -> float32x4_t {
     let r = vmulq_f32(r, vrecpsq_f32(q, r));
     let r = vmulq_f32(r, vrecpsq_f32(q, r));
     let e = vmulq_f32(p, r);
-    let tail = vcageq_f32(a, vdupq_n_f32(3.9));
-    // ±1 with the sign of a: the sign bit from a, the rest from 1.0.
-    let one = vbslq_f32(vdupq_n_u32(0x8000_0000), a, vdupq_n_f32(1.0));
+    let tail = vcageq_f32(x, vdupq_n_f32(3.9));
+    // ±1 with the sign of x: the sign bit from x, the rest from 1.0.
+    let one = vbslq_f32(vdupq_n_u32(0x8000_0000), x, vdupq_n_f32(1.0));
     vbslq_f32(tail, one, e)
 }
 
@@ -422,22 +437,11 @@ unsafe fn float_rows<P: PanelWeight, const R: usize>(
     const { assert!(R <= MR, "float tiles have at most MR rows") };
     // SAFETY: forwarded from the caller.
     let acc = unsafe { tile_f32::<P, R>(a, lda, panel, k) };
-    // Constant indices, not a loop (a loop over `acc` keeps the tile in memory), and a macro, not
-    // a closure (which the compiler keeps as a call).
-    macro_rules! row {
-        ($r:literal) => {
-            if R > $r {
-                let v: F32x16 = std::array::from_fn(|q| vaddq_f32(acc[$r][q], bias[q]));
-                // SAFETY: row $r < R of `out` holds `width` floats (caller).
-                unsafe { finish16(v, out.add($r * ldc), width, epilogue) };
-            }
-        };
-    }
-    row!(0);
-    row!(1);
-    row!(2);
-    row!(3);
-    row!(4);
+    each_tile_row!(R, r => {
+        let v: F32x16 = std::array::from_fn(|q| vaddq_f32(acc[r][q], bias[q]));
+        // SAFETY: row r < R of `out` holds `width` floats (caller).
+        unsafe { finish16(v, out.add(r * ldc), width, epilogue) };
+    });
 }
 
 impl GemmF32 for Neon {
@@ -512,20 +516,10 @@ impl PanelParams {
     #[inline(always)]
     pub(super) unsafe fn finish_rows<const R: usize>(&self, args: &GemmU8I8Args<'_>, acc: &[I32x16; R], flipped: bool, row0: usize, p: usize, out: &mut [f32], ldc: usize) {
         const { assert!(R <= 4, "int8 tiles have at most 4 rows") };
-        // Constant indices, not a loop (a loop over `acc` keeps the tile in memory), and a macro,
-        // not a closure (which the compiler may keep as a call).
-        macro_rules! row {
-            ($r:literal) => {
-                if R > $r {
-                    // SAFETY: row0 + $r < m for $r < R (caller).
-                    unsafe { self.finish(args, acc[$r], flipped, row0 + $r, p, out, ldc) };
-                }
-            };
-        }
-        row!(0);
-        row!(1);
-        row!(2);
-        row!(3);
+        each_tile_row!(R, r => {
+            // SAFETY: row0 + r < m for r < R (caller).
+            unsafe { self.finish(args, acc[r], flipped, row0 + r, p, out, ldc) };
+        });
     }
 }
 
