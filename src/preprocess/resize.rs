@@ -76,6 +76,11 @@ pub(crate) struct Coeffs {
     pub(crate) bounds: Vec<(usize, usize)>,
     /// `ksize` weights per output pixel, scaled by `2^PRECISION_BITS`.
     pub(crate) weights: Vec<i32>,
+    /// The same weights laid out for an 8 × i32 multiply of two RGB taps at once (the x86-64
+    /// horizontal pass): per output pixel, `ksize.div_ceil(2)` groups of eight lanes
+    /// `[w(2t) ×3, w(2t+1) ×3, 0, 0]`, matching the bytes `R G B R G B · ·` of taps `2t, 2t+1`.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) pair_lanes: Vec<i32>,
 }
 
 impl Coeffs {
@@ -146,6 +151,21 @@ impl Coeffs {
             }
             self.bounds.push((xmin, n));
         }
+        self.fill_pair_lanes();
+    }
+
+    /// Builds [`Coeffs::pair_lanes`] from `weights` (zeros past each pixel's tap count).
+    fn fill_pair_lanes(&mut self) {
+        let pairs = self.ksize.div_ceil(2);
+        self.pair_lanes.clear();
+        self.pair_lanes.resize(self.bounds.len() * pairs * 8, 0);
+        for (xx, &(_, n)) in self.bounds.iter().enumerate() {
+            let k = &self.weights[xx * self.ksize..xx * self.ksize + n];
+            for (t, &w) in k.iter().enumerate() {
+                let at = (xx * pairs + t / 2) * 8 + (t % 2) * 3;
+                self.pair_lanes[at..at + 3].fill(w);
+            }
+        }
     }
 }
 
@@ -167,6 +187,7 @@ impl Coeffs {
             }
             pos += scale;
         }
+        self.fill_pair_lanes();
     }
 }
 
