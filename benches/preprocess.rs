@@ -1,10 +1,12 @@
 //! Criterion benchmarks of preprocessing, the work `stream`, `classify_frame` and `classify` do
-//! before the forward pass, single-threaded, on the default ViT-Tiny configuration (bicubic resize
+//! before the forward pass, single-threaded unless named, on the default ViT-Tiny configuration (bicubic resize
 //! of the short side to 248, center crop 224, normalize):
 //!
 //! - `frame/<format>/<W>x<H>`: a raw camera frame through `FramePreprocessor::run` (colour
 //!   conversion of the pixels the crop reads, resize, crop, normalize into the CHW f32 input);
-//! - `rgb/<W>x<H>`: an RGB8 image through `Preprocessor::run` (what `classify` does after decoding).
+//! - `rgb/<W>x<H>`: an RGB8 image through `Preprocessor::run` (what `classify` does after decoding);
+//! - `frame_2_threads/nv12/<W>x<H>`: the same frame with its row blocks on a 2-thread engine pool
+//!   (`FramePreprocessor::run_on`, as `stream` and `classify_frame` run it with `--threads 2`).
 //!
 //! Run: `cargo bench --bench preprocess` (under a minute), a subset with a filter
 //! (`cargo bench --bench preprocess -- frame/nv12`).
@@ -33,6 +35,15 @@ fn frames(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new(format!("{format:?}").to_lowercase(), format!("{w}x{h}")), |b| {
             b.iter(|| pre.run(black_box(&frame), &mut out).expect("preprocess"))
         });
+    }
+    g.finish();
+    let pool = vitedge::engine::pool::Pool::new(2);
+    let mut g = c.benchmark_group("frame_2_threads");
+    for (w, h) in [(640, 480), (1280, 720)] {
+        let frame = camera_bytes(frame_size(PixelFormat::Nv12, w, h), 7);
+        let mut pre = FramePreprocessor::new(&cfg, PixelFormat::Nv12, w, h, ColorSpec::default()).expect("frame geometry");
+        let mut out = vec![0f32; 3 * 224 * 224];
+        g.bench_function(BenchmarkId::new("nv12", format!("{w}x{h}")), |b| b.iter(|| pre.run_on(black_box(&frame), &mut out, &pool).expect("preprocess")));
     }
     g.finish();
     let mut g = c.benchmark_group("rgb");

@@ -194,7 +194,9 @@ impl Session {
                 &state.packed
             }
         };
-        state.pre.run(packed, &mut self.input)?;
+        // The row blocks of the preprocessing run on the engine's threads.
+        let input = &mut self.input;
+        self.loaded.with_dependent(|_, e| state.pre.run_on(packed, input, e.workers()))?;
         self.run_input(k)
     }
 

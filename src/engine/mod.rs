@@ -7,6 +7,7 @@ pub mod pool;
 pub mod tract;
 
 use crate::model::Model;
+use crate::preprocess::{Serial, Workers};
 
 /// Errors raised while building or running an engine.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +32,11 @@ pub trait Engine: Send {
     fn describe(&self) -> String;
     /// Runs one image: `input` is `3 × size × size` CHW, `logits` receives `num_classes` values.
     fn infer(&mut self, input: &[f32], logits: &mut [f32]) -> Result<(), EngineError>;
+    /// Where preprocessing may run its row blocks: the engine's own thread pool (the threads
+    /// `infer` uses), or serially when the engine has none.
+    fn workers(&self) -> &dyn Workers {
+        &Serial
+    }
 }
 
 /// Which engine to build.

@@ -599,6 +599,10 @@ impl Engine for NativeEngine<'_> {
     fn infer(&mut self, input: &[f32], logits: &mut [f32]) -> Result<(), EngineError> {
         self.forward(input, logits, None)
     }
+
+    fn workers(&self) -> &dyn crate::preprocess::Workers {
+        &self.pool
+    }
 }
 
 #[cfg(test)]

@@ -45,6 +45,9 @@ struct Shared {
     next: AtomicUsize,
     /// Set when a task panicked on a worker; `run` re-raises it on the caller's thread.
     panicked: AtomicBool,
+    /// Set while a `run` call hands out a job: a second caller (another thread sharing the pool, or
+    /// a task calling `run`) runs its tasks itself instead of replacing the job in flight.
+    running: AtomicBool,
     shutdown: AtomicBool,
 }
 
@@ -94,6 +97,15 @@ impl Drop for WaitForWorkers<'_> {
     }
 }
 
+/// Clears `Shared::running` when a `run` call ends (after its `WaitForWorkers`), also on unwinding.
+struct Running<'a>(&'a AtomicBool);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 /// Persistent worker threads.
 pub struct Pool {
     shared: Arc<Shared>,
@@ -111,6 +123,7 @@ impl Pool {
             done: Condvar::new(),
             next: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
+            running: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
         });
         let workers = (1..threads.max(1))
@@ -128,17 +141,20 @@ impl Pool {
     }
 
     /// Calls `f(i)` for every `i < tasks`, spread over the pool; returns when all calls are done.
-    /// A panic in any task is re-raised here after every worker has stopped using `f`.
+    /// A panic in any task is re-raised here after every worker has stopped using `f`. While
+    /// another `run` is in flight (a second thread sharing the pool, or a task calling `run`), the
+    /// calling thread runs all of its tasks itself.
     pub fn run(&self, tasks: usize, f: &(dyn Fn(usize) + Sync)) {
-        if self.workers.is_empty() || tasks <= 1 {
+        let shared = &*self.shared;
+        if self.workers.is_empty() || tasks <= 1 || shared.running.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
             (0..tasks).for_each(f);
             return;
         }
+        let _running = Running(&shared.running);
         // SAFETY: only the lifetime is erased; workers use the pointer strictly before this
         // function returns or unwinds (`WaitForWorkers` waits for `busy == 0` in both cases), while
         // `f` is still borrowed.
         let f_static: *const (dyn Fn(usize) + Sync) = unsafe { std::mem::transmute(f) };
-        let shared = &*self.shared;
         shared.next.store(0, Ordering::SeqCst);
         shared.panicked.store(false, Ordering::SeqCst);
         {
@@ -203,6 +219,17 @@ fn worker(shared: &Shared) {
     }
 }
 
+/// Preprocessing's row blocks run on the engine's pool.
+impl crate::preprocess::Workers for Pool {
+    fn threads(&self) -> usize {
+        Pool::threads(self)
+    }
+
+    fn run_tasks(&self, tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+        self.run(tasks, f)
+    }
+}
+
 impl Drop for Pool {
     fn drop(&mut self) {
         if let Ok(mut st) = self.shared.state.lock() {
@@ -238,6 +265,35 @@ mod tests {
             count.fetch_add(1, Ordering::SeqCst);
         });
         assert_eq!(count.load(Ordering::SeqCst), 10);
+    }
+
+    #[test]
+    fn concurrent_and_nested_runs_each_run_every_task_once() {
+        let pool = Pool::new(3);
+        std::thread::scope(|s| {
+            for caller in 0..3 {
+                let pool = &pool;
+                s.spawn(move || {
+                    for round in 0..300 {
+                        let n = 5 + (round + caller) % 13;
+                        let hits: Vec<AtomicUsize> = (0..n * 4).map(|_| AtomicUsize::new(0)).collect();
+                        pool.run(n, &|i| {
+                            // Every few tasks start a nested run of their own.
+                            if i % 4 == 0 {
+                                pool.run(4, &|j| {
+                                    hits[i * 4 + j].fetch_add(1, Ordering::SeqCst);
+                                });
+                            } else {
+                                (0..4).for_each(|j| {
+                                    hits[i * 4 + j].fetch_add(1, Ordering::SeqCst);
+                                });
+                            }
+                        });
+                        assert!(hits.iter().all(|h| h.load(Ordering::SeqCst) == 1), "caller {caller}, round {round}");
+                    }
+                });
+            }
+        });
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! where the crop is larger), scale to 0..1, normalize with mean and std, CHW layout.
 
 mod decode;
+mod parallel;
 mod resize;
 #[cfg(target_arch = "x86_64")]
 mod resize_avx2;
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 pub use decode::{decode_rgb8, is_jpeg, is_png, jpeg_dimensions, load_rgb8_with, DecodeLimits, DEFAULT_MAX_PIXELS};
 pub use resize::{center_crop_offsets, resize_output, resized_size, Preprocessor};
+pub use parallel::{Serial, Workers};
 pub(crate) use resize::{normalize_chw, Plan, Scratch};
 
 /// Resampling filter of the resize step: Pillow's filters, as torchvision's `InterpolationMode`

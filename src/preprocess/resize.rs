@@ -2,6 +2,9 @@
 //! Pillow's `Resample.c`), torchvision's `Resize(int)` size rule and `CenterCrop` offsets, so that
 //! the network sees the same uint8 pixels timm's evaluation transform produces.
 
+use std::ops::Range;
+
+use super::parallel::{first_row, task_count, Parts, Serial, Workers};
 use super::{Interpolation, PreprocessConfig, PreprocessError, Resize, Scaling};
 
 /// Fixed-point precision of Pillow's 8-bit resampling coefficients.
@@ -84,16 +87,17 @@ pub(crate) struct Coeffs {
 }
 
 impl Coeffs {
-    /// Pillow's 8-bit vertical pass: `src` holds rows of `row_len` bytes starting at source row `y0`;
-    /// writes one output row of `row_len` bytes per output row into `dst`.
-    pub(crate) fn resample_rows(&self, src: &[u8], y0: usize, row_len: usize, dst: &mut [u8]) {
+    /// Pillow's 8-bit vertical pass for the output rows `outs` (indices into `bounds`): `src` holds
+    /// rows of `row_len` bytes starting at source row `y0`; writes one row of `row_len` bytes per
+    /// output row of `outs` into `dst`.
+    pub(crate) fn resample_rows(&self, src: &[u8], y0: usize, row_len: usize, dst: &mut [u8], outs: Range<usize>) {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2 (checked just above); the function is safe Rust compiled
             // with AVX2 enabled. Exercised by `tests::compiled_passes_equal_the_reference`.
-            return unsafe { super::resize_avx2::resample_rows(self, src, y0, row_len, dst) };
+            return unsafe { super::resize_avx2::resample_rows(self, src, y0, row_len, dst, outs) };
         }
-        resample_rows_body(self, src, y0, row_len, dst)
+        resample_rows_body(self, src, y0, row_len, dst, outs)
     }
 
     /// Pillow's 8-bit horizontal pass over one packed-RGB row: `src` holds the source row from
@@ -207,11 +211,11 @@ const BLOCK: usize = 64;
 /// [`Coeffs::resample_rows`] body: per output row, blocks of [`BLOCK`] bytes accumulate tap after
 /// tap in i32 lanes, in Pillow's i32 arithmetic (wrapping where C's `int` would overflow).
 #[inline(always)]
-pub(super) fn resample_rows_body(c: &Coeffs, src: &[u8], y0: usize, row_len: usize, dst: &mut [u8]) {
-    for (yy, &(ymin, n)) in c.bounds.iter().enumerate() {
+pub(super) fn resample_rows_body(c: &Coeffs, src: &[u8], y0: usize, row_len: usize, dst: &mut [u8], outs: Range<usize>) {
+    for (i, (yy, &(ymin, n))) in c.bounds.iter().enumerate().skip(outs.start).take(outs.len()).enumerate() {
         let k = &c.weights[yy * c.ksize..yy * c.ksize + n];
         let rows = &src[(ymin - y0) * row_len..(ymin - y0 + n) * row_len];
-        let out = &mut dst[yy * row_len..(yy + 1) * row_len];
+        let out = &mut dst[i * row_len..(i + 1) * row_len];
         for (b, out) in out.chunks_mut(BLOCK).enumerate() {
             let mut acc = [HALF; BLOCK];
             let acc = &mut acc[..out.len()];
@@ -423,18 +427,29 @@ impl Plan {
 
     /// Resizes and crops into `crop` (`size² ` RGB8, padding included). `source_row(y, dst)` writes
     /// the RGB8 pixels of source row `y`, columns [`Self::source_columns`], into `dst`; it is called
-    /// once for each row of [`Self::source_rows`], in order.
-    pub(crate) fn run(&self, scratch: &mut Scratch, mut source_row: impl FnMut(usize, &mut [u8]), crop: &mut [u8]) {
-        let (s, span) = (self.size, self.source_columns().len() * 3);
+    /// once for each row of [`Self::source_rows`], in order within each block of rows, the blocks
+    /// running on `workers`.
+    pub(crate) fn run(&self, scratch: &mut Scratch, workers: &dyn Workers, source_row: impl Fn(usize, &mut [u8]) + Sync, crop: &mut [u8]) {
+        let (row, span) = (self.size * 3, self.source_columns().len() * 3);
         let rows = self.source_rows();
         if !self.vertical_first {
-            scratch.src.resize(span, 0);
-            scratch.temp.resize(rows.len() * s * 3, 0);
-            for (i, y) in rows.enumerate() {
-                source_row(y, &mut scratch.src);
-                self.row(&scratch.src, &mut scratch.temp[i * s * 3..(i + 1) * s * 3]);
+            // Each block converts its source rows one at a time into its own row buffer and
+            // resamples them horizontally into its rows of `temp`.
+            let tasks = task_count(workers, rows.len());
+            scratch.src.resize(tasks * span, 0);
+            scratch.temp.resize(rows.len() * row, 0);
+            {
+                let (src, temp) = (Parts::equal(&mut scratch.src, span, tasks), Parts::rows(&mut scratch.temp, row, tasks, rows.len()));
+                workers.run_tasks(tasks, &|t| {
+                    let (mut src, mut temp) = (src.get(t), temp.get(t));
+                    let first = rows.start + first_row(t, tasks, rows.len());
+                    for i in 0..temp.len() / row {
+                        source_row(first + i, &mut src);
+                        self.row(&src, &mut temp[i * row..(i + 1) * row]);
+                    }
+                });
             }
-            self.columns(&scratch.temp, crop);
+            self.columns(workers, &scratch.temp, crop);
             return;
         }
         // Vertical pass first, over the source columns the horizontal pass reads.
@@ -442,16 +457,32 @@ impl Plan {
         let kept = v.out1 - v.out0;
         scratch.src.resize(rows.len() * span, 0);
         scratch.temp.resize(kept * span, 0);
-        for (i, y) in rows.enumerate() {
-            source_row(y, &mut scratch.src[i * span..(i + 1) * span]);
+        let tasks = task_count(workers, rows.len());
+        {
+            let src = Parts::rows(&mut scratch.src, span, tasks, rows.len());
+            workers.run_tasks(tasks, &|t| {
+                let mut src = src.get(t);
+                let first = rows.start + first_row(t, tasks, rows.len());
+                for i in 0..first_row(t + 1, tasks, rows.len()) + rows.start - first {
+                    source_row(first + i, &mut src[i * span..(i + 1) * span]);
+                }
+            });
         }
-        v.coeffs.resample_rows(&scratch.src, v.src0, span, &mut scratch.temp);
-        for (i, r) in scratch.temp.chunks_exact(span).enumerate() {
-            let o = v.out0 + i;
-            self.row(r, &mut crop[o * s * 3..(o + 1) * s * 3]);
+        let tasks = task_count(workers, kept);
+        {
+            let (temp, out) = (Parts::rows(&mut scratch.temp, span, tasks, kept), Parts::rows(&mut crop[v.out0 * row..v.out1 * row], row, tasks, kept));
+            let src = &scratch.src;
+            workers.run_tasks(tasks, &|t| {
+                let (mut temp, mut out) = (temp.get(t), out.get(t));
+                let outs = first_row(t, tasks, kept)..first_row(t + 1, tasks, kept);
+                v.coeffs.resample_rows(src, v.src0, span, &mut temp, outs.clone());
+                for i in 0..outs.len() {
+                    self.row(&temp[i * span..(i + 1) * span], &mut out[i * row..(i + 1) * row]);
+                }
+            });
         }
-        let (head, tail) = crop[..s * s * 3].split_at_mut(v.out1 * s * 3);
-        fill_pixels(&mut head[..v.out0 * s * 3], self.fill);
+        let (head, tail) = crop[..self.size * row].split_at_mut(v.out1 * row);
+        fill_pixels(&mut head[..v.out0 * row], self.fill);
         fill_pixels(tail, self.fill);
     }
 
@@ -481,13 +512,15 @@ impl Plan {
 
     /// Vertical pass: `temp` holds the horizontally resampled rows `vertical.src0..vertical.src1`
     /// (`size` RGB8 pixels each); writes the `size × size` RGB8 crop (padding included) to `crop`.
-    fn columns(&self, temp: &[u8], crop: &mut [u8]) {
+    fn columns(&self, workers: &dyn Workers, temp: &[u8], crop: &mut [u8]) {
         let v = &self.vertical;
-        let row = self.size * 3;
-        if v.out1 > v.out0 {
+        let (row, kept) = (self.size * 3, v.out1 - v.out0);
+        if kept > 0 {
             let dst = &mut crop[v.out0 * row..v.out1 * row];
             if v.resample {
-                v.coeffs.resample_rows(temp, v.src0, row, dst);
+                let tasks = task_count(workers, kept);
+                let out = Parts::rows(dst, row, tasks, kept);
+                workers.run_tasks(tasks, &|t| v.coeffs.resample_rows(temp, v.src0, row, &mut out.get(t), first_row(t, tasks, kept)..first_row(t + 1, tasks, kept)));
             } else {
                 dst.copy_from_slice(&temp[..(v.out1 - v.out0) * row]);
             }
@@ -539,6 +572,11 @@ impl Preprocessor {
     /// Resizes and crops an RGB8 image to the `input_size²` uint8 RGB crop (interleaved), exactly as
     /// Pillow + torchvision do; returns the crop.
     pub fn resize_crop(&mut self, rgb: &[u8], width: usize, height: usize) -> Result<&[u8], PreprocessError> {
+        self.resize_crop_on(rgb, width, height, &Serial)
+    }
+
+    /// [`Self::resize_crop`] with its row blocks on `workers` (the same bytes).
+    pub fn resize_crop_on(&mut self, rgb: &[u8], width: usize, height: usize, workers: &dyn Workers) -> Result<&[u8], PreprocessError> {
         if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
             return Err(PreprocessError::BadImage(format!("{width}x{height} is not a usable image size (1..={MAX_SIDE} per side)")));
         }
@@ -557,25 +595,32 @@ impl Preprocessor {
         let plan = &self.plan.as_ref().expect("set above").2;
         let cols = plan.source_columns();
         self.crop.resize(plan.size * plan.size * 3, 0);
-        plan.run(&mut self.scratch, |y, dst| dst.copy_from_slice(&rgb[(y * width + cols.start) * 3..(y * width + cols.end) * 3]), &mut self.crop);
+        plan.run(&mut self.scratch, workers, |y, dst| dst.copy_from_slice(&rgb[(y * width + cols.start) * 3..(y * width + cols.end) * 3]), &mut self.crop);
         Ok(&self.crop)
     }
 
     /// Full preprocessing of an RGB8 image into `out` (`3 × input_size²`, CHW, normalized).
     pub fn run(&mut self, rgb: &[u8], width: usize, height: usize, out: &mut [f32]) -> Result<(), PreprocessError> {
+        self.run_on(rgb, width, height, out, &Serial)
+    }
+
+    /// [`Self::run`] with its row blocks on `workers` (e.g. [`crate::engine::Engine::workers`]);
+    /// the same values.
+    pub fn run_on(&mut self, rgb: &[u8], width: usize, height: usize, out: &mut [f32], workers: &dyn Workers) -> Result<(), PreprocessError> {
         let s = self.cfg.input_size;
         if out.len() != 3 * s * s {
             return Err(PreprocessError::OutputLen { expected: 3 * s * s, found: out.len() });
         }
-        self.resize_crop(rgb, width, height)?;
-        normalize_chw(&self.crop, &self.cfg, out);
+        self.resize_crop_on(rgb, width, height, workers)?;
+        normalize_chw(&self.crop, &self.cfg, out, workers);
         Ok(())
     }
 }
 
 /// torchvision's `ToTensor` (or v2 `ToDtype(scale=True)`) + `Normalize` on an interleaved RGB8 crop:
 /// `(v / 255 − mean) / std` in f32, CHW order. Shared with the fused camera-frame path.
-pub(crate) fn normalize_chw(crop: &[u8], cfg: &PreprocessConfig, out: &mut [f32]) {
+/// Blocks of rows run on `workers`.
+pub(crate) fn normalize_chw(crop: &[u8], cfg: &PreprocessConfig, out: &mut [f32], workers: &dyn Workers) {
     let s = cfg.input_size;
     let (mean, std) = (cfg.mean, cfg.std);
     // The 256 possible values of each channel, computed once per call as torchvision does.
@@ -583,13 +628,19 @@ pub(crate) fn normalize_chw(crop: &[u8], cfg: &PreprocessConfig, out: &mut [f32]
         Scaling::Divide => std::array::from_fn(|v| v as f32 / 255.0),
         Scaling::Reciprocal => std::array::from_fn(|v| v as f32 * (1.0f64 / 255.0) as f32),
     };
-    for c in 0..3 {
-        let table: [f32; 256] = std::array::from_fn(|v| (unit[v] - mean[c]) / std[c]);
-        let plane = &mut out[c * s * s..(c + 1) * s * s];
-        for (o, px) in plane.iter_mut().zip(crop.chunks_exact(3)) {
-            *o = table[px[c] as usize];
+    let tables: [[f32; 256]; 3] = std::array::from_fn(|c| std::array::from_fn(|v| (unit[v] - mean[c]) / std[c]));
+    let tasks = task_count(workers, s);
+    let (r, rest) = out[..3 * s * s].split_at_mut(s * s);
+    let (g, b) = rest.split_at_mut(s * s);
+    let planes = [r, g, b].map(|p| Parts::rows(p, s, tasks, s));
+    workers.run_tasks(tasks, &|t| {
+        let px = &crop[first_row(t, tasks, s) * s * 3..first_row(t + 1, tasks, s) * s * 3];
+        for (c, (plane, table)) in planes.iter().zip(&tables).enumerate() {
+            for (o, px) in plane.get(t).iter_mut().zip(px.chunks_exact(3)) {
+                *o = table[px[c] as usize];
+            }
         }
-    }
+    });
 }
 
 #[cfg(test)]
@@ -654,11 +705,18 @@ mod tests {
             let src: Vec<u8> = (0..(x1 - x0) * row_len).map(|_| byte(&mut rng)).collect();
             let want = reference_rows(&c, &src, x0, row_len);
             let mut got = vec![0; want.len()];
-            c.resample_rows(&src, x0, row_len, &mut got);
+            let all = 0..c.bounds.len();
+            c.resample_rows(&src, x0, row_len, &mut got, all.clone());
             assert_eq!(got, want, "vertical, case {case}: {in_size} -> {out_size}, rows of {row_len}");
             got.fill(0);
-            resample_rows_body(&c, &src, x0, row_len, &mut got);
+            resample_rows_body(&c, &src, x0, row_len, &mut got, all);
             assert_eq!(got, want, "vertical portable body, case {case}");
+            // A block of output rows alone (as one task of a parallel run writes it).
+            let a = (rng.next_u64() % c.bounds.len() as u64) as usize;
+            let b = a + (rng.next_u64() % (c.bounds.len() - a + 1) as u64) as usize;
+            let mut part = vec![0; (b - a) * row_len];
+            c.resample_rows(&src, x0, row_len, &mut part, a..b);
+            assert_eq!(part, want[a * row_len..b * row_len], "vertical rows {a}..{b}, case {case}");
         }
         #[cfg(target_arch = "x86_64")]
         eprintln!("AVX2 {}", if std::arch::is_x86_feature_detected!("avx2") { "present: the AVX2 passes were checked" } else { "absent: only the portable passes were checked" });

@@ -8,8 +8,8 @@ use super::resize::{pixel_taps, Coeffs, HALF, PRECISION_BITS};
 /// The vertical pass: the portable body, compiled with AVX2 (it vectorizes to `vpmulld` over
 /// 8 × i32 lanes by itself).
 #[target_feature(enable = "avx2")]
-pub(super) fn resample_rows(c: &Coeffs, src: &[u8], y0: usize, row_len: usize, dst: &mut [u8]) {
-    super::resize::resample_rows_body(c, src, y0, row_len, dst)
+pub(super) fn resample_rows(c: &Coeffs, src: &[u8], y0: usize, row_len: usize, dst: &mut [u8], outs: std::ops::Range<usize>) {
+    super::resize::resample_rows_body(c, src, y0, row_len, dst, outs)
 }
 
 /// The horizontal pass over a packed-RGB row: two taps per instruction. Eight bytes from tap `2t`

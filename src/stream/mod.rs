@@ -471,7 +471,7 @@ fn serve(st: &mut Serving<'_>, model: &Model, engine: &mut dyn Engine, io: &mut 
             }
             Taken::Frame(buf, meta) => {
                 let t = Instant::now();
-                let result = io.pre.run(&buf, &mut io.input).and_then(|()| engine.infer(&io.input, &mut io.probs).map_err(StreamError::from));
+                let result = io.pre.run_on(&buf, &mut io.input, engine.workers()).and_then(|()| engine.infer(&io.input, &mut io.probs).map_err(StreamError::from));
                 st.ring.release(buf);
                 if let Err(e) = result {
                     st.error = Some(e);

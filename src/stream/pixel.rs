@@ -14,7 +14,7 @@
 //! `classify` on the same pixels; for the other formats it is bit-identical to "convert the frame with
 //! [`ColorSpec::to_rgb`], then preprocess" ([`frame_to_rgb8`] is that reference).
 
-use crate::preprocess::{normalize_chw, Plan, PreprocessConfig, Scratch};
+use crate::preprocess::{normalize_chw, Plan, PreprocessConfig, Scratch, Serial, Workers};
 
 use super::StreamError;
 
@@ -302,6 +302,12 @@ impl FramePreprocessor {
 
     /// Preprocesses one frame into `out` (`3 × input_size²`, CHW, normalized).
     pub fn run(&mut self, frame: &[u8], out: &mut [f32]) -> Result<(), StreamError> {
+        self.run_on(frame, out, &Serial)
+    }
+
+    /// [`Self::run`] with its row blocks on `workers` (e.g. [`crate::engine::Engine::workers`]);
+    /// the same values.
+    pub fn run_on(&mut self, frame: &[u8], out: &mut [f32], workers: &dyn Workers) -> Result<(), StreamError> {
         let s = self.cfg.input_size;
         if frame.len() != self.frame_len() {
             return Err(StreamError::FrameSize { expected: self.frame_len(), found: frame.len(), format: self.format, width: self.width, height: self.height });
@@ -312,8 +318,8 @@ impl FramePreprocessor {
         let cols = self.plan.source_columns();
         let (format, width, height, color) = (self.format, self.width, self.height, &self.color);
         // Only the source pixels the crop reads are converted to RGB8, one row at a time.
-        self.plan.run(&mut self.scratch, |y, dst| convert_row(frame, format, width, height, color, y, cols.start, cols.end, dst), &mut self.crop);
-        normalize_chw(&self.crop, &self.cfg, out);
+        self.plan.run(&mut self.scratch, workers, |y, dst| convert_row(frame, format, width, height, color, y, cols.start, cols.end, dst), &mut self.crop);
+        normalize_chw(&self.crop, &self.cfg, out, workers);
         Ok(())
     }
 }
@@ -409,6 +415,39 @@ mod tests {
                 let mut got = vec![0f32; 3 * 32 * 32];
                 FramePreprocessor::new(&cfg, PixelFormat::Rgb24, w, h, ColorSpec::default()).unwrap().run(&rgb, &mut got).unwrap();
                 assert_eq!(got, want, "{w}x{h} {interp:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn row_blocks_on_a_pool_give_the_serial_values() {
+        // Horizontal pass first (640x480), vertical first (300x1200: the height shrinks by more than
+        // twice the width), padding (crop_pct > 1), no resize along one axis, nearest, and frames
+        // too small for more than one block, on pools of 2, 3 and 5 threads.
+        let cases = [(640, 480, 0.875f32, Interpolation::Bicubic), (300, 1200, 0.9, Interpolation::Bicubic), (500, 333, 1.3, Interpolation::Bilinear), (224, 300, 1.0, Interpolation::Bicubic), (97, 61, 0.9, Interpolation::Nearest), (33, 35, 0.9, Interpolation::Bicubic)];
+        let pools = [2, 3, 5].map(crate::engine::pool::Pool::new);
+        for &(w, h, crop_pct, interpolation) in &cases {
+            let cfg = PreprocessConfig { crop_pct, interpolation, ..PreprocessConfig::augreg(if w < 64 { 32 } else { 224 }) };
+            let s = cfg.input_size;
+            for format in [PixelFormat::Nv12, PixelFormat::Rgb24, PixelFormat::Yuyv] {
+                let frame = noise(frame_size(format, w, h), w as u64 * 3 + h as u64);
+                let mut serial = FramePreprocessor::new(&cfg, format, w, h, ColorSpec::default()).unwrap();
+                let mut want = vec![0f32; 3 * s * s];
+                serial.run(&frame, &mut want).unwrap();
+                let rgb = frame_to_rgb8(&frame, format, w, h, &ColorSpec::default()).unwrap();
+                let mut image = Preprocessor::new(cfg.clone());
+                for pool in &pools {
+                    let mut parallel = FramePreprocessor::new(&cfg, format, w, h, ColorSpec::default()).unwrap();
+                    let mut got = vec![f32::NAN; 3 * s * s];
+                    for _ in 0..2 {
+                        parallel.run_on(&frame, &mut got, pool).unwrap();
+                        assert_eq!(parallel.crop(), serial.crop(), "{format} {w}x{h}, {} threads", pool.threads());
+                        assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{format} {w}x{h}, {} threads", pool.threads());
+                    }
+                    let mut from_image = vec![f32::NAN; 3 * s * s];
+                    image.run_on(&rgb, w, h, &mut from_image, pool).unwrap();
+                    assert!(from_image.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "image {w}x{h}, {} threads", pool.threads());
+                }
             }
         }
     }
