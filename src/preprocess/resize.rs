@@ -380,6 +380,30 @@ pub(crate) struct Plan {
 pub(crate) struct Scratch {
     src: Vec<u8>,
     temp: Vec<u8>,
+    /// The batched horizontal pass's transposed rows, per block.
+    batch: Vec<u8>,
+}
+
+/// Rows the horizontal pass takes at once: [`super::resize_avx2::BATCH`] where the CPU has AVX2,
+/// else 1.
+fn batch_rows() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        return super::resize_avx2::BATCH;
+    }
+    1
+}
+
+/// Scratch bytes of one batched horizontal pass over rows of `span` source bytes and `out` output
+/// pixels (0 where there is no batched pass).
+fn batch_scratch_len(span: usize, out: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    return super::resize_avx2::rows8_scratch_len(span, out);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (span, out);
+        0
+    }
 }
 
 impl Plan {
@@ -419,9 +443,12 @@ impl Plan {
     pub(crate) fn scratch(&self) -> Scratch {
         let (rows, span, s) = (self.source_rows().len(), self.source_columns().len(), self.size);
         if self.vertical_first {
-            Scratch { src: vec![0; rows * span * 3], temp: vec![0; (self.vertical.out1 - self.vertical.out0) * span * 3] }
+            Scratch { src: vec![0; rows * span * 3], temp: vec![0; (self.vertical.out1 - self.vertical.out0) * span * 3], batch: Vec::new() }
         } else {
-            Scratch { src: vec![0; span * 3], temp: vec![0; rows * s * 3] }
+            // One block's buffers; `run` grows them for more blocks, once.
+            let batched = self.horizontal.resample && self.horizontal.out1 > self.horizontal.out0;
+            let (batch, batch_scratch) = if batched { (batch_rows(), batch_scratch_len(span * 3, self.horizontal.out1 - self.horizontal.out0)) } else { (1, 0) };
+            Scratch { src: vec![0; batch * span * 3], temp: vec![0; rows * s * 3], batch: vec![0; if batch > 1 { batch_scratch } else { 0 }] }
         }
     }
 
@@ -433,19 +460,36 @@ impl Plan {
         let (row, span) = (self.size * 3, self.source_columns().len() * 3);
         let rows = self.source_rows();
         if !self.vertical_first {
-            // Each block converts its source rows one at a time into its own row buffer and
-            // resamples them horizontally into its rows of `temp`.
+            // Each block converts its source rows into its own row buffers and resamples them
+            // horizontally into its rows of `temp`: `batch` rows at a time where the CPU has a
+            // batched pass, the rest one at a time.
+            let h = &self.horizontal;
+            let batch = if h.resample && h.out1 > h.out0 { batch_rows() } else { 1 };
+            let batch_scratch = if batch > 1 { batch_scratch_len(span, h.out1 - h.out0) } else { 0 };
             let tasks = task_count(workers, rows.len());
-            scratch.src.resize(tasks * span, 0);
+            scratch.src.resize(tasks * batch * span, 0);
+            scratch.batch.resize(tasks * batch_scratch, 0);
             scratch.temp.resize(rows.len() * row, 0);
             {
-                let (src, temp) = (Parts::equal(&mut scratch.src, span, tasks), Parts::rows(&mut scratch.temp, row, tasks, rows.len()));
+                let (src, temp) = (Parts::equal(&mut scratch.src, batch * span, tasks), Parts::rows(&mut scratch.temp, row, tasks, rows.len()));
+                let batch_parts = Parts::equal(&mut scratch.batch, batch_scratch, tasks);
                 workers.run_tasks(tasks, &|t| {
-                    let (mut src, mut temp) = (src.get(t), temp.get(t));
+                    let (mut src, mut temp, mut bs) = (src.get(t), temp.get(t), batch_parts.get(t));
                     let first = rows.start + first_row(t, tasks, rows.len());
-                    for i in 0..temp.len() / row {
-                        source_row(first + i, &mut src);
-                        self.row(&src, &mut temp[i * row..(i + 1) * row]);
+                    let n = temp.len() / row;
+                    let mut i = 0;
+                    while i < n {
+                        if batch > 1 && i + batch <= n {
+                            for r in 0..batch {
+                                source_row(first + i + r, &mut src[r * span..(r + 1) * span]);
+                            }
+                            self.rows_batch(&src, span, &mut temp[i * row..(i + batch) * row], &mut bs);
+                            i += batch;
+                        } else {
+                            source_row(first + i, &mut src[..span]);
+                            self.row(&src[..span], &mut temp[i * row..(i + 1) * row]);
+                            i += 1;
+                        }
                     }
                 });
             }
@@ -503,10 +547,41 @@ impl Plan {
                 dst[a..b].copy_from_slice(&src[..b - a]);
             }
         }
+        self.pad_row(dst);
+    }
+
+    /// The padding pixels of one output row of the horizontal pass.
+    fn pad_row(&self, dst: &mut [u8]) {
         if self.pads() {
+            let (a, b) = (self.horizontal.out0 * 3, self.horizontal.out1 * 3);
             let (head, tail) = dst[..self.size * 3].split_at_mut(b);
             fill_pixels(&mut head[..a], self.fill);
             fill_pixels(tail, self.fill);
+        }
+    }
+
+    /// Horizontal pass of [`batch_rows`] source rows at once (`src`: rows of `span` bytes; `dst`:
+    /// as many output rows of `size` pixels) through the batched pass, the same bytes as
+    /// [`Self::row`] on each row. Only called when the axis resamples and keeps some pixels.
+    fn rows_batch(&self, src: &[u8], span: usize, dst: &mut [u8], scratch: &mut [u8]) {
+        let row = self.size * 3;
+        #[cfg(target_arch = "x86_64")]
+        {
+            let h = &self.horizontal;
+            // SAFETY: `batch_rows()` is above 1 only when the CPU has AVX2; the function is safe
+            // Rust compiled with AVX2 enabled. Exercised by `tests::compiled_passes_equal_the_reference`
+            // and `stream::pixel::tests::row_blocks_on_a_pool_give_the_serial_values`.
+            unsafe { super::resize_avx2::resample_rgb_rows8(&h.coeffs, src, span, h.src0, &mut dst[h.out0 * 3..], row, scratch) };
+            for r in dst.chunks_exact_mut(row) {
+                self.pad_row(r);
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = scratch;
+            for (s, d) in src.chunks_exact(span).zip(dst.chunks_exact_mut(row)) {
+                self.row(s, d);
+            }
         }
     }
 
@@ -700,6 +775,25 @@ mod tests {
             got.fill(0);
             resample_rgb_row_body(&c, &row, x0, &mut got);
             assert_eq!(got, want, "horizontal portable body, case {case}");
+            // Eight rows at once through the batched pass, into rows with some bytes between them
+            // (which it must leave alone).
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                use super::super::resize_avx2::{resample_rgb_rows8, rows8_scratch_len, BATCH};
+                let span = row.len();
+                let rows: Vec<u8> = (0..BATCH * span).map(|_| byte(&mut rng)).collect();
+                let out = c.bounds.len() * 3;
+                let stride = out + (rng.next_u64() % 9) as usize;
+                let mut dst = vec![0xa5u8; BATCH * stride];
+                let mut scratch = vec![0u8; rows8_scratch_len(span, c.bounds.len())];
+                // SAFETY: the CPU has AVX2 (checked above).
+                unsafe { resample_rgb_rows8(&c, &rows, span, x0, &mut dst, stride, &mut scratch) };
+                for r in 0..BATCH {
+                    let want = reference_rgb_row(&c, &rows[r * span..(r + 1) * span], x0);
+                    assert_eq!(dst[r * stride..r * stride + out], want[..], "8-row horizontal, row {r}, case {case}: {in_size} -> {out_size} ({first}+{count}) {interp:?}");
+                    assert!(dst[r * stride + out..(r + 1) * stride].iter().all(|&v| v == 0xa5), "8-row horizontal wrote between rows, case {case}");
+                }
+            }
 
             let row_len = 1 + (rng.next_u64() % 200) as usize;
             let src: Vec<u8> = (0..(x1 - x0) * row_len).map(|_| byte(&mut rng)).collect();
