@@ -23,7 +23,17 @@ What it does:
 6. Prints a markdown table (or `--json`) with medians / p90s over all timed runs, ratios and the
    targets of the speed issue (pass/fail), open → first result and peak RSS, CPU model, ORT version.
 
-Usage: python3 scripts/compare_ort.py [--iters 50] [--threads 1,2] [--skip-build | --vitedge PATH] [--json]
+With `--openvino` it also installs openvino and nncf and times OpenVINO (CPU plugin,
+`PERFORMANCE_HINT=LATENCY`, `INFERENCE_NUM_THREADS` = threads) in the same rounds on the same ONNX
+graph: f32 (`INFERENCE_PRECISION_HINT=f32`), bf16 (`INFERENCE_PRECISION_HINT=bf16`, only where the
+CPU plugin lists BF16) and int8 (`nncf.quantize(model_type=TRANSFORMER)` on 64 real sample images,
+the plugin's default precision hint, f32 under an `ONEDNN_MAX_CPU_ISA` without bf16). It checks OpenVINO f32 against ORT fp32 on the check images,
+reports each model's top-1 agreement with ORT fp32 there, and prints the primitive types its
+execution graph ran for FullyConnected / MatMul (what oneDNN really chose). `ONEDNN_MAX_CPU_ISA`
+in the environment limits it as usual (e.g. `AVX2` or `AVX2_VNNI`, to compare with
+`--kernels avx2` / `avxvnni`).
+
+Usage: python3 scripts/compare_ort.py [--iters 50] [--threads 1,2] [--skip-build | --vitedge PATH] [--openvino] [--json]
 Progress goes to stderr; the table (or JSON) to stdout. Exit status 0 whatever the targets say
 (`--strict` makes a missed target exit 3); 1 on errors, 2 on bad options, 4 when the ONNX model does
 not reproduce vitedge f32.
@@ -41,8 +51,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ["onnxruntime", "onnx", "numpy", "safetensors", "pillow"]
+OPENVINO_PACKAGES = ["openvino", "nncf"]
 PRECISIONS = ["int8", "f32", "f16"]
-# Targets of the speed issue.
+# Targets of the speed issues (vs ORT: issue 6; vs OpenVINO: issue 14, stated for Sapphire Rapids).
+INT8_VS_OV_INT8 = 0.6
+INT8_VS_OV_BF16 = 0.8
+F32_VS_OV_F32 = 0.8
 INT8_VS_ORT = 0.6
 F32_VS_ORT = 1.0
 F16_VS_F32 = 1.1
@@ -69,6 +83,7 @@ def parse_args(argv):
     p.add_argument("--check-images", type=int, default=5, help="sample images for the ONNX-vs-vitedge check (default 5)")
     p.add_argument("--ort-per-channel", action="store_true", help="quantize ORT weights per output channel (default: per tensor, quantize_dynamic's default)")
     p.add_argument("--venv", type=Path, default=REPO / ".venv-bench", help="venv for onnxruntime & co. (default .venv-bench/)")
+    p.add_argument("--openvino", action="store_true", help="also time OpenVINO f32, bf16 (where the CPU has it) and nncf int8 (installs openvino and nncf)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the markdown table")
     p.add_argument("--strict", action="store_true", help="exit with status 3 when a target is missed")
     a = p.parse_args(argv)
@@ -111,10 +126,11 @@ def ensure_venv_and_reexec(args):
         r = subprocess.run([sys.executable, "-m", "venv", str(venv)])
         if r.returncode != 0 or not py.exists():
             sys.exit(f"error: could not create a venv at {venv} (is python3-venv installed?)")
-    probe = subprocess.run([str(py), "-c", "import onnxruntime, onnx, numpy, safetensors, PIL"], capture_output=True)
+    packages = PACKAGES + (OPENVINO_PACKAGES if args.openvino else [])
+    probe = subprocess.run([str(py), "-c", "import onnxruntime, onnx, numpy, safetensors, PIL" + (", openvino, nncf" if args.openvino else "")], capture_output=True)
     if probe.returncode != 0:
-        log(f"installing {' '.join(PACKAGES)} into {venv}")
-        r = subprocess.run([str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *PACKAGES])
+        log(f"installing {' '.join(packages)} into {venv}")
+        r = subprocess.run([str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *packages])
         if r.returncode != 0:
             sys.exit("error: pip install failed (PyPI unreachable?)")
     os.execv(str(py), [str(py), str(Path(__file__).resolve()), *sys.argv[1:]])
@@ -314,6 +330,69 @@ def check_same_model(args, vitedge, blobs, onnx_paths, images, scratch):
     return report, inputs
 
 
+# ---------------------------------------------------------------------------------------------
+# OpenVINO side (--openvino; imports from the venv)
+
+
+def openvino_models(onnx_f32, calib_inputs):
+    """The ONNX f32 graph read by OpenVINO, and its int8 version made by nncf (TRANSFORMER preset)
+    from `calib_inputs` (preprocessed real images). Returns (core, {"f32": model, "int8": model})."""
+    import nncf
+    import openvino as ov
+
+    core = ov.Core()
+    f32 = core.read_model(str(onnx_f32))
+    log(f"nncf.quantize on {len(calib_inputs)} images (model_type=TRANSFORMER)")
+    import contextlib
+
+    with contextlib.redirect_stdout(sys.stderr):  # nncf's progress bars: stdout is the report's
+        int8 = nncf.quantize(f32, nncf.Dataset(calib_inputs), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calib_inputs))
+    return core, {"f32": f32, "int8": int8}
+
+
+def openvino_variants(core):
+    """{variant: (model key, precision hint or None for the plugin's default)}; bf16 only where the
+    CPU plugin lists it."""
+    caps = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    # The plugin lists BF16 from the CPU, not from ONEDNN_MAX_CPU_ISA: below an ISA with bf16 dot
+    # products (e.g. AVX2, AVX2_VNNI) bf16 graphs fail to compile, so int8 then runs with f32.
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    bf16 = "BF16" in caps and (not isa or "BF16" in isa or "AMX" in isa or isa == "ALL")
+    v = {"ov_int8": ("int8", None if bf16 else "f32"), "ov_f32": ("f32", "f32")}
+    if bf16:
+        v["ov_bf16"] = ("f32", "bf16")
+    return v
+
+
+def openvino_compile(core, model, threads, hint):
+    cfg = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+    if hint:
+        cfg["INFERENCE_PRECISION_HINT"] = hint
+    compiled = core.compile_model(model, "CPU", cfg)
+    return compiled, compiled.create_infer_request()
+
+
+def openvino_primitives(compiled):
+    """How many FullyConnected / MatMul nodes of the execution graph ran each primitive type."""
+    from collections import Counter
+
+    seen = Counter()
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        keys = list(info.keys())
+        layer = info["layerType"].astype(str) if "layerType" in keys else op.get_type_name()
+        if layer in ("FullyConnected", "MatMul", "Convolution"):
+            prim = info["primitiveType"].astype(str) if "primitiveType" in keys else "?"
+            seen[f"{layer}: {prim}"] += 1
+    return dict(seen)
+
+
+def openvino_logits(request, x):
+    import numpy as np
+
+    return np.asarray(request.infer({0: x})[0]).reshape(-1)
+
+
 def ort_startup(path, threads, image_npy):
     """Session creation + first run (ms) and peak RSS of a fresh Python process running ORT."""
     code = r"""
@@ -369,15 +448,18 @@ def git_rev():
         return "unknown"
 
 
-def measure(args, vitedge, blobs, onnx_paths, image, x):
-    """Interleaved timing. Returns {(precision, threads): {...}}."""
+def measure(args, vitedge, blobs, onnx_paths, image, x, ov=None):
+    """Interleaved timing. `ov`: {(precision, threads): {variant: infer request}} (OpenVINO).
+    Returns {(precision, threads): {...}}."""
+    ov = ov or {}
     per_round = [args.iters // args.rounds + (1 if r < args.iters % args.rounds else 0) for r in range(args.rounds)]
     configs = [(p, t) for p in args.precisions for t in args.threads]
     sessions = {}
     for p, t in configs:
         if p in onnx_paths:
             sessions[(p, t)] = ort_session(onnx_paths[p], t)
-    res = {c: {"vitedge": [], "ort": [], "first_result_ms": [], "peak_rss_kib": [], "rss_anon_kib": [], "rss_file_kib": [], "blob_bytes": None, "kernels": None}
+    res = {c: {"vitedge": [], "ort": [], "first_result_ms": [], "peak_rss_kib": [], "rss_anon_kib": [], "rss_file_kib": [], "blob_bytes": None, "kernels": None,
+               **{variant: [] for variant in ov.get(c, {})}}
            for c in configs}
 
     def time_ort(c, n):
@@ -388,6 +470,17 @@ def measure(args, vitedge, blobs, onnx_paths, image, x):
             t0 = time.perf_counter()
             s.run(["logits"], {"pixels": x})
             res[c]["ort"].append((time.perf_counter() - t0) * 1e3)
+
+    def openvino_step(variant):
+        def time_ov(c, n):
+            req = ov[c][variant]
+            for _ in range(3):
+                req.infer({0: x})
+            for _ in range(n):
+                t0 = time.perf_counter()
+                req.infer({0: x})
+                res[c][variant].append((time.perf_counter() - t0) * 1e3)
+        return time_ov
 
     def time_vitedge(c, n):
         j = vitedge_bench(vitedge, blobs[c[0]], c[1], n, image, args.kernels)
@@ -410,6 +503,7 @@ def measure(args, vitedge, blobs, onnx_paths, image, x):
         order = configs[r % len(configs):] + configs[: r % len(configs)]
         for c in order:
             steps = [time_vitedge, time_ort] if c in sessions else [time_vitedge]
+            steps += [openvino_step(variant) for variant in sorted(ov.get(c, {}))]
             if r % 2:
                 steps.reverse()
             for step in steps:
@@ -441,7 +535,9 @@ def summarize(args, res, startup_ort, env, check):
         ok = None if ratio is None else ratio <= target
         rows.append({"precision": p, "threads": t, "kernels": v["kernels"], "vitedge_median_ms": vm, "vitedge_p90_ms": vp,
                      "ort_median_ms": om, "ort_p90_ms": op, "ratio": ratio, "versus": vs, "target": target, "pass": ok,
-                     "vitedge_runs": len(v["vitedge"]), "ort_runs": len(v["ort"])})
+                     "vitedge_runs": len(v["vitedge"]), "ort_runs": len(v["ort"]),
+                     **{f"{variant}_median_ms": statistics.median(v[variant]) for variant in ("ov_int8", "ov_f32", "ov_bf16") if v.get(variant)},
+                     **{f"{variant}_p90_ms": pct(v[variant], 0.9) for variant in ("ov_int8", "ov_f32", "ov_bf16") if v.get(variant)}})
         first = statistics.median(v["first_result_ms"])
         rss_kib = max(v["peak_rss_kib"]) if v["peak_rss_kib"] else None
         at_peak = v["peak_rss_kib"].index(rss_kib) if rss_kib is not None else None
@@ -463,7 +559,23 @@ def summarize(args, res, startup_ort, env, check):
             failed.append(f"{m['precision']} {m['threads']}t open→first result")
         if m["rss_pass"] is False:
             failed.append(f"{m['precision']} {m['threads']}t peak RSS")
-    return {"env": env, "check": check, "latency": rows, "startup_memory": mem_rows, "missed_targets": failed}
+    ov_rows = openvino_rows(res, vit_med)
+    return {"env": env, "check": check, "latency": rows, "startup_memory": mem_rows, "openvino": ov_rows, "missed_targets": failed}
+
+
+def openvino_rows(res, vit_med):
+    """vitedge against OpenVINO, with issue 14's targets (its machine class: Sapphire Rapids)."""
+    med = {(variant, t): statistics.median(v[variant]) for (p, t), v in res.items() for variant in ("ov_int8", "ov_f32", "ov_bf16") if v.get(variant)}
+    rows = []
+    for (p, t), vm in sorted(vit_med.items()):
+        pairs = {"int8": [("ov_int8", INT8_VS_OV_INT8), ("ov_bf16", INT8_VS_OV_BF16)], "f32": [("ov_f32", F32_VS_OV_F32)]}.get(p, [])
+        for variant, target in pairs:
+            om = med.get((variant, t))
+            if om is None:
+                continue
+            rows.append({"vitedge": p, "threads": t, "vitedge_median_ms": vm, "versus": variant, "openvino_median_ms": om, "ratio": vm / om,
+                         "target": target, "pass": vm / om <= target})
+    return rows
 
 
 def fmt(v, d=2):
@@ -506,9 +618,85 @@ def markdown(s):
             "per round on its synthetic input (no image decode); median over rounds. Peak RSS: VmHWM of that process (max over rounds); "
             "file-backed pages include the blob and the binary's touched code. ORT: a fresh Python process per row, "
             "session creation + first run, and that process's VmHWM (Python and numpy included). No ORT fp16 row: f16 is compared with vitedge f32."]
+    if s.get("openvino"):
+        ov_env = s["check"].get("openvino", {})
+        out += ["", f"OpenVINO {e.get('openvino_version')} (CPU plugin, PERFORMANCE_HINT=LATENCY, INFERENCE_NUM_THREADS = threads; int8 = nncf "
+                f"{e.get('nncf_version')} TRANSFORMER preset on {ov_env.get('calibration_images')} sample images, default precision hint "
+                f"{ov_env.get('int8_default_hint')}; ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', 'unset')}). Issue 14's targets are stated for Sapphire Rapids:", "",
+                "| vitedge | threads | vitedge median ms | versus | OpenVINO median ms | ratio | target | result |", "|---|---:|---:|---|---:|---:|---|---|"]
+        names = {"ov_int8": "OpenVINO int8", "ov_f32": "OpenVINO f32", "ov_bf16": "OpenVINO bf16"}
+        for r in s["openvino"]:
+            out.append(f"| {r['vitedge']} | {r['threads']} | {fmt(r['vitedge_median_ms'])} | {names[r['versus']]} | {fmt(r['openvino_median_ms'])} | "
+                       f"{fmt(r['ratio'], 3)} | ≤ {r['target']}× | {verdict(r['pass'])} |")
+        bf = [(r["threads"], r.get("ov_bf16_median_ms")) for r in s["latency"] if r["precision"] == "f32" and r.get("ov_bf16_median_ms")]
+        if bf:
+            out.append("OpenVINO bf16 median ms: " + ", ".join(f"{t} thread{'s' if t > 1 else ''} {fmt(m)}" for t, m in bf) + ".")
+        for key, label in (("f32_vs_ort_f32", "OpenVINO f32 vs ORT fp32"), ("int8_vs_ort_f32", "OpenVINO int8 vs ORT fp32"), ("bf16_vs_ort_f32", "OpenVINO bf16 vs ORT fp32")):
+            c = ov_env.get(key)
+            if c:
+                out.append(f"{label} on {c['n']} images: top-1 equal {c['top1_equal']}/{c['n']}, top-5 equal {c['top5_set_equal']}/{c['n']}, "
+                           f"max |Δ log-softmax| {c['max_abs_dlogsoftmax']:.1e}.")
+        for variant, prims in ov_env.get("primitives", {}).items():
+            out.append(f"{names[variant]} execution graph: " + ", ".join(f"{k} ×{n}" for k, n in sorted(prims.items())) + ".")
     if s["missed_targets"]:
         out.append(f"Missed targets: {', '.join(s['missed_targets'])}.")
     return "\n".join(out)
+
+
+def cfg_of(vitedge, blobs):
+    return vitedge_preprocess_config(vitedge, blobs["f32"])
+
+
+def openvino_versions():
+    import nncf
+    import openvino as ov
+
+    return {"openvino_version": ov.__version__, "nncf_version": nncf.__version__}
+
+
+def openvino_setup(args, onnx_f32, inputs, check, cfg):
+    """Builds OpenVINO's f32 and int8 models, compiles every variant for every thread count, checks
+    them against ORT fp32 on the check images (results into `check["openvino"]`) and returns
+    {(precision, threads): {variant: infer request}}."""
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from ort.preprocess import preprocess
+
+    pre = dict(size=cfg["input_size"], crop_pct=cfg["crop_pct"], interpolation=cfg["interpolation"], mean=cfg["mean"], std=cfg["std"])
+    calib = [preprocess(p, **pre) for p in sample_images(args, 64)]
+    core, models = openvino_models(onnx_f32, calib)
+    variants = openvino_variants(core)
+    info = {"calibration_images": len(calib), "primitives": {}}
+    sess = ort_session(onnx_f32, 1)
+    ref = {img: softmax(sess.run(["logits"], {"pixels": x})[0][0].astype(np.float64)) for img, x in inputs.items()}
+    reqs = {}
+    for t in args.threads:
+        for variant, (key, hint) in variants.items():
+            compiled, req = openvino_compile(core, models[key], t, hint)
+            precision = "int8" if key == "int8" else "f32"
+            reqs.setdefault((precision, t), {})[variant] = req
+            if t == args.threads[0]:
+                info["primitives"][variant] = openvino_primitives(compiled)
+                if variant == "ov_int8":
+                    hint_type = compiled.get_property("INFERENCE_PRECISION_HINT")
+                    info["int8_default_hint"] = hint_type.get_type_name() if hasattr(hint_type, "get_type_name") else str(hint_type)
+                top1 = top5 = 0
+                dl = 0.0
+                for img, x in inputs.items():
+                    p = softmax(openvino_logits(req, x).astype(np.float64))
+                    a, b = np.argsort(-p)[:5], np.argsort(-ref[img])[:5]
+                    top1 += int(a[0] == b[0])
+                    top5 += int(set(a) == set(b))
+                    dl = max(dl, float(np.abs(np.log(np.maximum(p, 1e-30)) - np.log(np.maximum(ref[img], 1e-30))).max()))
+                row = {"n": len(inputs), "top1_equal": top1, "top5_set_equal": top5, "max_abs_dlogsoftmax": dl}
+                info[f"{variant[3:]}_vs_ort_f32"] = row
+                log(f"check OpenVINO {variant[3:]} vs ORT fp32: top-1 equal {top1}/{len(inputs)}, top-5 equal {top5}/{len(inputs)}, max |Δ log-softmax| {dl:.2e}")
+    check["openvino"] = info
+    same = info["f32_vs_ort_f32"]
+    if same["top1_equal"] != same["n"] or same["max_abs_dlogsoftmax"] > 1e-2:
+        raise RuntimeError("OpenVINO f32 does not reproduce ORT fp32 on the check images; timings would compare different models")
+    return reqs
 
 
 def main_in_venv(args):
@@ -535,7 +723,10 @@ def main_in_venv(args):
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     image = Path(next(iter(inputs)))  # the first check image, as PNG: identical pixels for both engines
     x = inputs[str(image)]
-    res = measure(args, vitedge, blobs, ort_paths, image, x)
+    ov = {}
+    if args.openvino:
+        ov = openvino_setup(args, onnx_paths["f32"], inputs, check, cfg_of(vitedge, blobs))
+    res = measure(args, vitedge, blobs, ort_paths, image, x, {c: reqs for c, reqs in ov.items() if c[0] in args.precisions})
     npy = scratch / "input.npy"
     np.save(npy, x)
     startup_ort = {}
@@ -544,6 +735,7 @@ def main_in_venv(args):
             startup_ort[(p, t)] = ort_startup(ort_paths[p], t, npy)
     env = {"cpu": cpu_model(), "cores": os.cpu_count(), "arch": platform.machine(), "ort_version": ort.__version__,
            "ort_int8_granularity": "per channel" if args.ort_per_channel else "per tensor", "vitedge_rev": git_rev(),
+           **(openvino_versions() if args.openvino else {}),
            "vitedge": str(vitedge), "iters": args.iters, "rounds": args.rounds, "image": image.name,
            "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
            "loadavg_1min_before_after": [load_before[0] if load_before else None, os.getloadavg()[0] if hasattr(os, "getloadavg") else None]}
