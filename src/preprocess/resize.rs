@@ -446,9 +446,18 @@ impl Plan {
             Scratch { src: vec![0; rows * span * 3], temp: vec![0; (self.vertical.out1 - self.vertical.out0) * span * 3], batch: Vec::new() }
         } else {
             // One block's buffers; `run` grows them for more blocks, once.
-            let batched = self.horizontal.resample && self.horizontal.out1 > self.horizontal.out0;
-            let (batch, batch_scratch) = if batched { (batch_rows(), batch_scratch_len(span * 3, self.horizontal.out1 - self.horizontal.out0)) } else { (1, 0) };
-            Scratch { src: vec![0; batch * span * 3], temp: vec![0; rows * s * 3], batch: vec![0; if batch > 1 { batch_scratch } else { 0 }] }
+            let (batch, batch_scratch) = self.horizontal_batch();
+            Scratch { src: vec![0; batch * span * 3], temp: vec![0; rows * s * 3], batch: vec![0; batch_scratch] }
+        }
+    }
+
+    /// Rows the horizontal-first pass takes at once and the scratch bytes one such batch needs: the
+    /// batched pass where the CPU has one and the axis resamples some kept pixels, else `(1, 0)`.
+    fn horizontal_batch(&self) -> (usize, usize) {
+        let h = &self.horizontal;
+        match if h.resample && h.out1 > h.out0 { batch_rows() } else { 1 } {
+            1 => (1, 0),
+            rows => (rows, batch_scratch_len(self.source_columns().len() * 3, h.out1 - h.out0)),
         }
     }
 
@@ -463,9 +472,7 @@ impl Plan {
             // Each block converts its source rows into its own row buffers and resamples them
             // horizontally into its rows of `temp`: `batch` rows at a time where the CPU has a
             // batched pass, the rest one at a time.
-            let h = &self.horizontal;
-            let batch = if h.resample && h.out1 > h.out0 { batch_rows() } else { 1 };
-            let batch_scratch = if batch > 1 { batch_scratch_len(span, h.out1 - h.out0) } else { 0 };
+            let (batch, batch_scratch) = self.horizontal_batch();
             let tasks = task_count(workers, rows.len());
             scratch.src.resize(tasks * batch * span, 0);
             scratch.batch.resize(tasks * batch_scratch, 0);
@@ -507,7 +514,7 @@ impl Plan {
             workers.run_tasks(tasks, &|t| {
                 let mut src = src.get(t);
                 let first = rows.start + first_row(t, tasks, rows.len());
-                for i in 0..first_row(t + 1, tasks, rows.len()) + rows.start - first {
+                for i in 0..first_row(t + 1, tasks, rows.len()) - first_row(t, tasks, rows.len()) {
                     source_row(first + i, &mut src[i * span..(i + 1) * span]);
                 }
             });
