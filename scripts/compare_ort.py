@@ -5,7 +5,7 @@ What it does:
 1. Creates (or reuses) a venv (default `.venv-bench/`), installs onnxruntime, onnx, numpy,
    safetensors and pillow into it from PyPI, and re-runs itself inside it.
 2. Builds vitedge (`cargo build --release -p vitedge -p vitedge-quant`) unless `--skip-build` or
-   `--vitedge PATH`, and converts the f32 / f16 / int8 blobs with vitedge-quant if they are missing
+   `--vitedge PATH`, and converts the f32 / f16 / bf16 / int8 blobs with vitedge-quant if they are missing
    (int8 calibrates on the sample images with `--calib-count 32`).
 3. Exports the same checkpoint to ONNX (opset 17, built with onnx.helper + numpy, no torch; see
    scripts/ort/vit_onnx.py) and makes ORT's int8 model with `quantize_dynamic` (S8 weights).
@@ -52,10 +52,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ["onnxruntime", "onnx", "numpy", "safetensors", "pillow"]
 OPENVINO_PACKAGES = ["openvino", "nncf"]
-PRECISIONS = ["int8", "f32", "f16"]
+PRECISIONS = ["int8", "f32", "f16", "bf16"]
 # Targets of the speed issues (vs ORT: issue 6; vs OpenVINO: issue 14, stated for Sapphire Rapids).
 INT8_VS_OV_INT8 = 0.6
 INT8_VS_OV_BF16 = 0.8
+BF16_VS_OV_BF16 = 0.8
 F32_VS_OV_F32 = 0.8
 INT8_VS_ORT = 0.6
 F32_VS_ORT = 1.0
@@ -73,7 +74,7 @@ def parse_args(argv):
     p.add_argument("--iters", type=int, default=50, help="timed runs per configuration and engine, in total over the rounds (default 50)")
     p.add_argument("--rounds", type=int, default=5, help="interleaving rounds the iterations are split into (default 5)")
     p.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
-    p.add_argument("--precisions", default=",".join(PRECISIONS), help="subset of int8,f32,f16 (default all)")
+    p.add_argument("--precisions", default=",".join(PRECISIONS), help="subset of int8,f32,f16,bf16 (default all; bf16 is timed against OpenVINO bf16 with --openvino)")
     p.add_argument("--skip-build", action="store_true", help="do not run cargo build; use the existing release binaries")
     p.add_argument("--vitedge", type=Path, help="vitedge binary to time (implies --skip-build; vitedge-quant is looked up beside it)")
     p.add_argument("--quant", type=Path, help="vitedge-quant binary (default: beside vitedge)")
@@ -529,6 +530,9 @@ def summarize(args, res, startup_ort, env, check):
             ratio, target, vs = vm / om, INT8_VS_ORT, "ORT int8"
         elif p == "f32":
             ratio, target, vs = vm / om, F32_VS_ORT, "ORT fp32"
+        elif p == "bf16":
+            # No ORT bf16 on CPU: its target is against OpenVINO bf16 (the OpenVINO table).
+            ratio, target, vs = None, BF16_VS_OV_BF16, "OpenVINO bf16 (below)"
         else:
             base = vit_med.get(("f32", t))
             ratio, target, vs = (vm / base if base else None), F16_VS_F32, "vitedge f32"
@@ -568,7 +572,8 @@ def openvino_rows(res, vit_med):
     med = {(variant, t): statistics.median(v[variant]) for (p, t), v in res.items() for variant in ("ov_int8", "ov_f32", "ov_bf16") if v.get(variant)}
     rows = []
     for (p, t), vm in sorted(vit_med.items()):
-        pairs = {"int8": [("ov_int8", INT8_VS_OV_INT8), ("ov_bf16", INT8_VS_OV_BF16)], "f32": [("ov_f32", F32_VS_OV_F32)]}.get(p, [])
+        pairs = {"int8": [("ov_int8", INT8_VS_OV_INT8), ("ov_bf16", INT8_VS_OV_BF16)], "f32": [("ov_f32", F32_VS_OV_F32)],
+                 "bf16": [("ov_bf16", BF16_VS_OV_BF16)]}.get(p, [])
         for variant, target in pairs:
             om = med.get((variant, t))
             if om is None:
@@ -613,7 +618,7 @@ def markdown(s):
                    f"{fmt(m['ort_first_result_ms'])} | {mib(m['ort_peak_rss_kib'], 1) or '—'} |")
     kernels = sorted({r["kernels"] for r in s["latency"] if r["kernels"]})
     out += ["", f"vitedge kernels: {'; '.join(kernels)}.",
-            "Ratios: int8 and f32 are vitedge ÷ ORT at the same precision and threads; f16 is vitedge f16 ÷ vitedge f32. "
+            "Ratios: int8 and f32 are vitedge ÷ ORT at the same precision and threads; f16 is vitedge f16 ÷ vitedge f32; bf16 is compared with OpenVINO bf16 only. "
             "Open → first result: blob open + engine construction + first forward pass, from a separate `vitedge bench --iters 1` "
             "per round on its synthetic input (no image decode); median over rounds. Peak RSS: VmHWM of that process (max over rounds); "
             "file-backed pages include the blob and the binary's touched code. ORT: a fresh Python process per row, "
@@ -628,7 +633,7 @@ def markdown(s):
         for r in s["openvino"]:
             out.append(f"| {r['vitedge']} | {r['threads']} | {fmt(r['vitedge_median_ms'])} | {names[r['versus']]} | {fmt(r['openvino_median_ms'])} | "
                        f"{fmt(r['ratio'], 3)} | ≤ {r['target']}× | {verdict(r['pass'])} |")
-        bf = [(r["threads"], r.get("ov_bf16_median_ms")) for r in s["latency"] if r["precision"] == "f32" and r.get("ov_bf16_median_ms")]
+        bf = [(r["threads"], r.get("ov_bf16_median_ms")) for r in s["latency"] if r.get("ov_bf16_median_ms")]
         if bf:
             out.append("OpenVINO bf16 median ms: " + ", ".join(f"{t} thread{'s' if t > 1 else ''} {fmt(m)}" for t, m in bf) + ".")
         for key, label in (("f32_vs_ort_f32", "OpenVINO f32 vs ORT fp32"), ("int8_vs_ort_f32", "OpenVINO int8 vs ORT fp32"), ("bf16_vs_ort_f32", "OpenVINO bf16 vs ORT fp32")):
@@ -674,7 +679,8 @@ def openvino_setup(args, onnx_f32, inputs, check, cfg):
     for t in args.threads:
         for variant, (key, hint) in variants.items():
             compiled, req = openvino_compile(core, models[key], t, hint)
-            precision = "int8" if key == "int8" else "f32"
+            # Each OpenVINO variant is timed in the rounds of the vitedge precision it is compared with.
+            precision = "int8" if key == "int8" else ("bf16" if variant == "ov_bf16" and "bf16" in args.precisions else "f32")
             reqs.setdefault((precision, t), {})[variant] = req
             if t == args.threads[0]:
                 info["primitives"][variant] = openvino_primitives(compiled)

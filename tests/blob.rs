@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
-use vitedge::blob::{Blob, BlobError, Verify, FORMAT_VERSION, PRELUDE_LEN};
+use vitedge::blob::{Blob, BlobError, Verify, FORMAT_VERSION, PRELUDE_LEN, VERSION_WITHOUT_BF16};
 use vitedge::model::synthetic::{random_blob, random_blob_in, tiny_config};
 use vitedge::model::{Model, ModelError, VitConfig};
 
@@ -52,7 +52,33 @@ fn with_header(bytes: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u
 fn valid_blob_opens_and_verifies() {
     let b = open_bytes(&valid_bytes()).expect("valid blob opens");
     assert!(b.verify().unwrap() > 0);
+    assert_eq!(b.header().version, VERSION_WITHOUT_BF16, "blobs without bf16 tensors stay readable by version-2 readers");
+}
+
+#[test]
+fn bf16_blobs_are_version_3_and_their_tensors_must_match() {
+    let bytes = random_blob_in(&tiny_config(10), 3, "bf16").to_bytes();
+    let b = open_bytes(&bytes).expect("the bf16 blob is valid");
     assert_eq!(b.header().version, FORMAT_VERSION);
+    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), FORMAT_VERSION, "prelude version");
+    b.verify().unwrap();
+    let cases: Vec<Case> = vec![
+        ("bf16 in a version-2 blob", "precision", Box::new(|j| j["version"] = 2.into())),
+        ("bf16 blob marked f16", "precision", Box::new(|j| j["precision"] = "f16".into())),
+    ];
+    for (case, want, edit) in cases {
+        let err = open_bytes(&with_header(&bytes, edit)).err().unwrap_or_else(|| panic!("`{case}` was accepted"));
+        assert!(matches!(&err, BlobError::BadField { field, .. } if field == want), "{case}: {err}");
+    }
+    // A bf16 matrix claimed to be in the f32 layout (same length for an even k): the precision
+    // check names it.
+    let err = open_bytes(&with_header(&bytes, |j| {
+        let t = j["tensors"].as_array_mut().unwrap().iter_mut().find(|t| t["name"] == "head.weight").unwrap();
+        t["layout"] = "panel16".into();
+    }))
+    .err()
+    .unwrap();
+    assert!(matches!(&err, BlobError::BadField { field, .. } if field == "precision") && err.to_string().contains("head.weight"), "{err}");
 }
 
 #[test]

@@ -44,12 +44,36 @@ fn gemm_f16_long_k_matches_scalar() {
     kernel_checks::gemm_float(7, 21, 1030, 1, 2, true, 2, 5).unwrap();
 }
 
+/// The AMX kernels run a GEMM's last `m % 16` rows as one zero-padded tile when a row fits their
+/// 4 KiB row buffer (k ≤ 4096 int8, ≤ 2048 bf16) and hand longer rows to the AVX-512 kernels:
+/// both sides of that limit, with ragged rows and a k tail.
+#[test]
+fn amx_ragged_rows_match_scalar_on_both_sides_of_the_row_buffer() {
+    for (m, k) in [(21, 2048), (21, 2050), (37, 4096), (19, 4100)] {
+        kernel_checks::gemm_u8i8(m, 40, k, 3, 1, true, 2, k as u64).unwrap();
+        kernel_checks::gemm_bf16(m, 40, k, 2, 1, k as u64).unwrap();
+    }
+}
+
 /// Attention-sized bf16 GEMMs (QKᵀ and PV of ViT-Tiny, split like two threads do), where the AMX
 /// kernel runs full tiles, its k tail and ragged rows in one call.
 #[test]
 fn gemm_bf16_matches_scalar_on_attention_shapes() {
     for (m, n, k) in [(197, 197, 64), (112, 197, 64), (85, 64, 197), (197, 64, 197), (48, 32, 64)] {
         let compared = kernel_checks::gemm_bf16(m, n, k, 0, 0, m as u64).unwrap();
+        #[cfg(target_arch = "x86_64")]
+        assert!(compared >= 1 || !is_x86_feature_detected!("avx512bf16"), "no bf16 kernel was compared");
+        let _ = compared;
+    }
+}
+
+/// The linear layers of a ViT-Tiny bf16 blob (qkv, fc1 with GELU, fc2 and proj adding into the
+/// residual, the head's single row), split like two threads do, with and without bias; the last
+/// shape has a k tail, which the AMX kernel hands to AVX512-BF16 when there is an epilogue.
+#[test]
+fn gemm_bf16_matches_scalar_on_linear_shapes() {
+    for (m, n, k, seed) in [(197, 576, 192, 0), (99, 768, 192, 4), (98, 192, 768, 2), (197, 192, 192, 3), (1, 1000, 192, 6), (37, 40, 70, 10)] {
+        let compared = kernel_checks::gemm_bf16(m, n, k, 0, 1, seed).unwrap();
         #[cfg(target_arch = "x86_64")]
         assert!(compared >= 1 || !is_x86_feature_detected!("avx512bf16"), "no bf16 kernel was compared");
         let _ = compared;

@@ -42,7 +42,7 @@ fn no_heap_allocation_per_frame_after_the_first() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny_config(10);
     let input = Rng::new(1).normals(cfg.input_len(), 1.0);
-    for precision in ["f32", "f16", "int8"] {
+    for precision in ["f32", "f16", "bf16", "int8"] {
         let path = dir.path().join(format!("{precision}.vitb"));
         random_blob_in(&cfg, 9, precision).write(&path).unwrap();
         let model = Model::open(&path).unwrap();

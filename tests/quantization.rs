@@ -1,4 +1,4 @@
-//! Accuracy-vs-float regression suite: int8 and f16 blobs of the real ViT-Tiny against the f32 blob,
+//! Accuracy-vs-float regression suite: int8, f16 and bf16 blobs of the real ViT-Tiny against the f32 blob,
 //! on the sample images the int8 calibration did not see, on the native and the tract engines.
 //! Thresholds are the measured values (see README) less a small margin, so a regression fails.
 
@@ -133,4 +133,22 @@ fn f16_tracks_f32_on_all_sample_images() {
     report("f16 vs f32 (native)", &r);
     assert!(r.agreement.unwrap() >= 0.998, "agreement {:?}", r.agreement);
     assert!(r.cosine_min.unwrap() >= 0.9999, "cosine min {:?}", r.cosine_min);
+}
+
+#[test]
+fn bf16_tracks_f32_on_all_sample_images() {
+    if skip_without_real_data("bf16_tracks_f32_on_all_sample_images") {
+        return;
+    }
+    let bf16m = Model::open(real_blob(Precision::Bf16)).unwrap();
+    let f32m = Model::open(real_blob(Precision::F32)).unwrap();
+    assert_eq!(bf16m.header().precision, "bf16");
+    let f32_len = std::fs::metadata(real_blob(Precision::F32)).unwrap().len() as usize;
+    assert!(bf16m.blob().file_len() < f32_len * 6 / 10, "bf16 blob {} vs f32 {f32_len}", bf16m.blob().file_len());
+    let r = evaluate(&bf16m, Some(&f32m), &sample_images(), Backend::Native, &EngineOptions::default(), false).unwrap();
+    report("bf16 vs f32 (native)", &r);
+    // The bound: top-1 agreement with f32 ≥ 99 % on the 500 sample images.
+    assert!(r.agreement.unwrap() >= 0.99, "agreement {:?}", r.agreement);
+    assert!(r.top1 >= r.reference_top1.unwrap() - 0.005, "top-1 {} vs f32 {:?}", r.top1, r.reference_top1);
+    assert!(r.cosine_mean.unwrap() >= 0.999, "cosine mean {:?}", r.cosine_mean);
 }

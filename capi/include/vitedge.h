@@ -178,7 +178,7 @@ const char *vitedge_label(const struct VitedgeModel *model, uint32_t index);
 // `model` is NULL or a live handle.
 const char *vitedge_architecture(const struct VitedgeModel *model);
 
-// Weight precision from the blob header ("f32", "f16" or "int8"). Owned by the handle.
+// Weight precision from the blob header ("f32", "f16", "bf16" or "int8"). Owned by the handle.
 //
 // # Safety
 // `model` is NULL or a live handle.

@@ -389,7 +389,7 @@ pub unsafe extern "C" fn vitedge_architecture(model: *const VitedgeModel) -> *co
     unsafe { model.as_ref() }.map_or(std::ptr::null(), |m| m.architecture.as_ptr())
 }
 
-/// Weight precision from the blob header ("f32", "f16" or "int8"). Owned by the handle.
+/// Weight precision from the blob header ("f32", "f16", "bf16" or "int8"). Owned by the handle.
 ///
 /// # Safety
 /// `model` is NULL or a live handle.

@@ -316,8 +316,9 @@ fn convert_checkpoint(
     let precision = match precision {
         "f32" => Precision::F32,
         "f16" => Precision::F16,
+        "bf16" => Precision::Bf16,
         "int8" => Precision::Int8,
-        _ => return Err(input_error(format!("precision `{precision}` is not one of f32, f16, int8"))),
+        _ => return Err(input_error(format!("precision `{precision}` is not one of f32, f16, bf16, int8"))),
     };
     let overrides: Option<serde_json::Map<String, serde_json::Value>> = match &preprocess_json {
         Some(j) => Some(serde_json::from_str(j).map_err(|e| input_error(format!("preprocess: {e}")))?),

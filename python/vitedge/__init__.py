@@ -121,7 +121,7 @@ class Model:
 
     @property
     def precision(self) -> str:
-        """Weight precision: ``"f32"``, ``"f16"`` or ``"int8"``."""
+        """Weight precision: ``"f32"``, ``"f16"``, ``"bf16"`` or ``"int8"``."""
         return self._header["precision"]
 
     @property
@@ -288,7 +288,7 @@ def convert(
     Args:
         checkpoint: ``.safetensors`` (timm / Hugging Face), ``.pth``/``.pt`` or Lightning ``.ckpt``.
         output: the blob to write (``.vitb``).
-        precision: ``"f32"``, ``"f16"`` or ``"int8"``.
+        precision: ``"f32"``, ``"f16"``, ``"bf16"`` or ``"int8"``.
         calibrate: int8: a folder of JPEG/PNG calibration images.
         calib_count: int8: how many of them to use (evenly spaced by name).
         labels: a labels file, one class per line in logit order (``n01440764 tench`` or ``tench``).

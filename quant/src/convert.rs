@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use half::f16;
+use half::{bf16, f16};
 use vitedge::blob::{round_up, BlobWriter, Layout};
 use vitedge::kernels::pack;
 use vitedge::model::is_matrix;
@@ -23,6 +23,9 @@ pub enum Precision {
     F32,
     /// 16-bit float weights (f32 accumulation).
     F16,
+    /// bfloat16 weights, run with bf16 activations and f32 accumulation where the CPU has bf16 dot
+    /// products (AMX-BF16, AVX512-BF16); LayerNorm, softmax, GELU and residuals stay f32.
+    Bf16,
     /// Calibrated int8 (per-channel weights, per-token activations).
     Int8,
 }
@@ -33,6 +36,7 @@ impl Precision {
         match self {
             Precision::F32 => "f32",
             Precision::F16 => "f16",
+            Precision::Bf16 => "bf16",
             Precision::Int8 => "int8",
         }
     }
@@ -356,7 +360,14 @@ pub fn pack_f16(data: &[f32], n: usize, k: usize) -> Vec<f16> {
     packed
 }
 
-/// Builds an f32 or f16 blob (matrices in that precision; vectors, tokens and embeddings in f32).
+/// Packs a row-major `[n, k]` matrix as bf16 `Panel16x2` (round to nearest even).
+pub fn pack_bf16(data: &[f32], n: usize, k: usize) -> Vec<bf16> {
+    let mut packed = vec![bf16::ZERO; round_up(n, 16) * round_up(k, 2)];
+    pack::panel16x2_from_rows(data, n, k, k, &mut packed);
+    packed
+}
+
+/// Builds an f32, f16 or bf16 blob (matrices in that precision; vectors, tokens and embeddings in f32).
 pub fn float_blob(p: &Prepared, precision: Precision) -> BlobWriter {
     assert!(precision != Precision::Int8, "int8 blobs are built by the calibrating quantizer");
     let mut w = BlobWriter::new(header(p, precision));
@@ -366,6 +377,7 @@ pub fn float_blob(p: &Prepared, precision: Precision) -> BlobWriter {
             let (n, k) = (shape[0], shape[1]);
             match precision {
                 Precision::F16 => w.add_f16(&name, &shape, Layout::Panel16, &pack_f16(&t.data, n, k)),
+                Precision::Bf16 => w.add_bf16(&name, &shape, Layout::Panel16x2, &pack_bf16(&t.data, n, k)),
                 _ => w.add_f32(&name, &shape, Layout::Panel16, &pack_f32(&t.data, n, k)),
             }
         } else {
@@ -375,11 +387,11 @@ pub fn float_blob(p: &Prepared, precision: Precision) -> BlobWriter {
     w
 }
 
-/// Builds the blob of `p` in `precision`: f32 and f16 directly, int8 calibrated on up to
+/// Builds the blob of `p` in `precision`: f32, f16 and bf16 directly, int8 calibrated on up to
 /// `calib_count` images of the folder `calibrate` (required for int8). Returns the int8 report too.
 pub fn build_blob(p: &Prepared, precision: Precision, calibrate: Option<&Path>, calib_count: usize) -> Result<(BlobWriter, Option<crate::int8::Report>), ConvertError> {
     match precision {
-        Precision::F32 | Precision::F16 => {
+        Precision::F32 | Precision::F16 | Precision::Bf16 => {
             if calibrate.is_some() {
                 log::warn!("--calibrate is only used with --precision int8; ignoring it");
             }

@@ -18,7 +18,7 @@
 use std::path::Path;
 
 use serde::Serialize;
-use vitedge::blob::{round_up, BlobWriter, Layout, FORMAT_VERSION};
+use vitedge::blob::{round_up, BlobWriter, Layout};
 use vitedge::classify::{argmax, cosine};
 use vitedge::engine::native::{layer_names, NativeEngine};
 use vitedge::engine::{Engine, EngineOptions};
@@ -379,7 +379,6 @@ pub fn quantize(p: &Prepared, dir: &Path, count: usize) -> Result<Quantized, Con
 
     // 3. Write the blob.
     let mut h = header(p, Precision::Int8);
-    h.version = FORMAT_VERSION;
     h.quantization = Some(QuantInfo { layers: layers.clone(), calibration_images: names.clone() });
     let mut w = BlobWriter::new(h);
     for (tname, shape) in p.config.blob_tensor_shapes() {

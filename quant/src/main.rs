@@ -10,7 +10,7 @@ use vitedge_quant::convert::{self, ConvertOptions, Labels, Precision, Preprocess
 use vitedge_quant::{timm_config, transform};
 
 /// Convert float ViT checkpoints (timm / Hugging Face .safetensors, PyTorch .pth, Lightning .ckpt)
-/// into vitedge weight blobs (.vitb) in f32, f16 or calibrated int8.
+/// into vitedge weight blobs (.vitb) in f32, f16, bf16 or calibrated int8.
 #[derive(Parser)]
 #[command(version, about, long_about = None, arg_required_else_help = true)]
 struct Cli {

@@ -19,6 +19,8 @@ pub enum DType {
     F16,
     /// Two's-complement signed byte.
     I8,
+    /// bfloat16 (the upper half of an IEEE-754 binary32), little-endian; format version 3.
+    Bf16,
     /// Two's-complement 32-bit integer, little-endian.
     I32,
 }
@@ -28,7 +30,7 @@ impl DType {
     pub fn size(self) -> usize {
         match self {
             DType::F32 | DType::I32 => 4,
-            DType::F16 => 2,
+            DType::F16 | DType::Bf16 => 2,
             DType::I8 => 1,
         }
     }
@@ -49,6 +51,11 @@ pub enum Layout {
     /// `(j / 16) * kp * 16 + (kk / 4) * 64 + (j % 16) * 4 + kk % 4` with `kp = round_up(k, 4)`;
     /// padding is zero.
     Panel16x4,
+    /// A bf16 weight matrix of logical shape `[n, k]` stored as `ceil(n/16)` panels of
+    /// `ceil(k/2)` pair rows of `16 × 2` values: element `(j, kk)` sits at
+    /// `(j / 16) * kp * 16 + (kk / 2) * 32 + (j % 16) * 2 + kk % 2` with `kp = round_up(k, 2)`;
+    /// padding is zero. The operand layout of `vdpbf16ps` and of AMX `tdpbf16ps` B tiles.
+    Panel16x2,
 }
 
 impl Layout {
@@ -63,6 +70,10 @@ impl Layout {
             },
             Layout::Panel16x4 => match shape {
                 [n, k] => super::round_up(*n, 16).checked_mul(super::round_up(*k, 4)),
+                _ => None,
+            },
+            Layout::Panel16x2 => match shape {
+                [n, k] => super::round_up(*n, 16).checked_mul(super::round_up(*k, 2)),
                 _ => None,
             },
         }
@@ -96,7 +107,7 @@ pub struct Header {
     pub format: String,
     /// Same as the prelude's version field.
     pub version: u32,
-    /// Precision of the weight matrices: `f32`, `f16` or `int8`.
+    /// Precision of the weight matrices: `f32`, `f16`, `bf16` or `int8`.
     pub precision: String,
     /// Network architecture.
     pub config: VitConfig,

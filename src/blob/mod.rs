@@ -16,9 +16,13 @@ pub use writer::BlobWriter;
 
 /// The eight bytes every blob starts with.
 pub const MAGIC: [u8; 8] = *b"VITEDGE\0";
-/// The blob format version this build writes. Version 2 added int8 tensors (`Panel16x4` layout,
-/// per-channel scales) and the header's `quantization` block; version 1 blobs (f32/f16) still read.
-pub const FORMAT_VERSION: u32 = 2;
+/// The newest blob format version this build reads and writes. Version 2 added int8 tensors
+/// (`Panel16x4` layout, per-channel scales) and the header's `quantization` block; version 3 added
+/// bf16 matrices (`Panel16x2`). Writers stamp the oldest version that holds a blob's content
+/// ([`BlobWriter`]), so f32, f16 and int8 blobs stay readable by version-2 readers.
+pub const FORMAT_VERSION: u32 = 3;
+/// The version a blob without bf16 tensors is written with.
+pub const VERSION_WITHOUT_BF16: u32 = 2;
 /// The oldest blob format version this build still reads.
 pub const MIN_READ_VERSION: u32 = 1;
 /// Size of the fixed prelude before the JSON header.

@@ -200,7 +200,7 @@ impl Blob {
         }
         let flags = read_u32(bytes, 12);
         if flags != 0 {
-            return Err(BlobError::BadPrelude(format!("flags are 0x{flags:08x}, but versions 1 and 2 define none (must be 0)")));
+            return Err(BlobError::BadPrelude(format!("flags are 0x{flags:08x}, but versions 1 to 3 define none (must be 0)")));
         }
         if let Some(i) = first_nonzero(&bytes[44..PRELUDE_LEN]) {
             return Err(BlobError::BadPrelude(format!("reserved byte {} is 0x{:02x} (bytes 44..64 must be zero)", 44 + i, bytes[44 + i])));
@@ -368,6 +368,12 @@ impl<'a> TensorView<'a> {
     /// The tensor as `f16` values (zero-copy).
     pub fn f16s(&self) -> Result<&'a [f16], BlobError> {
         self.check(DType::F16)?;
+        cast(self.info, self.bytes)
+    }
+
+    /// The tensor as `bf16` values (zero-copy).
+    pub fn bf16s(&self) -> Result<&'a [half::bf16], BlobError> {
+        self.check(DType::Bf16)?;
         cast(self.info, self.bytes)
     }
 

@@ -94,13 +94,20 @@ fn entry(t: &TensorInfo, payload_len: u64) -> Result<(), BlobError> {
     }
 }
 
-/// A known precision; int8 needs format version 2.
+/// A known precision; int8 needs format version 2, bf16 version 3.
 fn precision(h: &Header) -> Result<(), BlobError> {
+    let needs = |v: u32| {
+        if h.version >= v {
+            Ok(())
+        } else {
+            Err(field("precision", format!("is `{}`, which needs format version {v} (the header says {})", h.precision, h.version)))
+        }
+    };
     match h.precision.as_str() {
         "f32" | "f16" => Ok(()),
-        "int8" if h.version >= 2 => Ok(()),
-        "int8" => Err(field("precision", format!("is `int8`, which needs format version 2 (the header says {})", h.version))),
-        other => Err(field("precision", format!("`{other}` is not one of f32, f16, int8"))),
+        "int8" => needs(2),
+        "bf16" => needs(3),
+        other => Err(field("precision", format!("`{other}` is not one of f32, f16, bf16, int8"))),
     }
 }
 
@@ -168,6 +175,7 @@ fn architecture(h: &Header, by_name: &HashMap<String, usize>) -> Result<(), Blob
             (h.precision.as_str(), t.dtype, t.layout),
             ("f32", DType::F32, Layout::Panel16)
                 | ("f16", DType::F16, Layout::Panel16)
+                | ("bf16", DType::Bf16, Layout::Panel16x2)
                 | ("int8", DType::I8, Layout::Panel16x4)
                 | ("int8", DType::F16 | DType::F32, Layout::Panel16)
         );

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use super::{round_up, DType, Header, Layout, TensorInfo, ALIGN, FORMAT_VERSION, MAGIC, PRELUDE_LEN};
+use super::{round_up, DType, Header, Layout, TensorInfo, ALIGN, FORMAT_VERSION, MAGIC, PRELUDE_LEN, VERSION_WITHOUT_BF16};
 
 /// Builds a blob file from a header template and tensors.
 pub struct BlobWriter {
@@ -14,9 +14,11 @@ pub struct BlobWriter {
 
 impl BlobWriter {
     /// Starts a blob; the header's `tensors` list is replaced by what [`BlobWriter::add`] appends.
+    /// Its version is [`VERSION_WITHOUT_BF16`] until a bf16 tensor is added, then
+    /// [`FORMAT_VERSION`].
     pub fn new(mut header: Header) -> Self {
         header.tensors.clear();
-        header.version = FORMAT_VERSION;
+        header.version = VERSION_WITHOUT_BF16;
         header.format = super::FORMAT_NAME.to_string();
         BlobWriter { header, payload: Vec::new() }
     }
@@ -33,6 +35,9 @@ impl BlobWriter {
     pub fn add(&mut self, name: &str, dtype: DType, shape: &[usize], layout: Layout, bytes: &[u8]) {
         let stored = layout.stored_elements(shape).expect("layout fits shape");
         assert_eq!(bytes.len(), stored * dtype.size(), "tensor {name}: byte length does not match its shape");
+        if dtype == DType::Bf16 {
+            self.header.version = FORMAT_VERSION;
+        }
         let offset = round_up(self.payload.len(), ALIGN);
         self.payload.resize(offset, 0);
         self.payload.extend_from_slice(bytes);
@@ -57,6 +62,11 @@ impl BlobWriter {
         self.add(name, DType::F16, shape, layout, bytemuck::cast_slice(data));
     }
 
+    /// Appends a `bf16` tensor.
+    pub fn add_bf16(&mut self, name: &str, shape: &[usize], layout: Layout, data: &[half::bf16]) {
+        self.add(name, DType::Bf16, shape, layout, bytemuck::cast_slice(data));
+    }
+
     /// Appends an `i8` tensor.
     pub fn add_i8(&mut self, name: &str, shape: &[usize], layout: Layout, data: &[i8]) {
         self.add(name, DType::I8, shape, layout, bytemuck::cast_slice(data));
@@ -68,7 +78,7 @@ impl BlobWriter {
         let payload_offset = round_up(PRELUDE_LEN + header_json.len(), ALIGN);
         let mut out = Vec::with_capacity(payload_offset + self.payload.len());
         out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&self.header.version.to_le_bytes());
         out.extend_from_slice(&0u32.to_le_bytes()); // flags
         out.extend_from_slice(&(header_json.len() as u64).to_le_bytes());
         out.extend_from_slice(&(payload_offset as u64).to_le_bytes());

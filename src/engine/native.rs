@@ -49,6 +49,8 @@ struct Arena {
     a_u8: Aligned<u8>,
     a_scale: Aligned<f32>,
     a_zero: Aligned<i32>,
+    /// bf16 weights only (empty otherwise): a linear layer's input rows rounded to bf16.
+    a_bf16: Aligned<bf16>,
     /// bf16 attention only (empty otherwise): per head, keys and values in `Panel16x2` …
     k_bf16: Aligned<bf16>,
     v_bf16: Aligned<bf16>,
@@ -103,6 +105,8 @@ impl Attention {
                 None if kernels.int8_attention => Attention::Int8,
                 None => Attention::F32,
             },
+            // A bf16 model's linear layers already round their inputs to bf16.
+            AttentionPrecision::Auto if precision == "bf16" => kernels.gemm_bf16.map_or(Attention::F32, Attention::Bf16),
             AttentionPrecision::Auto => Attention::F32,
         })
     }
@@ -116,6 +120,24 @@ impl Attention {
     }
 }
 
+/// Data the engine derives from the weight matrices once, keyed by the weight slice's address.
+struct Derived {
+    /// Per-column weight sums of every int8 matrix.
+    w_sums: Vec<(usize, Vec<i32>)>,
+    /// The GEMM of bf16 weight matrices (the kernel set's), or `None` on CPUs without bf16 dot
+    /// products …
+    gemm_bf16: Option<&'static dyn GemmBf16>,
+    /// … where every bf16 matrix is widened once, exactly, to f32 `Panel16` and run by the f32
+    /// GEMM (activations then stay f32).
+    bf16_widened: Vec<(usize, Vec<f32>)>,
+}
+
+impl Derived {
+    fn find<'d, T>(list: &'d [(usize, Vec<T>)], w: *const u8, what: &str) -> &'d [T] {
+        &list.iter().find(|(p, _)| *p == w as usize).unwrap_or_else(|| panic!("{what} are derived for every matrix at construction")).1
+    }
+}
+
 /// vitedge's own engine.
 pub struct NativeEngine<'m> {
     cfg: VitConfig,
@@ -123,8 +145,8 @@ pub struct NativeEngine<'m> {
     kernels: Kernels,
     /// The precision of the attention matmuls.
     attention: Attention,
-    /// Per-column weight sums of every int8 matrix, keyed by the weight slice's address.
-    w_sums: Vec<(usize, Vec<i32>)>,
+    /// What the linear layers need besides the blob's weights.
+    derived: Derived,
     arena: Arena,
     pool: Pool,
 }
@@ -143,15 +165,31 @@ impl<'m> NativeEngine<'m> {
         for b in &weights.blocks {
             linears.extend([&b.qkv, &b.proj, &b.fc1, &b.fc2]);
         }
+        let has_bf16 = linears.iter().any(|l| matches!(l.weight, Matrix::Bf16(_)));
+        let mut bf16_widened = Vec::new();
         for l in linears {
-            if let Matrix::I8 { w, .. } = l.weight {
-                w_sums.push((w.as_ptr() as usize, pack::panel16x4_row_sums(w, l.n, l.k)));
+            match l.weight {
+                Matrix::I8 { w, .. } => w_sums.push((w.as_ptr() as usize, pack::panel16x4_row_sums(w, l.n, l.k))),
+                Matrix::Bf16(w) if kernels.gemm_bf16.is_none() => {
+                    let rows: Vec<f32> = pack::rows_from_panel16x2(w, l.n, l.k).iter().map(|v| v.to_f32()).collect();
+                    let mut p = vec![0.0; round_up(l.n, 16) * l.k];
+                    pack::panel16_from_rows(&rows, l.n, l.k, l.k, &mut p);
+                    bf16_widened.push((w.as_ptr() as usize, p));
+                }
+                _ => {}
             }
         }
+        if has_bf16 && kernels.gemm_bf16.is_none() {
+            log::warn!(
+                "kernel set `{}` has no bf16 dot products (they need AMX-BF16 or AVX512-BF16): this bf16 blob's weights are widened to f32 in memory and run at f32 speed; an f16 or int8 blob suits this CPU better",
+                kernels.gemm_f32.name()
+            );
+        }
+        let derived = Derived { w_sums, gemm_bf16: kernels.gemm_bf16, bf16_widened };
         let attention = Attention::choose(opts.attention, &kernels, &model.header().precision)?;
         let threads = if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
         // Attention buffers for the precision in use only (the other set stays empty).
-        let (hdp, tp) = (round_up(hd, 2), round_up(t, 2));
+        let hdp = round_up(hd, 2);
         let (hd4, t4, t16, hd16) = (round_up(hd, 4), int8_prob_stride(t), round_up(t, 16), round_up(hd, 16));
         let only = |a: fn(Attention) -> bool, len: usize| if a(attention) { len } else { 0 };
         let f32_attention = |len| only(|a| matches!(a, Attention::F32), len);
@@ -170,8 +208,9 @@ impl<'m> NativeEngine<'m> {
             a_u8: Aligned::zeroed(cfg.num_patches().max(t) * round_up(max_k, 4)),
             a_scale: Aligned::zeroed(t.max(cfg.num_patches())),
             a_zero: Aligned::zeroed(t.max(cfg.num_patches())),
+            a_bf16: Aligned::zeroed(if has_bf16 { cfg.num_patches().max(t) * round_up(max_k, 2) } else { 0 }),
             k_bf16: Aligned::zeroed(bf16_attention(heads * round_up(t, 16) * hdp)),
-            v_bf16: Aligned::zeroed(bf16_attention(heads * round_up(hd, 16) * tp)),
+            v_bf16: Aligned::zeroed(bf16_attention(heads * round_up(hd, 16) * round_up(t, 32))),
             q_bf16: Aligned::zeroed(bf16_attention(threads * t * hdp)),
             p_bf16: Aligned::zeroed(bf16_attention(threads * t * round_up(t, 32))),
             p_sums: Aligned::zeroed(bf16_attention(threads * t)),
@@ -188,7 +227,7 @@ impl<'m> NativeEngine<'m> {
             qp_zero: Aligned::zeroed(int8_attention(threads * t)),
         };
         log::debug!("native engine: kernels {kernels:?}, attention in {}, {threads} threads", attention.name());
-        Ok(NativeEngine { cfg, weights, kernels, attention, w_sums, arena, pool: Pool::new(threads) })
+        Ok(NativeEngine { cfg, weights, kernels, attention, derived, arena, pool: Pool::new(threads) })
     }
 }
 
@@ -196,52 +235,102 @@ impl<'m> NativeEngine<'m> {
 /// `(layer index, a, m, k, lda)` with the layer's `m × k` input rows `lda` apart.
 pub type Tap<'t> = &'t mut dyn FnMut(usize, &[f32], usize, usize, usize);
 
+/// Scratch rows of [`linear`]: the quantized input with its per-row scales and zero points (int8
+/// weights) and the input rounded to bf16 (bf16 weights).
+struct Staging<'a> {
+    u8: &'a mut [u8],
+    scale: &'a mut [f32],
+    zero: &'a mut [i32],
+    bf16: &'a mut [bf16],
+}
+
+/// The [`Staging`] buffers of an [`Arena`] (a macro, so the other fields stay borrowable).
+macro_rules! staging {
+    ($ar:expr) => {
+        Staging { u8: &mut $ar.a_u8[..], scale: &mut $ar.a_scale[..], zero: &mut $ar.a_zero[..], bf16: &mut $ar.a_bf16[..] }
+    };
+}
+
+/// The input rows of [`linear`].
+enum Input<'a> {
+    /// Rows `lda` apart, used as they are.
+    Rows(&'a [f32]),
+    /// The LayerNorm of the residual rows `x` (row stride `lda`, which equals `k`): each task
+    /// normalizes its own rows into its rows of `h` and multiplies those, so the normalization
+    /// runs on the pool and its output is still in L1 when the GEMM (or the bf16 conversion or
+    /// int8 quantization before it) reads it.
+    Normed { x: &'a [f32], norm: &'a Norm<'a>, eps: f32, h: &'a mut [f32] },
+}
+
 /// `out[i] = a[i] · Wᵀ + b` for `m` rows, dispatching on the weight precision; rows are split
-/// across the pool (each task owns a disjoint block of output and quantization rows).
+/// across the pool (each task owns a disjoint block of output and staging rows).
 #[allow(clippy::too_many_arguments)]
 fn linear(
     tap: &mut Option<Tap<'_>>,
     layer: usize,
     kernels: &Kernels,
     pool: &Pool,
-    w_sums: &[(usize, Vec<i32>)],
+    derived: &Derived,
     l: &Linear<'_>,
     m: usize,
-    a: &[f32],
+    input: Input<'_>,
     lda: usize,
     out: &mut [f32],
     ldc: usize,
     epilogue: Epilogue,
-    q: (&mut [u8], &mut [f32], &mut [i32]),
+    staging: Staging<'_>,
 ) {
+    // A calibration tap sees the normalized rows: normalize them all first.
+    let input = match (input, tap.is_some()) {
+        (Input::Normed { x, norm, eps, h }, true) => {
+            layer_norm_rows(kernels, norm, eps, &x[..m * lda], &mut h[..m * lda], lda);
+            Input::Rows(h)
+        }
+        (input, _) => input,
+    };
+    let (a, normed) = match input {
+        Input::Rows(a) => (a, None),
+        Input::Normed { x, norm, eps, h } => {
+            assert!(lda == l.k && h.len() >= m * lda, "normalized rows are dense");
+            (x, Some((norm, eps, SharedMut::new(h))))
+        }
+    };
     if let Some(t) = tap.as_mut() {
         t(layer, a, m, l.k, lda);
     }
     assert!(m >= 1 && out.len() >= (m - 1) * ldc + l.n && a.len() >= (m - 1) * lda + l.k);
     let w_sum: &[i32] = match l.weight {
-        Matrix::I8 { w, .. } => {
-            &w_sums
-                .iter()
-                .find(|(p, _)| *p == w.as_ptr() as usize)
-                .expect("weight sums are computed for every int8 matrix at construction")
-                .1
-        }
+        Matrix::I8 { w, .. } => Derived::find(&derived.w_sums, w.as_ptr() as *const u8, "int8 weight sums"),
         _ => &[],
     };
-    let qlda = round_up(l.k, 4);
-    let (a_u8, a_scale, a_zero) = q;
-    assert!(a_u8.len() >= m * qlda && a_scale.len() >= m && a_zero.len() >= m);
+    let (qlda, blda) = (round_up(l.k, 4), round_up(l.k, 2));
+    let Staging { u8: a_u8, scale: a_scale, zero: a_zero, bf16: a_bf16 } = staging;
+    match l.weight {
+        Matrix::I8 { .. } => assert!(a_u8.len() >= m * qlda && a_scale.len() >= m && a_zero.len() >= m),
+        Matrix::Bf16(_) => assert!(a_bf16.len() >= m * blda),
+        _ => {}
+    }
     let tasks = pool.threads().min(m.div_ceil(16)).max(1);
-    let (out_p, q_p, s_p, z_p) = (SharedMut::new(out), SharedMut::new(a_u8), SharedMut::new(a_scale), SharedMut::new(a_zero));
+    let (out_p, q_p, s_p, z_p, b_p) = (SharedMut::new(out), SharedMut::new(a_u8), SharedMut::new(a_scale), SharedMut::new(a_zero), SharedMut::new(a_bf16));
     let bias = Some(l.bias);
-    let align = if matches!(l.weight, Matrix::I8 { .. }) { 16 } else { 1 };
+    // Both are AMX tile GEMMs on CPUs that have it.
+    let align = if matches!(l.weight, Matrix::I8 { .. } | Matrix::Bf16(_)) { 16 } else { 1 };
     let run = |t: usize| {
         let (r0, r1) = (task_first_row(t, tasks, m, align), task_first_row(t + 1, tasks, m, align));
         if r0 >= r1 {
             return;
         }
         let rows = r1 - r0;
-        let a = &a[r0 * lda..];
+        let a: &[f32] = match &normed {
+            None => &a[r0 * lda..],
+            Some((norm, eps, h_p)) => {
+                // SAFETY: task t writes and then reads rows r0..r1 of `h` only (disjoint across
+                // tasks, inside `h`: asserted above).
+                let h = unsafe { h_p.slice(r0 * lda, rows * lda) };
+                layer_norm_rows(kernels, norm, *eps, &a[r0 * lda..r1 * lda], h, lda);
+                h
+            }
+        };
         // SAFETY: task t writes output rows r0..r1 only (the tasks' row ranges are disjoint):
         // [r0·ldc, (r1−1)·ldc + n) lies inside `out` (asserted above) and below r1·ldc.
         let out = unsafe { out_p.slice(r0 * ldc, (rows - 1) * ldc + l.n) };
@@ -254,6 +343,21 @@ fn linear(
                 let args = GemmArgs { m: rows, n: l.n, k: l.k, a, lda, w, bias, epilogue };
                 kernels.gemm_f16.gemm(&args, out, ldc);
             }
+            Matrix::Bf16(w) => match derived.gemm_bf16 {
+                Some(gb) => {
+                    // SAFETY: bf16 rows r0..r1 belong to this task alone and lie inside the buffer
+                    // (asserted above).
+                    let a_b = unsafe { b_p.slice(r0 * blda, rows * blda) };
+                    gb.convert_rows(a, rows, l.k, lda, a_b, blda);
+                    let args = GemmBf16Args { m: rows, n: l.n, k: l.k, a: a_b, lda: blda, w, bias, epilogue };
+                    gb.gemm(&args, out, ldc);
+                }
+                None => {
+                    let w = Derived::find(&derived.bf16_widened, w.as_ptr() as *const u8, "widened bf16 matrices");
+                    let args = GemmArgs { m: rows, n: l.n, k: l.k, a, lda, w, bias, epilogue };
+                    kernels.gemm_f32.gemm(&args, out, ldc);
+                }
+            },
             Matrix::I8 { w, scale } => {
                 // SAFETY: quantized rows r0..r1 and their parameters belong to this task alone and
                 // lie inside the buffers (asserted above).
@@ -354,21 +458,27 @@ fn attention_f32(k: &Kernels, pool: &Pool, ar: &mut Arena, t: usize, d: usize, h
 /// stored as bf16) and `p·v` per head, then divides each context row by its probability sum.
 #[allow(clippy::too_many_arguments)]
 fn attention_bf16(gb: &dyn GemmBf16, pool: &Pool, ar: &mut Arena, t: usize, d: usize, hd: usize, heads: usize, scale: f32) {
+    // Score and probability rows padded to 64 bytes (16 f32, 32 bf16) so every row is aligned.
+    let (ts, ps) = (round_up(t, 16), round_up(t, 32));
+    // Values are packed with ps (not round_up(t, 2)) k values per panel: the pair rows from t on
+    // stay zero (the arena is zeroed and nothing writes them), and so do the probability rows'
+    // (`softmax_to_bf16` zero-fills them), so the PV GEMM runs k = ps, a whole number of AMX tile
+    // steps, with no k tail.
     let (hdp, tp) = (round_up(hd, 2), round_up(t, 2));
-    let (kl, vl) = (round_up(t, 16) * hdp, round_up(hd, 16) * tp);
+    let (kl, vl) = (round_up(t, 16) * hdp, round_up(hd, 16) * ps);
     let (kp_p, vp_p) = (SharedMut::new(&mut ar.k_bf16), SharedMut::new(&mut ar.v_bf16));
     let qkv = &ar.qkv;
     let pack_head = |head: usize| {
         // SAFETY: each head writes only its own block of the per-head K/V buffers.
         let (kb, vb) = unsafe { (kp_p.slice(head * kl, kl), vp_p.slice(head * vl, vl)) };
         gb.pack_rows(&qkv[d + head * hd..], t, hd, 3 * d, kb);
-        gb.pack_cols(&qkv[2 * d + head * hd..], hd, t, 3 * d, vb);
+        for (p, panel) in vb.chunks_exact_mut(16 * ps).enumerate() {
+            gb.pack_cols(&qkv[2 * d + head * hd + 16 * p..], (hd - 16 * p).min(16), t, 3 * d, &mut panel[..16 * tp]);
+        }
     };
     pool.run(heads, &pack_head);
     let (kb, vb) = (&ar.k_bf16, &ar.v_bf16);
     let tasks = pool.threads().min(t.div_ceil(16)).max(1);
-    // Score and probability rows padded to 64 bytes (16 f32, 32 bf16) so every row is aligned.
-    let (ts, ps) = (round_up(t, 16), round_up(t, 32));
     let (sc_p, ctx_p) = (SharedMut::new(&mut ar.scores), SharedMut::new(&mut ar.ctx));
     let (q_p, p_p, sum_p) = (SharedMut::new(&mut ar.q_bf16), SharedMut::new(&mut ar.p_bf16), SharedMut::new(&mut ar.p_sums));
     let attend = |task: usize| {
@@ -387,11 +497,11 @@ fn attention_bf16(gb: &dyn GemmBf16, pool: &Pool, ar: &mut Arena, t: usize, d: u
         let sums = unsafe { sum_p.slice(task * t, rows) };
         for head in 0..heads {
             gb.convert_rows(&qkv[r0 * 3 * d + head * hd..], rows, hd, 3 * d, qb, hdp);
-            gb.gemm(&GemmBf16Args { m: rows, n: t, k: hd, a: qb, lda: hdp, w: &kb[head * kl..(head + 1) * kl] }, scores, ts);
+            gb.gemm(&GemmBf16Args { m: rows, n: t, k: hd, a: qb, lda: hdp, w: &kb[head * kl..(head + 1) * kl], bias: None, epilogue: Epilogue::Store }, scores, ts);
             for (r, (row, prow)) in scores.chunks_exact(ts).zip(pb.chunks_exact_mut(ps)).enumerate() {
                 sums[r] = gb.softmax_to_bf16(&row[..t], scale, prow);
             }
-            gb.gemm(&GemmBf16Args { m: rows, n: hd, k: t, a: pb, lda: ps, w: &vb[head * vl..(head + 1) * vl] }, &mut ctx[head * hd..], d);
+            gb.gemm(&GemmBf16Args { m: rows, n: hd, k: ps, a: pb, lda: ps, w: &vb[head * vl..(head + 1) * vl], bias: None, epilogue: Epilogue::Store }, &mut ctx[head * hd..], d);
             for (r, &sum) in sums[..rows].iter().enumerate() {
                 let inv = 1.0 / sum;
                 ctx[r * d + head * hd..r * d + (head + 1) * hd].iter_mut().for_each(|v| *v *= inv);
@@ -510,7 +620,7 @@ impl NativeEngine<'_> {
         let eps = c.layer_norm_eps;
         let k = &self.kernels;
         let w = &self.weights;
-        let sums = &self.w_sums;
+        let sums = &self.derived;
         let pool = &self.pool;
         let ar = &mut self.arena;
 
@@ -527,8 +637,7 @@ impl NativeEngine<'_> {
                 }
             }
         }
-        let q = (&mut ar.a_u8[..], &mut ar.a_scale[..], &mut ar.a_zero[..]);
-        linear(tap, 0, k, pool, sums, &w.patch_embed, np, &ar.mlp, pl, &mut ar.x[prefix * d..], d, Epilogue::Store, q);
+        linear(tap, 0, k, pool, sums, &w.patch_embed, np, Input::Rows(&ar.mlp), pl, &mut ar.x[prefix * d..], d, Epilogue::Store, staging!(ar));
         ar.x[..d].copy_from_slice(w.cls_token);
         if let Some(dist) = w.dist_token {
             ar.x[d..2 * d].copy_from_slice(dist);
@@ -539,31 +648,25 @@ impl NativeEngine<'_> {
 
         let scale = (hd as f32).powf(-0.5);
         for (bi, b) in w.blocks.iter().enumerate() {
-            layer_norm_rows(k, &b.norm1, eps, &ar.x, &mut ar.h, d);
-            let q = (&mut ar.a_u8[..], &mut ar.a_scale[..], &mut ar.a_zero[..]);
-            linear(tap, 1 + 4 * bi, k, pool, sums, &b.qkv, t, &ar.h, d, &mut ar.qkv, 3 * d, Epilogue::Store, q);
+            let input = Input::Normed { x: &ar.x, norm: &b.norm1, eps, h: &mut ar.h };
+            linear(tap, 1 + 4 * bi, k, pool, sums, &b.qkv, t, input, d, &mut ar.qkv, 3 * d, Epilogue::Store, staging!(ar));
             match self.attention {
                 Attention::F32 => attention_f32(k, pool, ar, t, d, hd, heads, scale),
                 Attention::Bf16(gb) => attention_bf16(gb, pool, ar, t, d, hd, heads, scale),
                 Attention::Int8 => attention_int8(k, pool, ar, t, d, hd, heads, scale),
             }
-            let q = (&mut ar.a_u8[..], &mut ar.a_scale[..], &mut ar.a_zero[..]);
-            linear(tap, 2 + 4 * bi, k, pool, sums, &b.proj, t, &ar.ctx, d, &mut ar.x, d, Epilogue::Accumulate, q);
-            layer_norm_rows(k, &b.norm2, eps, &ar.x, &mut ar.h, d);
-            let q = (&mut ar.a_u8[..], &mut ar.a_scale[..], &mut ar.a_zero[..]);
-            linear(tap, 3 + 4 * bi, k, pool, sums, &b.fc1, t, &ar.h, d, &mut ar.mlp, c.mlp_hidden, Epilogue::Gelu, q);
-            let q = (&mut ar.a_u8[..], &mut ar.a_scale[..], &mut ar.a_zero[..]);
-            linear(tap, 4 + 4 * bi, k, pool, sums, &b.fc2, t, &ar.mlp, c.mlp_hidden, &mut ar.x, d, Epilogue::Accumulate, q);
+            linear(tap, 2 + 4 * bi, k, pool, sums, &b.proj, t, Input::Rows(&ar.ctx), d, &mut ar.x, d, Epilogue::Accumulate, staging!(ar));
+            let input = Input::Normed { x: &ar.x, norm: &b.norm2, eps, h: &mut ar.h };
+            linear(tap, 3 + 4 * bi, k, pool, sums, &b.fc1, t, input, d, &mut ar.mlp, c.mlp_hidden, Epilogue::Gelu, staging!(ar));
+            linear(tap, 4 + 4 * bi, k, pool, sums, &b.fc2, t, Input::Rows(&ar.mlp), c.mlp_hidden, &mut ar.x, d, Epilogue::Accumulate, staging!(ar));
         }
 
         // Final norm on the prefix tokens only, then the head(s).
         layer_norm_rows(k, &w.norm, eps, &ar.x[..prefix * d], &mut ar.h[..prefix * d], d);
         let n = c.num_classes;
-        let q = (&mut ar.a_u8[..], &mut ar.a_scale[..], &mut ar.a_zero[..]);
-        linear(tap, 1 + 4 * c.depth, k, pool, sums, &w.head, 1, &ar.h, d, &mut ar.head_out[..n], n, Epilogue::Store, q);
+        linear(tap, 1 + 4 * c.depth, k, pool, sums, &w.head, 1, Input::Rows(&ar.h), d, &mut ar.head_out[..n], n, Epilogue::Store, staging!(ar));
         if let Some(hd_lin) = &w.head_dist {
-            let q = (&mut ar.a_u8[..], &mut ar.a_scale[..], &mut ar.a_zero[..]);
-            linear(tap, 2 + 4 * c.depth, k, pool, sums, hd_lin, 1, &ar.h[d..], d, &mut ar.head_out[n..2 * n], n, Epilogue::Store, q);
+            linear(tap, 2 + 4 * c.depth, k, pool, sums, hd_lin, 1, Input::Rows(&ar.h[d..]), d, &mut ar.head_out[n..2 * n], n, Epilogue::Store, staging!(ar));
             for j in 0..n {
                 logits[j] = 0.5 * (ar.head_out[j] + ar.head_out[n + j]);
             }

@@ -5,9 +5,10 @@
 //! with `a` row-major (row stride `lda`), `w` pre-packed in 16-column panels (see
 //! [`crate::blob::Layout`]) and `out` row-major (row stride `ldc`).
 //!
-//! [`GemmBf16`] is the attention GEMM of int8 models on CPUs with bf16 dot products (AMX-BF16,
-//! AVX512-BF16): both operands are activations converted to bf16 at run time (see
-//! [`pack::panel16x2_from_rows`]), accumulation stays f32.
+//! [`GemmBf16`] runs on CPUs with bf16 dot products (AMX-BF16, AVX512-BF16): the linear layers of
+//! bf16 blobs (weights stored in `Panel16x2`) and the attention of int8 and bf16 models (both
+//! operands activations converted to bf16 at run time, see [`pack::panel16x2_from_rows`]). The
+//! left operand is bf16, accumulation stays f32.
 
 pub mod cpuinfo;
 pub mod pack;
@@ -110,8 +111,8 @@ impl GemmU8I8Args<'_> {
     }
 }
 
-/// Operands of a bf16 × bf16 → f32 GEMM: `out[i, j] = Σ_kk a[i, kk] · w[j, kk]` (plain store, no
-/// bias). Reductions run over `kp = round_up(k, 2)` values: `a` rows hold `kp` values (a padding
+/// Operands of a bf16 × bf16 → f32 GEMM: `out[i, j] = epilogue(bias[j] + Σ_kk a[i, kk] · w[j, kk])`.
+/// Reductions run over `kp = round_up(k, 2)` values: `a` rows hold `kp` values (a padding
 /// value must be finite, it meets zero weights) and `w` is in the `Panel16x2` layout: `ceil(n/16)`
 /// panels of `kp/2` pair rows, each pair row 16 columns × 2 consecutive k values (32 bf16, 64
 /// bytes — the operand layout of `vdpbf16ps` and of AMX `tdpbf16ps` B tiles).
@@ -129,16 +130,21 @@ pub struct GemmBf16Args<'a> {
     pub lda: usize,
     /// Packed right operand (`Panel16x2`).
     pub w: &'a [bf16],
+    /// Optional bias of length `n`.
+    pub bias: Option<&'a [f32]>,
+    /// What to do with each result.
+    pub epilogue: Epilogue,
 }
 
 impl GemmBf16Args<'_> {
     /// Panics with a message unless every operand is long enough; returns `round_up(k, 2)`.
     pub fn check(&self, out: &[f32], ldc: usize) -> usize {
-        let GemmBf16Args { m, n, k, a, lda, w } = *self;
+        let GemmBf16Args { m, n, k, a, lda, w, bias, .. } = *self;
         let kp = crate::blob::round_up(k, 2);
         assert!(m == 0 || (lda >= kp && a.len() >= (m - 1) * lda + kp), "a is too short");
         assert!(w.len() >= n.div_ceil(16) * 16 * kp, "packed operand is too short");
         assert!(m == 0 || (ldc >= n && out.len() >= (m - 1) * ldc + n), "out is too short");
+        assert!(bias.is_none_or(|b| b.len() >= n), "bias is too short");
         kp
     }
 }
@@ -167,7 +173,8 @@ pub trait GemmU8I8: Send + Sync {
     fn gemm(&self, args: &GemmU8I8Args<'_>, out: &mut [f32], ldc: usize);
 }
 
-/// bf16 × bf16 GEMM with f32 accumulation (attention of int8 models).
+/// bf16 × bf16 GEMM with f32 accumulation (linear layers of bf16 blobs, attention of int8 and bf16
+/// models).
 pub trait GemmBf16: Send + Sync {
     /// Instruction-set name.
     fn name(&self) -> &'static str;
@@ -300,8 +307,9 @@ pub struct Kernels {
     pub gemm_f16: &'static dyn GemmF16,
     /// int8 GEMM.
     pub gemm_u8i8: &'static dyn GemmU8I8,
-    /// bf16 GEMM for the attention of int8 models, on CPUs with bf16 dot products; without it
-    /// (and in the scalar reference) attention runs in f32.
+    /// bf16 GEMM on CPUs with bf16 dot products: linear layers of bf16 blobs and the attention
+    /// of int8 and bf16 models. Without it (and in the scalar reference) attention runs in f32 and
+    /// bf16 weights run on the scalar reference GEMM.
     pub gemm_bf16: Option<&'static dyn GemmBf16>,
     /// Whether int8 models run their attention matmuls in int8 by default (through `gemm_u8i8`)
     /// when there is no bf16 GEMM: set where that is faster than f32 attention and keeps the

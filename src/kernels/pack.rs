@@ -220,6 +220,16 @@ pub fn rows_from_panel16x4(src: &[i8], n: usize, k: usize) -> Vec<i8> {
     out
 }
 
+/// Unpacks a `Panel16x2` bf16 matrix back to row-major `n × k`.
+pub fn rows_from_panel16x2(src: &[bf16], n: usize, k: usize) -> Vec<bf16> {
+    let kp = round_up(k, 2);
+    let mut out = Vec::with_capacity(n * k);
+    for j in 0..n {
+        out.extend((0..k).map(|kk| src[(j / 16) * 16 * kp + (kk / 2) * 32 + (j % 16) * 2 + kk % 2]));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,6 +273,8 @@ mod tests {
             let kp = round_up(k, 2);
             let mut packed = vec![bf16::NAN; round_up(n, 16) * kp];
             panel16x2_from_rows(&src, n, k, k, &mut packed);
+            let back: Vec<u16> = rows_from_panel16x2(&packed, n, k).iter().map(|v| v.to_bits()).collect();
+            assert_eq!(back, src.iter().map(|&v| bf16::from_f32(v).to_bits()).collect::<Vec<_>>(), "n {n} k {k}");
             for j in 0..round_up(n, 16) {
                 for kk in 0..kp {
                     let got = packed[(j / 16) * 16 * kp + (kk / 2) * 32 + (j % 16) * 2 + kk % 2];

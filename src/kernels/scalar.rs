@@ -94,7 +94,7 @@ impl GemmBf16 for Scalar {
     }
     fn gemm(&self, args: &GemmBf16Args<'_>, out: &mut [f32], ldc: usize) {
         let kp = args.check(out, ldc);
-        let GemmBf16Args { m, n, k, a, lda, w } = *args;
+        let GemmBf16Args { m, n, k, a, lda, w, bias, epilogue } = *args;
         for i in 0..m {
             let a_row = &a[i * lda..i * lda + k];
             for p in 0..n.div_ceil(16) {
@@ -109,7 +109,8 @@ impl GemmBf16 for Scalar {
                     }
                 }
                 for jj in 0..16.min(n - p * 16) {
-                    out[i * ldc + p * 16 + jj] = acc[jj];
+                    let j = p * 16 + jj;
+                    finish(&mut out[i * ldc + j], acc[jj] + bias.map_or(0.0, |b| b[j]), epilogue);
                 }
             }
         }

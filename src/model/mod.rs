@@ -5,7 +5,7 @@ pub mod synthetic;
 
 pub use config::{is_matrix, VitConfig, BLOCK_LINEARS};
 
-use half::f16;
+use half::{bf16, f16};
 
 use crate::blob::{Blob, BlobError, DType, Header, Layout, TensorView, Verify};
 use crate::preprocess::PreprocessConfig;
@@ -17,6 +17,8 @@ pub enum Matrix<'a> {
     F32(&'a [f32]),
     /// f16 in `Panel16` layout.
     F16(&'a [f16]),
+    /// bf16 in `Panel16x2` layout (bf16 blobs: run with bf16 activations, f32 accumulation).
+    Bf16(&'a [bf16]),
     /// Symmetric per-output-channel int8 in `Panel16x4` layout with its f32 scales.
     I8 {
         /// Packed weights.
@@ -32,6 +34,7 @@ impl Matrix<'_> {
         match self {
             Matrix::F32(_) => "f32",
             Matrix::F16(_) => "f16",
+            Matrix::Bf16(_) => "bf16",
             Matrix::I8 { .. } => "int8",
         }
     }
@@ -170,6 +173,7 @@ impl Model {
         Ok(match t.info.dtype {
             DType::F32 => Matrix::F32(t.expect(&[n, k], Layout::Panel16)?.f32s()?),
             DType::F16 => Matrix::F16(t.expect(&[n, k], Layout::Panel16)?.f16s()?),
+            DType::Bf16 => Matrix::Bf16(t.expect(&[n, k], Layout::Panel16x2)?.bf16s()?),
             DType::I8 => {
                 let w = t.expect(&[n, k], Layout::Panel16x4)?.i8s()?;
                 let scale = self.vector(&format!("{name}_scale"), n)?;
@@ -178,7 +182,7 @@ impl Model {
             other => {
                 return Err(BlobError::Mismatch {
                     name: name.into(),
-                    expected: "dtype f32, f16 or i8".into(),
+                    expected: "dtype f32, f16, bf16 or i8".into(),
                     found: format!("dtype {other:?}"),
                 })
             }

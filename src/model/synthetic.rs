@@ -124,7 +124,7 @@ pub fn random_blob(cfg: &VitConfig, seed: u64) -> BlobWriter {
     random_blob_in(cfg, seed, "f32")
 }
 
-/// [`random_blob`] with the weight matrices stored in `precision`: `f32`, `f16`, or `int8`
+/// [`random_blob`] with the weight matrices stored in `precision`: `f32`, `f16`, `bf16`, or `int8`
 /// (symmetric per-row scales, like the quantizer; activations are quantized at run time).
 pub fn random_blob_in(cfg: &VitConfig, seed: u64, precision: &str) -> BlobWriter {
     let mut w = BlobWriter::new(header_for(cfg, PreprocessConfig::augreg(cfg.image_size), Vec::new(), precision));
@@ -140,6 +140,11 @@ pub fn random_blob_in(cfg: &VitConfig, seed: u64, precision: &str) -> BlobWriter
                 let mut p = vec![half::f16::ZERO; round_up(n, 16) * k];
                 pack::panel16_from_rows(&h, n, k, k, &mut p);
                 w.add_f16(&name, &shape, Layout::Panel16, &p);
+            }
+            "bf16" => {
+                let mut p = vec![half::bf16::ZERO; round_up(n, 16) * round_up(k, 2)];
+                pack::panel16x2_from_rows(&data, n, k, k, &mut p);
+                w.add_bf16(&name, &shape, Layout::Panel16x2, &p);
             }
             "int8" => {
                 let scales: Vec<f32> = data.chunks_exact(k).map(|r| r.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0).collect();

@@ -85,9 +85,11 @@ pub fn convert_file(checkpoint: &Path, out: &Path, precision: Precision, labels:
 pub fn real_blob(precision: Precision) -> PathBuf {
     static F32: OnceLock<PathBuf> = OnceLock::new();
     static F16: OnceLock<PathBuf> = OnceLock::new();
+    static BF16: OnceLock<PathBuf> = OnceLock::new();
     let cell = match precision {
         Precision::F32 => &F32,
         Precision::F16 => &F16,
+        Precision::Bf16 => &BF16,
         Precision::Int8 => panic!("int8 blobs come from the calibrating quantizer"),
     };
     cell.get_or_init(|| {

@@ -100,17 +100,30 @@ pub fn gemm_bf16(m: usize, n: usize, k: usize, pad_a: usize, pad_c: usize, seed:
         pack::panel16x2_from_cols(&wt, n, k, n, &mut wp);
     }
     let out0 = rng.normals(m * ldc, 1.0);
-    let args = GemmBf16Args { m, n, k, a: &a, lda, w: &wp };
+    // Linear layers of bf16 blobs use a bias and every epilogue; attention a plain store.
+    let bias = rng.normals(n, 1.0);
+    let epilogue = [Epilogue::Store, Epilogue::Accumulate, Epilogue::Gelu][(seed / 2 % 3) as usize];
+    let bias = (seed % 4 < 2).then_some(&bias[..]);
+    let args = GemmBf16Args { m, n, k, a: &a, lda, w: &wp, bias, epilogue };
     let mut want = out0.clone();
     vitedge::kernels::scalar::Scalar.gemm(&args, &mut want, ldc);
     // The reference itself against the f64 dot products of the bf16-rounded operands.
     for i in 0..m {
         for j in 0..n {
-            let dot: f64 = (0..k).map(|kk| a[i * lda + kk].to_f64() * bf16::from_f32(w[j * k + kk]).to_f64()).sum();
-            if (want[i * ldc + j] as f64 - dot).abs() > 1e-5 * (1.0 + dot.abs()) * (k as f64).sqrt() {
-                return Err(format!("scalar bf16 ({i}, {j}): {} vs {dot}", want[i * ldc + j]));
+            let dot: f64 = (0..k).map(|kk| a[i * lda + kk].to_f64() * bf16::from_f32(w[j * k + kk]).to_f64()).sum::<f64>() + bias.map_or(0.0, |b| b[j] as f64);
+            let expect = match epilogue {
+                Epilogue::Store => dot,
+                Epilogue::Accumulate => out0[i * ldc + j] as f64 + dot,
+                Epilogue::Gelu => vitedge::kernels::gelu_exact(dot as f32) as f64,
+            };
+            if (want[i * ldc + j] as f64 - expect).abs() > 1e-5 * (1.0 + expect.abs()) * (k as f64).sqrt() {
+                return Err(format!("scalar bf16 {epilogue:?} ({i}, {j}): {} vs {expect}", want[i * ldc + j]));
             }
         }
+    }
+    // Padding columns of `out` stay untouched.
+    if (0..m).any(|i| (n..ldc).any(|j| want[i * ldc + j].to_bits() != out0[i * ldc + j].to_bits())) {
+        return Err("scalar bf16 wrote past column n".into());
     }
     // Operands the kernels convert and pack themselves must be bit-identical to `pack`'s.
     let bits = |v: &[bf16]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -152,7 +165,7 @@ pub fn gemm_bf16(m: usize, n: usize, k: usize, pad_a: usize, pad_c: usize, seed:
         }
         let mut got = out0.clone();
         g.gemm(&args, &mut got, ldc);
-        close(&got, &want, 2e-6 * (k as f32).sqrt(), &format!("{name} bf16 ({})", g.name()))?;
+        close(&got, &want, 2e-6 * (k as f32).sqrt(), &format!("{name} bf16 {epilogue:?} bias {} ({})", bias.is_some(), g.name()))?;
         compared += 1;
     }
     Ok(compared)
@@ -288,7 +301,7 @@ pub fn whole_model(full_size: bool, threads: &[usize]) -> Check {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let cfg = if full_size { vit_tiny_config(1000) } else { tiny_config(10) };
     let input = Rng::new(3).normals(cfg.input_len(), 1.0);
-    for precision in ["f32", "f16", "int8"] {
+    for precision in ["f32", "f16", "bf16", "int8"] {
         let path = dir.path().join(format!("{precision}.vitb"));
         random_blob_in(&cfg, 11, precision).write(&path).map_err(|e| e.to_string())?;
         let model = Model::open(&path).map_err(|e| e.to_string())?;
@@ -302,10 +315,16 @@ pub fn whole_model(full_size: bool, threads: &[usize]) -> Check {
         let (want_f32, _) = run("scalar", 1, AttentionPrecision::Auto)?;
         let (want_int8, _) = run("scalar", 1, AttentionPrecision::Int8)?;
         let spread = want_f32.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let bound = if precision == "int8" { 3e-2 * spread } else { 1e-3 };
+        // bf16 blobs: sets with bf16 dot products round every GEMM input to bf16 (the scalar
+        // reference widens the weights and keeps f32 inputs).
+        let bound = match precision {
+            "int8" => 3e-2 * spread,
+            "bf16" => 1e-2 * spread,
+            _ => 1e-3,
+        };
         for (name, kern) in Kernels::all_available() {
             let expected = match (precision, kern.gemm_bf16.is_some(), kern.int8_attention) {
-                ("int8", true, _) => "bf16",
+                ("int8" | "bf16", true, _) => "bf16",
                 ("int8", false, true) => "int8",
                 _ => "f32",
             };

@@ -9,9 +9,9 @@
 //! bytes) and ragged rows (fewer than 16) are computed with the AVX-512 VNNI kernel, so results are
 //! exact integers like the scalar reference.
 //!
-//! With AMX-BF16, `tdpbf16ps` runs the bf16 attention GEMM the same way: a B tile of 16 pair rows
-//! × 16 columns × 2 bf16 is one 1 KiB slice of a `Panel16x2` panel; the k tail and ragged rows go
-//! to the AVX512-BF16 kernel.
+//! With AMX-BF16, `tdpbf16ps` runs the bf16 GEMM (linear layers of bf16 blobs, attention) the same
+//! way: a B tile of 16 pair rows × 16 columns × 2 bf16 is one 1 KiB slice of a `Panel16x2` panel;
+//! the k tail and ragged rows go to the AVX512-BF16 kernel.
 //!
 //! The other kinds of this set (f32 / f16 GEMM, element-wise) are the AVX-512 kernels.
 
@@ -19,11 +19,11 @@ use std::arch::asm;
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use super::avx512::{finish_u8i8, gemm_u8i8_rows, tail_mask, Avx512, PanelQuant};
+use super::avx512::{finish16, finish_u8i8, gemm_u8i8_rows, tail_mask, Avx512, PanelQuant};
 use super::avx512bf16::{self, gemm_bf16_rows, Avx512Bf16};
 use half::bf16;
 use crate::blob::round_up;
-use crate::kernels::{GemmBf16, GemmBf16Args, GemmU8I8, GemmU8I8Args};
+use crate::kernels::{Epilogue, GemmBf16, GemmBf16Args, GemmU8I8, GemmU8I8Args};
 
 /// AMX int8 GEMM. Construct only through [`Amx::detect`].
 pub struct Amx(());
@@ -200,15 +200,17 @@ unsafe fn walk_blocks<T: Copy + Default>(
     // the stores write tiles·panels KiB of the 4 KiB `sums`.
     unsafe {
         asm!("ldtilecfg [{0}]", in(reg) &cfg as *const TileConfig, options(nostack, readonly));
-        let mut p0 = 0;
-        while p0 < panels {
-            let cols = (panels - p0).min(2);
+        // Row tiles outside, panels inside: the two A tiles' rows (strided, 16 rows lda apart) stay
+        // in L1 while the panels (contiguous, prefetched) stream past them.
+        let mut rt = 0;
+        while rt < row_tiles {
+            let tiles = (row_tiles - rt).min(2);
             // The second tile's pointers are only formed (wrapping) and used when that tile exists.
-            let (b0, b1) = (w.add(p0 * panel_bytes), w.wrapping_add((p0 + 1) * panel_bytes));
-            let mut rt = 0;
-            while rt < row_tiles {
-                let tiles = (row_tiles - rt).min(2);
-                let (a0, a1) = (a.add(rt * 16 * lda), a.wrapping_add((rt + 1) * 16 * lda));
+            let (a0, a1) = (a.add(rt * 16 * lda), a.wrapping_add((rt + 1) * 16 * lda));
+            let mut p0 = 0;
+            while p0 < panels {
+                let cols = (panels - p0).min(2);
+                let (b0, b1) = (w.add(p0 * panel_bytes), w.wrapping_add((p0 + 1) * panel_bytes));
                 let c = sums.0.as_mut_ptr();
                 match (op, tiles, cols) {
                     (TileOp::U8I8, 2, 2) => amx_block!("tdpbusd", 2, 2, a0, a1, b0, b1, lda, steps, c),
@@ -221,11 +223,49 @@ unsafe fn walk_blocks<T: Copy + Default>(
                     (TileOp::Bf16, _, _) => amx_block!("tdpbf16ps", 1, 1, a0, b0, lda, steps, c),
                 }
                 finish(&sums, rt * 16, tiles, p0, cols);
-                rt += tiles;
+                p0 += cols;
             }
-            p0 += cols;
+            rt += tiles;
         }
         asm!("tilerelease", options(nostack, nomem));
+    }
+}
+
+/// Longest A row (bytes of the tile steps) whose ragged rows [`RaggedRows`] can hold: k ≤ 4096 for
+/// int8, ≤ 2048 for bf16; longer rows leave their ragged rows to the AVX-512 kernels.
+const RAGGED_ROW_BYTES: usize = 4096;
+
+/// The last `m % 16` rows of an A operand copied into one zero-padded 16-row tile, so the tile
+/// multiplies cover them too (the AVX-512 kernels, which ran them before, took as long for 5 rows
+/// as AMX takes for 208).
+/// Only the `16 · row_bytes` bytes a fill writes are ever read.
+#[repr(C, align(64))]
+struct RaggedRows(std::mem::MaybeUninit<[u8; 16 * RAGGED_ROW_BYTES]>);
+
+impl RaggedRows {
+    fn new() -> Self {
+        RaggedRows(std::mem::MaybeUninit::uninit())
+    }
+
+    /// Copies rows `first..first + rows` (`row_bytes` each, `lda` bytes apart) of `a` into the
+    /// tile's first rows and zeroes the rest of its 16 rows; returns the tile (row stride
+    /// `row_bytes`), or `None` when the rows are longer than the buffer.
+    ///
+    /// # Safety
+    /// `a` must be valid for those rows.
+    unsafe fn fill(&mut self, a: *const u8, lda: usize, first: usize, rows: usize, row_bytes: usize) -> Option<*const u8> {
+        if row_bytes > RAGGED_ROW_BYTES || rows >= 16 {
+            return None;
+        }
+        let t = self.0.as_mut_ptr() as *mut u8;
+        // SAFETY: the caller's contract for the source; 16 rows of `row_bytes` ≤ the buffer.
+        unsafe {
+            for r in 0..rows {
+                std::ptr::copy_nonoverlapping(a.add((first + r) * lda), t.add(r * row_bytes), row_bytes);
+            }
+            std::ptr::write_bytes(t.add(rows * row_bytes), 0, (16 - rows) * row_bytes);
+        }
+        Some(t)
     }
 }
 
@@ -234,15 +274,19 @@ unsafe fn walk_blocks<T: Copy + Default>(
 /// # Safety
 /// Rows `row0 .. row0 + 16·row_tiles` and panels `p0 .. p0 + panels` are inside the operands
 /// (checked by [`GemmU8I8Args::check`](crate::kernels::GemmU8I8Args::check)); sums of row tile `rt` and panel `p` are in `sums.0[rt·2 + p]`.
+/// Rows from `row_end` on (the padding of a ragged tile) are not stored.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn finish_block(args: &GemmU8I8Args<'_>, sums: &Sums<i32>, row0: usize, row_tiles: usize, p0: usize, panels: usize, out: *mut f32, ldc: usize) {
+unsafe fn finish_block(args: &GemmU8I8Args<'_>, sums: &Sums<i32>, row0: usize, row_tiles: usize, row_end: usize, p0: usize, panels: usize, out: *mut f32, ldc: usize) {
     let groups = round_up(args.k, 4) / 4;
     let first_tail = groups / 16 * 16;
     let q = PanelQuant::load(args, p0, panels);
     for rt in 0..row_tiles {
         for r in 0..16 {
             let row = row0 + rt * 16 + r;
+            if row >= row_end {
+                break;
+            }
             for p in 0..panels {
                 // SAFETY: row < m and panel p0 + p < ceil(n/16) (the caller's contract); the sums
                 // buffer holds 16 rows of 16 i32 per tile.
@@ -278,11 +322,22 @@ fn gemm_amx(args: &GemmU8I8Args<'_>, out: &mut [f32], ldc: usize) {
     // writes rows below m and columns below n of `out`.
     unsafe {
         walk_blocks::<i32>(TileOp::U8I8, row_tiles, n.div_ceil(16), a.as_ptr(), lda, w.as_ptr() as *const u8, 64 * groups, steps, |sums, row0, tiles, p0, panels| {
-            finish_block(args, sums, row0, tiles, p0, panels, op, ldc)
+            finish_block(args, sums, row0, tiles, m, p0, panels, op, ldc)
         })
     };
-    if row_tiles * 16 < m {
-        gemm_u8i8_rows(args, row_tiles * 16..m, out, ldc);
+    let first = row_tiles * 16;
+    if first < m {
+        let mut tile = RaggedRows::new();
+        // SAFETY: rows first..m of `a` hold ≥ 64·steps bytes (checked); the padded tile is 16 rows
+        // of 64·steps bytes; `finish_block` stores rows below m only.
+        match unsafe { tile.fill(a.as_ptr(), lda, first, m - first, 64 * steps) } {
+            Some(t) => unsafe {
+                walk_blocks::<i32>(TileOp::U8I8, 1, n.div_ceil(16), t, 64 * steps, w.as_ptr() as *const u8, 64 * groups, steps, |sums, _, _, p0, panels| {
+                    finish_block(args, sums, first, 1, m, p0, panels, op, ldc)
+                })
+            },
+            None => gemm_u8i8_rows(args, first..m, out, ldc),
+        }
     }
 }
 
@@ -310,35 +365,44 @@ impl AmxBf16 {
     }
 }
 
-/// Copies the f32 sums of a `tiles` × `panels` block to rows `row0..` of `out` (columns masked below n).
+/// Finishes the f32 sums of a `tiles` × `panels` block into rows `row0..` of `out` (columns masked
+/// below n): adds `bias` and applies `epilogue`.
 ///
 /// # Safety
-/// The block's rows and columns below n are inside `out` (row stride `ldc`).
-#[target_feature(enable = "avx512f")]
+/// The block's rows and columns below n are inside `out` (row stride `ldc`); `bias`, when given,
+/// holds ≥ n values. Only the first `rows` rows of the block are stored (fewer than `16·tiles` for
+/// a ragged tile).
+#[target_feature(enable = "avx512f,avx512dq")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn store_block(sums: &Sums<f32>, row0: usize, tiles: usize, col0: usize, panels: usize, n: usize, out: *mut f32, ldc: usize) {
+unsafe fn store_block(sums: &Sums<f32>, row0: usize, tiles: usize, rows: usize, col0: usize, panels: usize, n: usize, bias: Option<&[f32]>, epilogue: Epilogue, out: *mut f32, ldc: usize) {
     for p in 0..panels {
         let mask = tail_mask(n - col0 - p * 16);
+        // SAFETY: the masked load reads bias lanes below n.
+        let bv = bias.map_or(_mm512_setzero_ps(), |b| unsafe { _mm512_maskz_loadu_ps(mask, b.as_ptr().add(col0 + p * 16)) });
         for rt in 0..tiles {
-            for r in 0..16 {
+            for r in 0..16.min(rows.saturating_sub(rt * 16)) {
                 // SAFETY: the sums tile holds 16 rows of 16 f32; the destination is the caller's.
                 unsafe {
-                    let v = _mm512_load_ps(sums.0[rt * 2 + p].as_ptr().add(r * 16));
-                    _mm512_mask_storeu_ps(out.add((row0 + rt * 16 + r) * ldc + col0 + p * 16), mask, v);
+                    let v = _mm512_add_ps(_mm512_load_ps(sums.0[rt * 2 + p].as_ptr().add(r * 16)), bv);
+                    finish16(v, out.add((row0 + rt * 16 + r) * ldc + col0 + p * 16), mask, epilogue);
                 }
             }
         }
     }
 }
 
-#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
 fn gemm_amx_bf16(args: &GemmBf16Args<'_>, out: &mut [f32], ldc: usize) {
     let kp = args.check(out, ldc);
-    let GemmBf16Args { m, n, a, lda, w, .. } = *args;
+    let GemmBf16Args { m, n, a, lda, w, bias, epilogue, .. } = *args;
     let pairs = kp / 2;
     let steps = pairs / 16;
     let row_tiles = m / 16;
-    if steps == 0 || row_tiles == 0 {
+    let k_tail = steps * 16 < pairs;
+    // A k tail is added after the tiles are stored, so only a plain store can take one (every
+    // ViT width is a multiple of 32: linear layers never have a tail).
+    let plain = bias.is_none() && epilogue == Epilogue::Store;
+    if steps == 0 || row_tiles == 0 || (k_tail && !plain) {
         // SAFETY: checked above; `detect` found AVX512-BF16.
         unsafe { gemm_bf16_rows(args, 0..m, 0..pairs, out, ldc, false) };
         return;
@@ -350,16 +414,33 @@ fn gemm_amx_bf16(args: &GemmBf16Args<'_>, out: &mut [f32], ldc: usize) {
     unsafe {
         let (a, w) = (a.as_ptr() as *const u8, w.as_ptr() as *const u8);
         walk_blocks::<f32>(TileOp::Bf16, row_tiles, n.div_ceil(16), a, 2 * lda, w, 32 * kp, steps, |sums, row0, tiles, p0, panels| {
-            store_block(sums, row0, tiles, p0 * 16, panels, n, op, ldc)
+            store_block(sums, row0, tiles, 16 * tiles, p0 * 16, panels, n, bias, epilogue, op, ldc)
         })
     };
+    let first = row_tiles * 16;
+    // SAFETY: rows first..m of `a` hold ≥ 32·steps values (checked); the padded tile is 16 rows of
+    // 64·steps bytes; `store_block` stores rows below m only.
+    let mut tile = RaggedRows::new();
+    let ragged = match first < m {
+        true => unsafe { tile.fill(a.as_ptr() as *const u8, 2 * lda, first, m - first, 64 * steps) },
+        false => None,
+    };
+    if let Some(t) = ragged {
+        // SAFETY: as above.
+        unsafe {
+            walk_blocks::<f32>(TileOp::Bf16, 1, n.div_ceil(16), t, 64 * steps, w.as_ptr() as *const u8, 32 * kp, steps, |sums, _, _, p0, panels| {
+                store_block(sums, first, 1, m - first, p0 * 16, panels, n, bias, epilogue, op, ldc)
+            })
+        };
+    }
     // SAFETY: checked above; rows and pairs are in range.
     unsafe {
-        if steps * 16 < pairs {
-            gemm_bf16_rows(args, 0..row_tiles * 16, steps * 16..pairs, out, ldc, true);
+        let tiled = if ragged.is_some() { m } else { first };
+        if k_tail {
+            gemm_bf16_rows(args, 0..tiled, steps * 16..pairs, out, ldc, true);
         }
-        if row_tiles * 16 < m {
-            gemm_bf16_rows(args, row_tiles * 16..m, 0..pairs, out, ldc, false);
+        if tiled < m {
+            gemm_bf16_rows(args, tiled..m, 0..pairs, out, ldc, false);
         }
     }
 }

@@ -85,7 +85,7 @@ fn gelu16(x: __m512) -> __m512 {
 /// `dst` must be valid for the lanes set in `mask`; AVX-512F must be available.
 #[inline]
 #[target_feature(enable = "avx512f,avx512dq")]
-unsafe fn finish16(r: __m512, dst: *mut f32, mask: __mmask16, epilogue: Epilogue) {
+pub(crate) unsafe fn finish16(r: __m512, dst: *mut f32, mask: __mmask16, epilogue: Epilogue) {
     // SAFETY: the caller guarantees `dst` is valid for the masked lanes; masked loads/stores touch
     // no other memory.
     unsafe {

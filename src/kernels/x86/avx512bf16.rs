@@ -1,5 +1,5 @@
-//! AVX512-BF16 GEMM (`vdpbf16ps`: Intel Cooper Lake / Sapphire Rapids, AMD Zen 4 and later), the
-//! attention GEMM of int8 models. One `Panel16x2` pair row (16 columns × 2 k values of bf16) is one
+//! AVX512-BF16 GEMM (`vdpbf16ps`: Intel Cooper Lake / Sapphire Rapids, AMD Zen 4 and later): the
+//! linear layers of bf16 blobs and the attention GEMM of int8 and bf16 models. One `Panel16x2` pair row (16 columns × 2 k values of bf16) is one
 //! zmm register, exactly the operand `vdpbf16ps` multiplies with a broadcast pair of activations,
 //! adding both products of each column into its f32 lane.
 //!
@@ -11,9 +11,9 @@ use std::ops::Range;
 
 use half::bf16;
 
-use super::avx512::{dispatch_tile, exp16, tail_mask, Avx512};
+use super::avx512::{dispatch_tile, exp16, finish16, tail_mask, Avx512};
 use crate::blob::round_up;
-use crate::kernels::{GemmBf16, GemmBf16Args};
+use crate::kernels::{Epilogue, GemmBf16, GemmBf16Args};
 
 /// AVX512-BF16 GEMM. Construct only through [`Avx512Bf16::detect`].
 pub struct Avx512Bf16(());
@@ -31,14 +31,14 @@ impl Avx512Bf16 {
     }
 }
 
-/// One `R × P` tile over pair rows `pairs` of the panels: `out` (masked per panel) is overwritten,
-/// or added to when `accumulate`.
+/// One `R × P` tile over pair rows `pairs` of the panels: each sum plus the panel's `bias` lanes
+/// goes through `epilogue` into `out` (masked per panel).
 ///
 /// # Safety
 /// `a` valid for `R` rows `lda` apart holding the values of pairs `pairs`, `w` for `P` panels of
 /// `panel_len` values, `out` for the masked lanes of `R` rows `ldc` apart.
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile<const R: usize, const P: usize>(
     a: *const bf16,
@@ -49,19 +49,13 @@ unsafe fn tile<const R: usize, const P: usize>(
     out: *mut f32,
     ldc: usize,
     masks: &[__mmask16; NP],
-    accumulate: bool,
+    bias: &[__m512; NP],
+    epilogue: Epilogue,
 ) {
     let mut acc = [[_mm512_setzero_ps(); P]; R];
     // SAFETY (whole body): every pointer offset stays inside the ranges the caller guarantees;
     // `__m512i` and `__m512bh` are both 64-byte vectors, so the transmutes only relabel lanes.
     unsafe {
-        if accumulate {
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                for (p, acc_rp) in acc_r.iter_mut().enumerate() {
-                    *acc_rp = _mm512_maskz_loadu_ps(masks[p], out.add(r * ldc + p * 16));
-                }
-            }
-        }
         for g in pairs {
             let wv: [__m512bh; P] = std::array::from_fn(|p| std::mem::transmute(_mm512_loadu_si512(w.add(p * panel_len + g * 32) as *const __m512i)));
             for (r, acc_r) in acc.iter_mut().enumerate() {
@@ -74,28 +68,32 @@ unsafe fn tile<const R: usize, const P: usize>(
         }
         for (r, acc_r) in acc.iter().enumerate() {
             for (p, acc_rp) in acc_r.iter().enumerate() {
-                _mm512_mask_storeu_ps(out.add(r * ldc + p * 16), masks[p], *acc_rp);
+                finish16(_mm512_add_ps(*acc_rp, bias[p]), out.add(r * ldc + p * 16), masks[p], epilogue);
             }
         }
     }
 }
 
-/// bf16 GEMM over rows `rows` and pair rows `pairs` (of `round_up(k, 2) / 2`) of `args`, storing into
-/// `out` or, when `accumulate`, adding to it. The plain kernel runs all rows and pairs; the AMX kernel
-/// hands its ragged rows and its k tail here.
+/// bf16 GEMM over rows `rows` and pair rows `pairs` (of `round_up(k, 2) / 2`) of `args`, finishing
+/// with the bias and epilogue of `args`, or, when `partial`, only adding the sums to `out` (the k
+/// tail the AMX kernel leaves). The plain kernel runs all rows and pairs; the AMX kernel hands its
+/// ragged rows and its k tail here.
 ///
 /// # Safety
 /// `args.check(out, ldc)` must have passed, `rows` must lie below `m` and `pairs` below
-/// `round_up(k, 2) / 2`; the CPU must have AVX512-BF16 and AVX-512 BW.
-#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-pub(crate) unsafe fn gemm_bf16_rows(args: &GemmBf16Args<'_>, rows: Range<usize>, pairs: Range<usize>, out: &mut [f32], ldc: usize, accumulate: bool) {
+/// `round_up(k, 2) / 2`; the CPU must have AVX512-BF16 and AVX-512 BW and DQ.
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
+pub(crate) unsafe fn gemm_bf16_rows(args: &GemmBf16Args<'_>, rows: Range<usize>, pairs: Range<usize>, out: &mut [f32], ldc: usize, partial: bool) {
     let GemmBf16Args { n, k, a, lda, w, .. } = *args;
+    let (bias, epilogue) = if partial { (None, Epilogue::Accumulate) } else { (args.bias, args.epilogue) };
     let panel_len = 16 * crate::blob::round_up(k, 2);
     let total = n.div_ceil(16);
     let mut p0 = 0;
     while p0 < total {
         let panels = (total - p0).min(NP);
         let masks: [__mmask16; NP] = std::array::from_fn(|p| tail_mask(n.saturating_sub((p0 + p) * 16)));
+        // SAFETY: the bias has ≥ n values (`check`); masked loads read lanes below n only.
+        let bv: [__m512; NP] = std::array::from_fn(|p| bias.map_or(_mm512_setzero_ps(), |b| unsafe { _mm512_maskz_loadu_ps(masks[p], b.as_ptr().add((p0 + p).min(total - 1) * 16)) }));
         let mut i = rows.start;
         while i < rows.end {
             let r = (rows.end - i).min(MR);
@@ -104,7 +102,7 @@ pub(crate) unsafe fn gemm_bf16_rows(args: &GemmBf16Args<'_>, rows: Range<usize>,
             // below n.
             unsafe {
                 let (ap, wp, op) = (a.as_ptr().add(i * lda), w.as_ptr().add(p0 * panel_len), out.as_mut_ptr().add(i * ldc + p0 * 16));
-                dispatch_tile!(tile, ; r, panels; ap, lda, wp, panel_len, pairs.clone(), op, ldc, &masks, accumulate);
+                dispatch_tile!(tile, ; r, panels; ap, lda, wp, panel_len, pairs.clone(), op, ldc, &masks, &bv, epilogue);
             }
             i += r;
         }
