@@ -122,15 +122,23 @@ fn int8_tracks_f32_on_held_out_images_tract() {
     check_int8(Backend::Tract, &EngineOptions::default(), 0.975); // measured 0.9808
 }
 
+/// The `precision` blob against the f32 blob on all sample images (native engine, default
+/// kernels), reported.
+fn float_vs_f32(precision: Precision) -> EvalResult {
+    let m = Model::open(real_blob(precision)).unwrap();
+    assert_eq!(m.header().precision, precision.as_str());
+    let f32m = Model::open(real_blob(Precision::F32)).unwrap();
+    let r = evaluate(&m, Some(&f32m), &sample_images(), Backend::Native, &EngineOptions::default(), false).unwrap();
+    report(&format!("{} vs f32 (native)", precision.as_str()), &r);
+    r
+}
+
 #[test]
 fn f16_tracks_f32_on_all_sample_images() {
     if skip_without_real_data("f16_tracks_f32_on_all_sample_images") {
         return;
     }
-    let f16m = Model::open(real_blob(Precision::F16)).unwrap();
-    let f32m = Model::open(real_blob(Precision::F32)).unwrap();
-    let r = evaluate(&f16m, Some(&f32m), &sample_images(), Backend::Native, &EngineOptions::default(), false).unwrap();
-    report("f16 vs f32 (native)", &r);
+    let r = float_vs_f32(Precision::F16);
     assert!(r.agreement.unwrap() >= 0.998, "agreement {:?}", r.agreement);
     assert!(r.cosine_min.unwrap() >= 0.9999, "cosine min {:?}", r.cosine_min);
 }
@@ -140,15 +148,14 @@ fn bf16_tracks_f32_on_all_sample_images() {
     if skip_without_real_data("bf16_tracks_f32_on_all_sample_images") {
         return;
     }
-    let bf16m = Model::open(real_blob(Precision::Bf16)).unwrap();
-    let f32m = Model::open(real_blob(Precision::F32)).unwrap();
-    assert_eq!(bf16m.header().precision, "bf16");
+    let bf16_len = std::fs::metadata(real_blob(Precision::Bf16)).unwrap().len() as usize;
     let f32_len = std::fs::metadata(real_blob(Precision::F32)).unwrap().len() as usize;
-    assert!(bf16m.blob().file_len() < f32_len * 6 / 10, "bf16 blob {} vs f32 {f32_len}", bf16m.blob().file_len());
-    let r = evaluate(&bf16m, Some(&f32m), &sample_images(), Backend::Native, &EngineOptions::default(), false).unwrap();
-    report("bf16 vs f32 (native)", &r);
+    assert!(bf16_len < f32_len * 6 / 10, "bf16 blob {bf16_len} vs f32 {f32_len}");
+    let r = float_vs_f32(Precision::Bf16);
     // The bound: top-1 agreement with f32 ≥ 99 % on the 500 sample images.
     assert!(r.agreement.unwrap() >= 0.99, "agreement {:?}", r.agreement);
     assert!(r.top1 >= r.reference_top1.unwrap() - 0.005, "top-1 {} vs f32 {:?}", r.top1, r.reference_top1);
-    assert!(r.cosine_mean.unwrap() >= 0.999, "cosine mean {:?}", r.cosine_mean);
+    // Measured with amx kernels: cosine mean 0.999975, min 0.999893 (agreement 100 %).
+    assert!(r.cosine_mean.unwrap() >= 0.99995, "cosine mean {:?} (measured 0.999975)", r.cosine_mean);
+    assert!(r.cosine_min.unwrap() >= 0.9995, "cosine min {:?} (measured 0.999893)", r.cosine_min);
 }
