@@ -6,12 +6,12 @@
 //! repacking. A block of 32 rows × 32 columns keeps four i32 accumulator tiles; the k loop runs in
 //! assembly (the tile instructions have no stable Rust intrinsics). Sums leave the tiles through a
 //! 4 KiB stack buffer and are finished with the AVX-512 epilogue; ragged k (a tail of fewer than 64
-//! bytes) and ragged rows (fewer than 16) are computed with the AVX-512 VNNI kernel, so results are
-//! exact integers like the scalar reference.
+//! bytes) is added with AVX-512 VNNI, so results are exact integers like the scalar reference. The
+//! last `m % 16` rows are copied into one zero-padded tile (`RaggedRows`) and run on AMX too.
 //!
 //! With AMX-BF16, `tdpbf16ps` runs the bf16 GEMM (linear layers of bf16 blobs, attention) the same
 //! way: a B tile of 16 pair rows × 16 columns × 2 bf16 is one 1 KiB slice of a `Panel16x2` panel;
-//! the k tail and ragged rows go to the AVX512-BF16 kernel.
+//! ragged rows as above, the k tail through the AVX512-BF16 kernel.
 //!
 //! The other kinds of this set (f32 / f16 GEMM, element-wise) are the AVX-512 kernels.
 
