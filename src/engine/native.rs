@@ -49,7 +49,8 @@ struct Arena {
     a_u8: Aligned<u8>,
     a_scale: Aligned<f32>,
     a_zero: Aligned<i32>,
-    /// bf16 weights only (empty otherwise): a linear layer's input rows rounded to bf16.
+    /// bf16 weights on a set with a bf16 GEMM only (empty otherwise): a linear layer's input rows
+    /// rounded to bf16.
     a_bf16: Aligned<bf16>,
     /// bf16 attention only (empty otherwise): per head, keys and values in `Panel16x2` …
     k_bf16: Aligned<bf16>,
@@ -124,11 +125,8 @@ impl Attention {
 struct Derived {
     /// Per-column weight sums of every int8 matrix.
     w_sums: Vec<(usize, Vec<i32>)>,
-    /// The GEMM of bf16 weight matrices (the kernel set's), or `None` on CPUs without bf16 dot
-    /// products …
-    gemm_bf16: Option<&'static dyn GemmBf16>,
-    /// … where every bf16 matrix is widened once, exactly, to f32 `Panel16` and run by the f32
-    /// GEMM (activations then stay f32).
+    /// Kernel sets without a bf16 GEMM only: every bf16 matrix widened once, exactly, to f32
+    /// `Panel16` and run by the f32 GEMM (activations then stay f32).
     bf16_widened: Vec<(usize, Vec<f32>)>,
 }
 
@@ -166,12 +164,14 @@ impl<'m> NativeEngine<'m> {
             linears.extend([&b.qkv, &b.proj, &b.fc1, &b.fc2]);
         }
         let has_bf16 = linears.iter().any(|l| matches!(l.weight, Matrix::Bf16(_)));
+        // Only the bf16 GEMM reads its inputs as bf16 rows.
+        let bf16_inputs = has_bf16 && kernels.gemm_bf16.is_some();
         let mut bf16_widened = Vec::new();
         for l in linears {
             match l.weight {
                 Matrix::I8 { w, .. } => w_sums.push((w.as_ptr() as usize, pack::panel16x4_row_sums(w, l.n, l.k))),
                 Matrix::Bf16(w) if kernels.gemm_bf16.is_none() => {
-                    let rows: Vec<f32> = pack::rows_from_panel16x2(w, l.n, l.k).iter().map(|v| v.to_f32()).collect();
+                    let rows = pack::f32_rows_from_panel16x2(w, l.n, l.k);
                     let mut p = vec![0.0; round_up(l.n, 16) * l.k];
                     pack::panel16_from_rows(&rows, l.n, l.k, l.k, &mut p);
                     bf16_widened.push((w.as_ptr() as usize, p));
@@ -185,7 +185,7 @@ impl<'m> NativeEngine<'m> {
                 kernels.gemm_f32.name()
             );
         }
-        let derived = Derived { w_sums, gemm_bf16: kernels.gemm_bf16, bf16_widened };
+        let derived = Derived { w_sums, bf16_widened };
         let attention = Attention::choose(opts.attention, &kernels, &model.header().precision)?;
         let threads = if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
         // Attention buffers for the precision in use only (the other set stays empty).
@@ -208,7 +208,7 @@ impl<'m> NativeEngine<'m> {
             a_u8: Aligned::zeroed(cfg.num_patches().max(t) * round_up(max_k, 4)),
             a_scale: Aligned::zeroed(t.max(cfg.num_patches())),
             a_zero: Aligned::zeroed(t.max(cfg.num_patches())),
-            a_bf16: Aligned::zeroed(if has_bf16 { cfg.num_patches().max(t) * round_up(max_k, 2) } else { 0 }),
+            a_bf16: Aligned::zeroed(if bf16_inputs { cfg.num_patches().max(t) * round_up(max_k, 2) } else { 0 }),
             k_bf16: Aligned::zeroed(bf16_attention(heads * round_up(t, 16) * hdp)),
             v_bf16: Aligned::zeroed(bf16_attention(heads * round_up(hd, 16) * round_up(t, 32))),
             q_bf16: Aligned::zeroed(bf16_attention(threads * t * hdp)),
@@ -307,7 +307,7 @@ fn linear(
     let Staging { u8: a_u8, scale: a_scale, zero: a_zero, bf16: a_bf16 } = staging;
     match l.weight {
         Matrix::I8 { .. } => assert!(a_u8.len() >= m * qlda && a_scale.len() >= m && a_zero.len() >= m),
-        Matrix::Bf16(_) => assert!(a_bf16.len() >= m * blda),
+        Matrix::Bf16(_) if kernels.gemm_bf16.is_some() => assert!(a_bf16.len() >= m * blda),
         _ => {}
     }
     let tasks = pool.threads().min(m.div_ceil(16)).max(1);
@@ -343,7 +343,7 @@ fn linear(
                 let args = GemmArgs { m: rows, n: l.n, k: l.k, a, lda, w, bias, epilogue };
                 kernels.gemm_f16.gemm(&args, out, ldc);
             }
-            Matrix::Bf16(w) => match derived.gemm_bf16 {
+            Matrix::Bf16(w) => match kernels.gemm_bf16 {
                 Some(gb) => {
                     // SAFETY: bf16 rows r0..r1 belong to this task alone and lie inside the buffer
                     // (asserted above).

@@ -118,7 +118,7 @@ impl Builder {
             Matrix::F32(p) => (pack::rows_from_panel16(p, l.n, l.k), false),
             Matrix::F16(p) => (pack::rows_from_panel16(p, l.n, l.k).iter().map(|v| v.to_f32()).collect(), false),
             // The bf16 weights exactly; activations stay f32 (the native engine rounds them to bf16).
-            Matrix::Bf16(p) => (pack::rows_from_panel16x2(p, l.n, l.k).iter().map(|v| v.to_f32()).collect(), false),
+            Matrix::Bf16(p) => (pack::f32_rows_from_panel16x2(p, l.n, l.k), false),
             Matrix::I8 { w, scale } => {
                 let rows = pack::rows_from_panel16x4(w, l.n, l.k);
                 (rows.iter().enumerate().map(|(i, &q)| q as f32 * scale[i / l.k]).collect(), true)

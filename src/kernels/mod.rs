@@ -309,7 +309,7 @@ pub struct Kernels {
     pub gemm_u8i8: &'static dyn GemmU8I8,
     /// bf16 GEMM on CPUs with bf16 dot products: linear layers of bf16 blobs and the attention
     /// of int8 and bf16 models. Without it (and in the scalar reference) attention runs in f32 and
-    /// bf16 weights run on the scalar reference GEMM.
+    /// the native engine widens bf16 weights to f32 once and runs them on `gemm_f32`.
     pub gemm_bf16: Option<&'static dyn GemmBf16>,
     /// Whether int8 models run their attention matmuls in int8 by default (through `gemm_u8i8`)
     /// when there is no bf16 GEMM: set where that is faster than f32 attention and keeps the

@@ -230,6 +230,11 @@ pub fn rows_from_panel16x2(src: &[bf16], n: usize, k: usize) -> Vec<bf16> {
     out
 }
 
+/// [`rows_from_panel16x2`] widened to f32 (exact).
+pub fn f32_rows_from_panel16x2(src: &[bf16], n: usize, k: usize) -> Vec<f32> {
+    rows_from_panel16x2(src, n, k).iter().map(|v| v.to_f32()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -421,10 +421,7 @@ fn gemm_amx_bf16(args: &GemmBf16Args<'_>, out: &mut [f32], ldc: usize) {
     // SAFETY: rows first..m of `a` hold ≥ 32·steps values (checked); the padded tile is 16 rows of
     // 64·steps bytes; `store_block` stores rows below m only.
     let mut tile = RaggedRows::new();
-    let ragged = match first < m {
-        true => unsafe { tile.fill(a.as_ptr() as *const u8, 2 * lda, first, m - first, 64 * steps) },
-        false => None,
-    };
+    let ragged = if first < m { unsafe { tile.fill(a.as_ptr() as *const u8, 2 * lda, first, m - first, 64 * steps) } } else { None };
     if let Some(t) = ragged {
         // SAFETY: as above.
         unsafe {

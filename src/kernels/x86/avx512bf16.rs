@@ -1,10 +1,12 @@
 //! AVX512-BF16 GEMM (`vdpbf16ps`: Intel Cooper Lake / Sapphire Rapids, AMD Zen 4 and later): the
-//! linear layers of bf16 blobs and the attention GEMM of int8 and bf16 models. One `Panel16x2` pair row (16 columns × 2 k values of bf16) is one
-//! zmm register, exactly the operand `vdpbf16ps` multiplies with a broadcast pair of activations,
-//! adding both products of each column into its f32 lane.
+//! linear layers of bf16 blobs and the attention GEMM of int8 and bf16 models. One `Panel16x2` pair
+//! row (16 columns × 2 k values of bf16) is one zmm register, exactly the operand `vdpbf16ps`
+//! multiplies with a broadcast pair of activations, adding both products of each column into its
+//! f32 lane.
 //!
 //! Micro-kernels are the `MR` × `NP` tiles of the AVX-512 set (6 rows × 4 panels). The AMX set hands
-//! this file its ragged rows and the k tail that does not fill a 32-value tile.
+//! this file the k tail that does not fill a 32-value tile, and its ragged rows when they are too
+//! long for its padded tile (k > 2048).
 
 use std::arch::x86_64::*;
 use std::ops::Range;
