@@ -673,7 +673,7 @@ def estimate(args, planning=False):
         for s1 in s if isinstance(s, list) else [s]:
             peers.append(s1)
     pricer = Pricer()
-    results = {"label": args.label, "date": time.strftime("%Y-%m-%d"), "commit": git_commit(), "iters_n": args.iters,
+    results = {"label": args.label, "date": time.strftime("%Y-%m-%d"), "commit": git_commit(), "arm_bin": ARM_BIN, "iters_n": args.iters,
                "model_set": MODEL_SET, "boards": {b: boards[b] for b in sel}, "rows": [], "breakdown": {}, "threads4": {}}
     for prec in precs:
         unknown = [e for e in engines if e not in ("vitedge", "vitedge-scalar") and not any(p["engine"] == e for p in peers)]
@@ -870,6 +870,7 @@ def main():
     e.add_argument("--no-threads4", dest="threads4", action="store_false", help="skip the 4-thread runs")
     e.add_argument("--jobs", type=int, default=2, help="counting runs at a time")
     e.add_argument("--model-set", default="vit_tiny", help="blobs target/arm-model/blobs/<SET>_<precision>.vitb")
+    e.add_argument("--arm-bin", help="the unstripped aarch64 vitedge to count (default: prepare.sh's build), e.g. a copy of an older build for a before / after")
     x = sub.add_parser("x86", help="estimate for this machine (validation)")
     x.add_argument("--kernels", default="avx2,scalar")
     x.add_argument("--precisions", default="f32,f16,int8")
@@ -882,8 +883,9 @@ def main():
     d.add_argument("before")
     d.add_argument("after")
     a = ap.parse_args()
-    global MODEL_SET
+    global MODEL_SET, ARM_BIN
     MODEL_SET = getattr(a, "model_set", MODEL_SET)
+    ARM_BIN = getattr(a, "arm_bin", None) or ARM_BIN
     if a.cmd == "estimate":
         with_counting(estimate, a)
     elif a.cmd == "x86":

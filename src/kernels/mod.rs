@@ -216,8 +216,15 @@ pub trait VectorOps: Send + Sync {
     fn name(&self) -> &'static str;
     /// `out = (x - mean(x)) / sqrt(var(x) + eps) * gamma + beta` over one row.
     fn layer_norm(&self, x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32]);
-    /// In place `x = softmax(x * scale)` over one row.
-    fn softmax(&self, x: &mut [f32], scale: f32);
+    /// Unnormalized softmax of one row: in place `x = exp(x·scale − max_j x[j]·scale)`; returns
+    /// `Σ x` (the caller normalizes).
+    fn softmax_exp(&self, x: &mut [f32], scale: f32) -> f32;
+    /// In place `x = softmax(x·scale)` over one row: [`VectorOps::softmax_exp`], then every value
+    /// times `1 / Σ`.
+    fn softmax(&self, x: &mut [f32], scale: f32) {
+        let inv = 1.0 / self.softmax_exp(x, scale);
+        x.iter_mut().for_each(|v| *v *= inv);
+    }
     /// In place exact (erf) GELU.
     fn gelu(&self, x: &mut [f32]);
     /// Asymmetric per-row quantization to u8: returns `(scale, zero_point)` with
@@ -240,8 +247,8 @@ pub trait VectorOps: Send + Sync {
         pack::panel16x4_quantize_cols_by_row(src, n, k, row_stride, dst, row_scale, sum)
     }
     fn softmax_quantize_u8(&self, x: &mut [f32], scale: f32, weight: &[f32], out: &mut [u8]) -> f32 {
-        self.softmax(x, scale);
-        x.iter_mut().zip(weight).for_each(|(p, w)| *p *= w);
+        let inv = 1.0 / self.softmax_exp(x, scale);
+        x.iter_mut().zip(weight).for_each(|(p, w)| *p = *p * inv * w);
         // Rows whose largest product is negligible are zero (kernels that normalise after the max
         // would round such tiny values differently).
         if !(x.iter().fold(0f32, |m, &p| m.max(p)) >= PROB_ZERO) {

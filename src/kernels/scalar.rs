@@ -132,15 +132,14 @@ impl VectorOps for Scalar {
         }
     }
 
-    fn softmax(&self, x: &mut [f32], scale: f32) {
+    fn softmax_exp(&self, x: &mut [f32], scale: f32) -> f32 {
         let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
         let mut sum = 0f64;
         for v in x.iter_mut() {
             *v = (*v * scale - max).exp();
             sum += *v as f64;
         }
-        let inv = (1.0 / sum) as f32;
-        x.iter_mut().for_each(|v| *v *= inv);
+        sum as f32
     }
 
     fn gelu(&self, x: &mut [f32]) {

@@ -186,12 +186,26 @@ pub fn vector_ops(len: usize, scale: f32, seed: u64, big: bool) -> Check {
         s.layer_norm(&x, &gamma, &beta, 1e-6, &mut b);
         close(&a, &b, 1e-5, &format!("{name} layer_norm"))?;
         let (mut a, mut b) = (x.clone(), x.clone());
-        v.softmax(&mut a, scale);
-        s.softmax(&mut b, scale);
+        let (sum_a, sum_b) = (v.softmax_exp(&mut a, scale), s.softmax_exp(&mut b, scale));
         // exp amplifies the rounding of its argument x·scale − max (one FMA rounding in SIMD, two in
         // the reference) by |argument|: the tolerance follows that condition number.
         let arg_max = x.iter().fold(0f32, |m, v| m.max((v * scale).abs())) * 2.0;
-        close(&a, &b, 2e-6 + 1.2e-7 * arg_max, &format!("{name} softmax"))?;
+        let tol = 2e-6 + 1.2e-7 * arg_max;
+        close(&a, &b, tol, &format!("{name} softmax_exp"))?;
+        // The largest value is exp(0) = 1 (up to the rounding of its argument), and the returned sum
+        // is the sum of the row.
+        let top = a.iter().fold(0f32, |m, &v| m.max(v));
+        if !((top - 1.0).abs() <= 1e-6 * (1.0 + arg_max)) {
+            return Err(format!("{name} softmax_exp: largest value {top}, not 1"));
+        }
+        let row_sum = a.iter().map(|&v| v as f64).sum::<f64>() as f32;
+        // Every value is within `tol` relative of the reference's (an argument's rounding error is
+        // exp's relative error), so the sums are too.
+        if !((sum_a - row_sum).abs() <= 1e-5 * row_sum && (sum_a - sum_b).abs() <= (tol + 1e-6) * sum_b) {
+            return Err(format!("{name} softmax_exp sum {sum_a}: row sums to {row_sum}, the reference's to {sum_b}"));
+        }
+        let mut a = x.clone();
+        v.softmax(&mut a, scale);
         if (a.iter().sum::<f32>() - 1.0).abs() >= 1e-4 {
             return Err(format!("{name} softmax does not sum to 1"));
         }
@@ -211,7 +225,8 @@ pub fn vector_ops(len: usize, scale: f32, seed: u64, big: bool) -> Check {
         // Against the definition: softmax(x·scale)[i] · weight[i] ≈ scale · q[i] within half a step
         // (plus the reference's own f32 rounding).
         let mut p = x.clone();
-        s.softmax(&mut p, scale);
+        let inv = 1.0 / s.softmax_exp(&mut p, scale);
+        p.iter_mut().for_each(|v| *v *= inv);
         if let Some(i) = (0..len).find(|&i| (p[i] * weight[i] - sa * qa[i] as f32).abs() > 0.51 * sa + 1e-6 * p[i] * weight[i]) {
             return Err(format!("{name} softmax_quantize_u8 element {i}: {} · {} vs {}", sa, qa[i], p[i] * weight[i]));
         }

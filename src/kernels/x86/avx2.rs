@@ -491,9 +491,9 @@ fn layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32])
     }
 }
 
-/// In-place `softmax(x · scale)`; the tail uses masked loads and stores.
+/// [`VectorOps::softmax_exp`]; the tail uses masked loads and stores.
 #[target_feature(enable = "avx2,fma")]
-fn softmax(x: &mut [f32], scale: f32) {
+fn softmax_exp(x: &mut [f32], scale: f32) -> f32 {
     let n = x.len();
     let sv = _mm256_set1_ps(scale);
     let neg_inf = _mm256_set1_ps(f32::NEG_INFINITY);
@@ -521,17 +521,7 @@ fn softmax(x: &mut [f32], scale: f32) {
         }
         i += 8;
     }
-    let inv = _mm256_set1_ps(1.0 / hsum8(sumv));
-    let mut i = 0;
-    while i < n {
-        let mask = mask8(n - i);
-        // SAFETY: masked lanes lie inside x.
-        unsafe {
-            let v = _mm256_maskload_ps(x.as_ptr().add(i), mask);
-            _mm256_maskstore_ps(x.as_mut_ptr().add(i), mask, _mm256_mul_ps(v, inv));
-        }
-        i += 8;
-    }
+    hsum8(sumv)
 }
 
 /// In-place exact (erf) GELU.
@@ -631,9 +621,9 @@ impl VectorOps for Avx2 {
         // SAFETY: an `Avx2` value exists only when `detect` found AVX2 and FMA.
         unsafe { layer_norm(x, gamma, beta, eps, out) }
     }
-    fn softmax(&self, x: &mut [f32], scale: f32) {
+    fn softmax_exp(&self, x: &mut [f32], scale: f32) -> f32 {
         // SAFETY: an `Avx2` value exists only when `detect` found AVX2 and FMA.
-        unsafe { softmax(x, scale) }
+        unsafe { softmax_exp(x, scale) }
     }
     fn gelu(&self, x: &mut [f32]) {
         // SAFETY: an `Avx2` value exists only when `detect` found AVX2 and FMA.

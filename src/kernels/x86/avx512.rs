@@ -526,8 +526,9 @@ pub(crate) fn exp16(x: __m512) -> __m512 {
     _mm512_scalef_ps(p, n)
 }
 
+/// [`VectorOps::softmax_exp`]: a max pass and an exp / sum pass; the tail is masked.
 #[target_feature(enable = "avx512f")]
-fn softmax(x: &mut [f32], scale: f32) {
+fn softmax_exp(x: &mut [f32], scale: f32) -> f32 {
     let n = x.len();
     let sv = _mm512_set1_ps(scale);
     let mut maxv = _mm512_set1_ps(f32::NEG_INFINITY);
@@ -554,17 +555,7 @@ fn softmax(x: &mut [f32], scale: f32) {
         }
         i += 16;
     }
-    let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sumv));
-    let mut i = 0;
-    while i < n {
-        let mask = tail_mask(n - i);
-        // SAFETY: masked lanes lie inside x.
-        unsafe {
-            let v = _mm512_maskz_loadu_ps(mask, x.as_ptr().add(i));
-            _mm512_mask_storeu_ps(x.as_mut_ptr().add(i), mask, _mm512_mul_ps(v, inv));
-        }
-        i += 16;
-    }
+    _mm512_reduce_add_ps(sumv)
 }
 
 #[target_feature(enable = "avx512f,avx512dq")]
@@ -704,9 +695,9 @@ impl VectorOps for Avx512 {
         // SAFETY: an `Avx512` value exists only when `detect` found AVX-512F and DQ.
         unsafe { layer_norm(x, gamma, beta, eps, out) }
     }
-    fn softmax(&self, x: &mut [f32], scale: f32) {
+    fn softmax_exp(&self, x: &mut [f32], scale: f32) -> f32 {
         // SAFETY: an `Avx512` value exists only when `detect` found AVX-512F.
-        unsafe { softmax(x, scale) }
+        unsafe { softmax_exp(x, scale) }
     }
     fn gelu(&self, x: &mut [f32]) {
         // SAFETY: an `Avx512` value exists only when `detect` found AVX-512F and DQ.
