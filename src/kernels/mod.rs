@@ -247,8 +247,8 @@ pub trait VectorOps: Send + Sync {
         pack::panel16x4_quantize_cols_by_row(src, n, k, row_stride, dst, row_scale, sum)
     }
     fn softmax_quantize_u8(&self, x: &mut [f32], scale: f32, weight: &[f32], out: &mut [u8]) -> f32 {
-        let inv = 1.0 / self.softmax_exp(x, scale);
-        x.iter_mut().zip(weight).for_each(|(p, w)| *p = *p * inv * w);
+        self.softmax(x, scale);
+        x.iter_mut().zip(weight).for_each(|(p, w)| *p *= w);
         // Rows whose largest product is negligible are zero (kernels that normalise after the max
         // would round such tiny values differently).
         if !(x.iter().fold(0f32, |m, &p| m.max(p)) >= PROB_ZERO) {

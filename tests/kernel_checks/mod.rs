@@ -225,8 +225,7 @@ pub fn vector_ops(len: usize, scale: f32, seed: u64, big: bool) -> Check {
         // Against the definition: softmax(x·scale)[i] · weight[i] ≈ scale · q[i] within half a step
         // (plus the reference's own f32 rounding).
         let mut p = x.clone();
-        let inv = 1.0 / s.softmax_exp(&mut p, scale);
-        p.iter_mut().for_each(|v| *v *= inv);
+        s.softmax(&mut p, scale);
         if let Some(i) = (0..len).find(|&i| (p[i] * weight[i] - sa * qa[i] as f32).abs() > 0.51 * sa + 1e-6 * p[i] * weight[i]) {
             return Err(format!("{name} softmax_quantize_u8 element {i}: {} · {} vs {}", sa, qa[i], p[i] * weight[i]));
         }
