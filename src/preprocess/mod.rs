@@ -7,9 +7,13 @@ mod parallel;
 mod resize;
 #[cfg(target_arch = "x86_64")]
 mod resize_avx2;
+#[cfg(target_arch = "x86_64")]
+mod resize_avx512;
 #[cfg(target_arch = "aarch64")]
 mod resize_neon;
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) use resize_avx2::RGB_INTERLEAVE;
 use serde::{Deserialize, Serialize};
 
 pub use decode::{decode_rgb8, is_jpeg, is_png, jpeg_dimensions, load_rgb8_with, DecodeLimits, DEFAULT_MAX_PIXELS};

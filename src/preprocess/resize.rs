@@ -84,6 +84,10 @@ pub(crate) struct Coeffs {
     /// `[w(2t) ×3, w(2t+1) ×3, 0, 0]`, matching the bytes `R G B R G B · ·` of taps `2t, 2t+1`.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) pair_lanes: Vec<i32>,
+    /// Whether the AVX-512 VNNI vertical pass can take these taps
+    /// ([`super::resize_avx512::vnni_takes`]).
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) vnni_vertical: bool,
 }
 
 impl Coeffs {
@@ -91,6 +95,19 @@ impl Coeffs {
     /// rows of `row_len` bytes starting at source row `y0`; writes one row of `row_len` bytes per
     /// output row of `outs` into `dst`.
     pub(crate) fn resample_rows(&self, src: &[u8], y0: usize, row_len: usize, dst: &mut [u8], outs: Range<usize>) {
+        #[cfg(target_arch = "x86_64")]
+        if self.vnni_vertical && super::resize_avx512::vnni_available() {
+            // SAFETY: the CPU has AVX-512 F, BW and VNNI (checked just above); the function is
+            // safe Rust compiled with them, and takes these taps (`vnni_vertical`). Exercised by
+            // `tests::compiled_passes_equal_the_reference`.
+            return unsafe { super::resize_avx512::resample_rows_vnni(self, src, y0, row_len, dst, outs) };
+        }
+        #[cfg(target_arch = "x86_64")]
+        if super::resize_avx512::available() {
+            // SAFETY: the CPU has AVX-512 F and BW (checked just above); the function is safe Rust
+            // compiled with them. Exercised by `tests::compiled_passes_equal_the_reference`.
+            return unsafe { super::resize_avx512::resample_rows(self, src, y0, row_len, dst, outs) };
+        }
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2 (checked just above); the function is safe Rust compiled
@@ -158,8 +175,13 @@ impl Coeffs {
         self.fill_pair_lanes();
     }
 
-    /// Builds [`Coeffs::pair_lanes`] from `weights` (zeros past each pixel's tap count).
+    /// Builds [`Coeffs::pair_lanes`] from `weights` (zeros past each pixel's tap count), and
+    /// where the x86-64 passes need it, [`Coeffs::vnni_vertical`].
     fn fill_pair_lanes(&mut self) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            self.vnni_vertical = super::resize_avx512::vnni_takes(self);
+        }
         let pairs = self.ksize.div_ceil(2);
         self.pair_lanes.clear();
         self.pair_lanes.resize(self.bounds.len() * pairs * 8, 0);
@@ -373,6 +395,10 @@ pub(crate) struct Plan {
     /// pixels as the width (`ImagingResampleInner`); the 8-bit rounding between the passes makes
     /// the order visible.
     vertical_first: bool,
+    /// The horizontal taps rearranged for the AVX-512 VBMI + VNNI pass, where the CPU has it and
+    /// the taps fit its windows (then rows go through it one at a time, not in batches).
+    #[cfg(target_arch = "x86_64")]
+    gather: Option<super::resize_avx512::GatherTable>,
 }
 
 /// Reusable buffers of [`Plan::run`].
@@ -384,21 +410,27 @@ pub(crate) struct Scratch {
     batch: Vec<u8>,
 }
 
-/// Rows the horizontal pass takes at once: [`super::resize_avx2::BATCH`] where the CPU has AVX2,
-/// else 1.
-fn batch_rows() -> usize {
+/// Row counts the horizontal pass can take at once, largest first: 16 where the CPU has AVX-512
+/// ([`super::resize_avx512::resample_rgb_rows16`]), 8 where it has AVX2
+/// ([`super::resize_avx2::resample_rgb_rows8`]); empty where rows go one at a time.
+fn batch_rows() -> &'static [usize] {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        return super::resize_avx2::BATCH;
+    {
+        if super::resize_avx512::available() {
+            return &[super::resize_avx512::BATCH, super::resize_avx2::BATCH];
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return &[super::resize_avx2::BATCH];
+        }
     }
-    1
+    &[]
 }
 
-/// Scratch bytes of one batched horizontal pass over rows of `span` source bytes and `out` output
+/// Scratch bytes of the batched horizontal passes over rows of `span` source bytes and `out` output
 /// pixels (0 where there is no batched pass).
 fn batch_scratch_len(span: usize, out: usize) -> usize {
     #[cfg(target_arch = "x86_64")]
-    return super::resize_avx2::rows8_scratch_len(span, out);
+    return super::resize_avx2::rows8_scratch_len(span, out).max(super::resize_avx512::rows16_scratch_len(span, out));
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = (span, out);
@@ -436,7 +468,19 @@ impl Plan {
             let (dw, dh) = (width as i64 - rw as i64, height as i64 - rh as i64);
             dh > 0 && dh > 2 * dw
         };
-        Ok(Plan { size: s, horizontal, vertical, fill, vertical_first })
+        #[cfg(target_arch = "x86_64")]
+        let gather = (horizontal.resample && horizontal.out1 > horizontal.out0 && super::resize_avx512::gather_available())
+            .then(|| super::resize_avx512::GatherTable::new(&horizontal.coeffs))
+            .flatten();
+        Ok(Plan {
+            size: s,
+            horizontal,
+            vertical,
+            fill,
+            vertical_first,
+            #[cfg(target_arch = "x86_64")]
+            gather,
+        })
     }
 
     /// Buffers sized for [`Self::run`], so that running allocates nothing.
@@ -446,17 +490,22 @@ impl Plan {
             Scratch { src: vec![0; rows * span * 3], temp: vec![0; (self.vertical.out1 - self.vertical.out0) * span * 3], batch: Vec::new() }
         } else {
             // One block's buffers; `run` grows them for more blocks, once.
-            let (batch, batch_scratch) = self.horizontal_batch();
-            Scratch { src: vec![0; batch * span * 3], temp: vec![0; rows * s * 3], batch: vec![0; batch_scratch] }
+            let (batches, batch_scratch) = self.horizontal_batch();
+            Scratch { src: vec![0; batches.first().copied().unwrap_or(1) * span * 3], temp: vec![0; rows * s * 3], batch: vec![0; batch_scratch] }
         }
     }
 
-    /// Rows the horizontal-first pass takes at once and the scratch bytes one such batch needs: the
-    /// batched pass where the CPU has one and the axis resamples some kept pixels, else `(1, 0)`.
-    fn horizontal_batch(&self) -> (usize, usize) {
+    /// Row counts the horizontal-first pass takes at once (largest first) and the scratch bytes one
+    /// such batch needs: the batched passes where the CPU has them and the axis resamples some kept
+    /// pixels, else `([], 0)` (one row at a time).
+    fn horizontal_batch(&self) -> (&'static [usize], usize) {
         let h = &self.horizontal;
-        match if h.resample && h.out1 > h.out0 { batch_rows() } else { 1 } {
-            1 => (1, 0),
+        #[cfg(target_arch = "x86_64")]
+        if self.gather.is_some() {
+            return (&[], 0);
+        }
+        match if h.resample && h.out1 > h.out0 { batch_rows() } else { &[] } {
+            [] => (&[], 0),
             rows => (rows, batch_scratch_len(self.source_columns().len() * 3, h.out1 - h.out0)),
         }
     }
@@ -472,7 +521,8 @@ impl Plan {
             // Each block converts its source rows into its own row buffers and resamples them
             // horizontally into its rows of `temp`: `batch` rows at a time where the CPU has a
             // batched pass, the rest one at a time.
-            let (batch, batch_scratch) = self.horizontal_batch();
+            let (batches, batch_scratch) = self.horizontal_batch();
+            let batch = batches.first().copied().unwrap_or(1);
             let tasks = task_count(workers, rows.len());
             scratch.src.resize(tasks * batch * span, 0);
             scratch.batch.resize(tasks * batch_scratch, 0);
@@ -486,11 +536,11 @@ impl Plan {
                     let n = temp.len() / row;
                     let mut i = 0;
                     while i < n {
-                        if batch > 1 && i + batch <= n {
+                        if let Some(&batch) = batches.iter().find(|&&b| i + b <= n) {
                             for r in 0..batch {
                                 source_row(first + i + r, &mut src[r * span..(r + 1) * span]);
                             }
-                            self.rows_batch(&src, span, &mut temp[i * row..(i + batch) * row], &mut bs);
+                            self.rows_batch(&src[..batch * span], span, &mut temp[i * row..(i + batch) * row], &mut bs);
                             i += batch;
                         } else {
                             source_row(first + i, &mut src[..span]);
@@ -548,6 +598,16 @@ impl Plan {
         let h = &self.horizontal;
         let (a, b) = (h.out0 * 3, h.out1 * 3);
         if h.out1 > h.out0 {
+            #[cfg(target_arch = "x86_64")]
+            if let Some(table) = &self.gather {
+                // SAFETY: the table exists only where the CPU has AVX-512 F, BW, VBMI and VNNI
+                // (`gather_available`, checked in `Plan::new`); the function is safe Rust compiled
+                // with them. Exercised by `tests::compiled_passes_equal_the_reference` and
+                // `stream::pixel::tests::row_blocks_on_a_pool_give_the_serial_values`.
+                unsafe { super::resize_avx512::resample_rgb_row_gather(&h.coeffs, table, src, h.src0, &mut dst[a..b]) };
+                self.pad_row(dst);
+                return;
+            }
             if h.resample {
                 h.coeffs.resample_rgb_row(src, h.src0, &mut dst[a..b]);
             } else {
@@ -567,18 +627,27 @@ impl Plan {
         }
     }
 
-    /// Horizontal pass of [`batch_rows`] source rows at once (`src`: rows of `span` bytes; `dst`:
-    /// as many output rows of `size` pixels) through the batched pass, the same bytes as
-    /// [`Self::row`] on each row. Only called when the axis resamples and keeps some pixels.
+    /// Horizontal pass of one of [`batch_rows`]'s counts of source rows at once (`src`: rows of
+    /// `span` bytes; `dst`: as many output rows of `size` pixels) through the batched pass, the
+    /// same bytes as [`Self::row`] on each row. Only called when the axis resamples and keeps some
+    /// pixels.
     fn rows_batch(&self, src: &[u8], span: usize, dst: &mut [u8], scratch: &mut [u8]) {
         let row = self.size * 3;
         #[cfg(target_arch = "x86_64")]
         {
             let h = &self.horizontal;
-            // SAFETY: `batch_rows()` is above 1 only when the CPU has AVX2; the function is safe
-            // Rust compiled with AVX2 enabled. Exercised by `tests::compiled_passes_equal_the_reference`
-            // and `stream::pixel::tests::row_blocks_on_a_pool_give_the_serial_values`.
-            unsafe { super::resize_avx2::resample_rgb_rows8(&h.coeffs, src, span, h.src0, &mut dst[h.out0 * 3..], row, scratch) };
+            let dst_rows = &mut dst[h.out0 * 3..];
+            if src.len() == super::resize_avx512::BATCH * span {
+                // SAFETY: `batch_rows()` offers 16 rows only when the CPU has AVX-512 F and BW; the
+                // function is safe Rust compiled with them. Exercised by
+                // `tests::compiled_passes_equal_the_reference` and
+                // `stream::pixel::tests::row_blocks_on_a_pool_give_the_serial_values`.
+                unsafe { super::resize_avx512::resample_rgb_rows16(&h.coeffs, src, span, h.src0, dst_rows, row, scratch) };
+            } else {
+                // SAFETY: `batch_rows()` offers 8 rows only when the CPU has AVX2; the function is
+                // safe Rust compiled with AVX2 enabled. Exercised by the same tests.
+                unsafe { super::resize_avx2::resample_rgb_rows8(&h.coeffs, src, span, h.src0, dst_rows, row, scratch) };
+            }
             for r in dst.chunks_exact_mut(row) {
                 self.pad_row(r);
             }
@@ -717,6 +786,14 @@ pub(crate) fn normalize_chw(crop: &[u8], cfg: &PreprocessConfig, out: &mut [f32]
     let planes = [r, g, b].map(|p| Parts::rows(p, s, tasks, s));
     workers.run_tasks(tasks, &|t| {
         let px = &crop[first_row(t, tasks, s) * s * 3..first_row(t + 1, tasks, s) * s * 3];
+        #[cfg(target_arch = "x86_64")]
+        if super::resize_avx512::normalize_available() {
+            let [mut r, mut g, mut b] = [0, 1, 2].map(|c| planes[c].get(t));
+            // SAFETY: the CPU has AVX-512 F, BW and VBMI (checked just above); the function is
+            // safe Rust compiled with them. Exercised by `tests::normalize_passes_equal_the_table`.
+            unsafe { super::resize_avx512::normalize_rows(px, &tables, [&mut r, &mut g, &mut b]) };
+            return;
+        }
         for (c, (plane, table)) in planes.iter().zip(&tables).enumerate() {
             for (o, px) in plane.get(t).iter_mut().zip(px.chunks_exact(3)) {
                 *o = table[px[c] as usize];
@@ -755,9 +832,36 @@ mod tests {
     }
 
     #[test]
+    fn normalize_passes_equal_the_table() {
+        // The AVX-512 lookups against the scalar ones, on pixel counts around the 16-pixel blocks.
+        #[cfg(target_arch = "x86_64")]
+        if super::super::resize_avx512::normalize_available() {
+            let mut rng = Rng::new(13);
+            let tables: [[f32; 256]; 3] = std::array::from_fn(|_| std::array::from_fn(|_| f32::from_bits(rng.next_u64() as u32 >> 2)));
+            for n in (0..70).chain([223, 224, 225, 224 * 7]) {
+                let px: Vec<u8> = (0..3 * n).map(|_| (rng.next_u64() >> 56) as u8).collect();
+                let mut planes = [vec![-1f32; n + 3], vec![-1f32; n + 3], vec![-1f32; n + 3]];
+                let [r, g, b] = &mut planes;
+                // SAFETY: the CPU has AVX-512 F, BW and VBMI (checked above).
+                unsafe { super::super::resize_avx512::normalize_rows(&px, &tables, [&mut r[..], &mut g[..], &mut b[..]]) };
+                for (c, plane) in planes.iter().enumerate() {
+                    let want: Vec<u32> = (0..n).map(|i| tables[c][px[3 * i + c] as usize].to_bits()).collect();
+                    assert_eq!(plane[..n].iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want, "{n} pixels, channel {c}");
+                    assert!(plane[n..].iter().all(|&v| v == -1.0), "{n} pixels: wrote past the pixels");
+                }
+            }
+            eprintln!("AVX-512 VBMI present: the vector lookups were checked");
+            return;
+        }
+        eprintln!("AVX-512 VBMI absent: only the scalar lookups run");
+    }
+
+    #[test]
     fn compiled_passes_equal_the_reference() {
         let mut rng = Rng::new(11);
         let interps = [Interpolation::Bicubic, Interpolation::Bilinear, Interpolation::Lanczos, Interpolation::Box, Interpolation::Hamming, Interpolation::Nearest];
+        #[cfg(target_arch = "x86_64")]
+        let (mut gathered, mut vnni_vertical) = (0, 0);
         for case in 0..300 {
             let in_size = 1 + (rng.next_u64() % 700) as usize;
             let out_size = 1 + (rng.next_u64() % 300) as usize;
@@ -782,23 +886,45 @@ mod tests {
             got.fill(0);
             resample_rgb_row_body(&c, &row, x0, &mut got);
             assert_eq!(got, want, "horizontal portable body, case {case}");
-            // Eight rows at once through the batched pass, into rows with some bytes between them
-            // (which it must leave alone).
+            // The batched passes (8 rows with AVX2, 16 with AVX-512), into rows with some bytes
+            // between them (which they must leave alone).
             #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
-                use super::super::resize_avx2::{resample_rgb_rows8, rows8_scratch_len, BATCH};
-                let span = row.len();
-                let rows: Vec<u8> = (0..BATCH * span).map(|_| byte(&mut rng)).collect();
-                let out = c.bounds.len() * 3;
-                let stride = out + (rng.next_u64() % 9) as usize;
-                let mut dst = vec![0xa5u8; BATCH * stride];
-                let mut scratch = vec![0u8; rows8_scratch_len(span, c.bounds.len())];
-                // SAFETY: the CPU has AVX2 (checked above).
-                unsafe { resample_rgb_rows8(&c, &rows, span, x0, &mut dst, stride, &mut scratch) };
-                for r in 0..BATCH {
-                    let want = reference_rgb_row(&c, &rows[r * span..(r + 1) * span], x0);
-                    assert_eq!(dst[r * stride..r * stride + out], want[..], "8-row horizontal, row {r}, case {case}: {in_size} -> {out_size} ({first}+{count}) {interp:?}");
-                    assert!(dst[r * stride + out..(r + 1) * stride].iter().all(|&v| v == 0xa5), "8-row horizontal wrote between rows, case {case}");
+            {
+                use super::super::{resize_avx2, resize_avx512};
+                type Batched = unsafe fn(&Coeffs, &[u8], usize, usize, &mut [u8], usize, &mut [u8]);
+                let passes: [(bool, usize, Batched, usize); 2] = [
+                    (std::arch::is_x86_feature_detected!("avx2"), resize_avx2::BATCH, resize_avx2::resample_rgb_rows8, resize_avx2::rows8_scratch_len(row.len(), c.bounds.len())),
+                    (resize_avx512::available(), resize_avx512::BATCH, resize_avx512::resample_rgb_rows16, resize_avx512::rows16_scratch_len(row.len(), c.bounds.len())),
+                ];
+                for (present, batch, pass, scratch_len) in passes {
+                    if !present {
+                        continue;
+                    }
+                    let span = row.len();
+                    let rows: Vec<u8> = (0..batch * span).map(|_| byte(&mut rng)).collect();
+                    let out = c.bounds.len() * 3;
+                    let stride = out + (rng.next_u64() % 9) as usize;
+                    let mut dst = vec![0xa5u8; batch * stride];
+                    let mut scratch = vec![0u8; scratch_len];
+                    // SAFETY: the CPU has the pass's instruction set (checked just above).
+                    unsafe { pass(&c, &rows, span, x0, &mut dst, stride, &mut scratch) };
+                    for r in 0..batch {
+                        let want = reference_rgb_row(&c, &rows[r * span..(r + 1) * span], x0);
+                        assert_eq!(dst[r * stride..r * stride + out], want[..], "{batch}-row horizontal, row {r}, case {case}: {in_size} -> {out_size} ({first}+{count}) {interp:?}");
+                        assert!(dst[r * stride + out..(r + 1) * stride].iter().all(|&v| v == 0xa5), "{batch}-row horizontal wrote between rows, case {case}");
+                    }
+                }
+            }
+            // The AVX-512 VBMI + VNNI pass, where its table can be made.
+            #[cfg(target_arch = "x86_64")]
+            if super::super::resize_avx512::gather_available() {
+                use super::super::resize_avx512::{resample_rgb_row_gather, GatherTable};
+                if let Some(table) = GatherTable::new(&c) {
+                    gathered += 1;
+                    got.fill(0);
+                    // SAFETY: the CPU has AVX-512 F, BW, VBMI and VNNI (checked above).
+                    unsafe { resample_rgb_row_gather(&c, &table, &row, x0, &mut got) };
+                    assert_eq!(got, want, "gathered horizontal, case {case}: {in_size} -> {out_size} ({first}+{count}) {interp:?}");
                 }
             }
 
@@ -810,8 +936,32 @@ mod tests {
             c.resample_rows(&src, x0, row_len, &mut got, all.clone());
             assert_eq!(got, want, "vertical, case {case}: {in_size} -> {out_size}, rows of {row_len}");
             got.fill(0);
-            resample_rows_body(&c, &src, x0, row_len, &mut got, all);
+            resample_rows_body(&c, &src, x0, row_len, &mut got, all.clone());
             assert_eq!(got, want, "vertical portable body, case {case}");
+            // Each compiled vertical pass the CPU can run, not only the one dispatched.
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    got.fill(0);
+                    // SAFETY: the CPU has AVX2 (checked just above).
+                    unsafe { super::super::resize_avx2::resample_rows(&c, &src, x0, row_len, &mut got, all.clone()) };
+                    assert_eq!(got, want, "vertical AVX2, case {case}");
+                }
+                if super::super::resize_avx512::available() {
+                    got.fill(0);
+                    // SAFETY: the CPU has AVX-512 F and BW (checked just above).
+                    unsafe { super::super::resize_avx512::resample_rows(&c, &src, x0, row_len, &mut got, all.clone()) };
+                    assert_eq!(got, want, "vertical AVX-512, case {case}");
+                }
+                if c.vnni_vertical && super::super::resize_avx512::vnni_available() {
+                    vnni_vertical += 1;
+                    got.fill(0);
+                    // SAFETY: the CPU has AVX-512 F, BW and VNNI (checked just above) and the
+                    // pass takes these taps.
+                    unsafe { super::super::resize_avx512::resample_rows_vnni(&c, &src, x0, row_len, &mut got, all) };
+                    assert_eq!(got, want, "vertical AVX-512 VNNI, case {case}: {in_size} -> {out_size}, rows of {row_len} {interp:?}");
+                }
+            }
             // A block of output rows alone (as one task of a parallel run writes it).
             let a = (rng.next_u64() % c.bounds.len() as u64) as usize;
             let b = a + (rng.next_u64() % (c.bounds.len() - a + 1) as u64) as usize;
@@ -820,7 +970,21 @@ mod tests {
             assert_eq!(part, want[a * row_len..b * row_len], "vertical rows {a}..{b}, case {case}");
         }
         #[cfg(target_arch = "x86_64")]
-        eprintln!("AVX2 {}", if std::arch::is_x86_feature_detected!("avx2") { "present: the AVX2 passes were checked" } else { "absent: only the portable passes were checked" });
+        eprintln!(
+            "AVX2 {}; AVX-512 {}",
+            if std::arch::is_x86_feature_detected!("avx2") { "present: the AVX2 passes were checked" } else { "absent" },
+            if super::super::resize_avx512::available() { "present: the AVX-512 passes were checked" } else { "absent" }
+        );
+        #[cfg(target_arch = "x86_64")]
+        if super::super::resize_avx512::gather_available() {
+            eprintln!("AVX-512 VBMI + VNNI present: the gathered pass was checked on {gathered} of 300 cases");
+            assert!(gathered >= 100, "the gathered pass could take only {gathered} of 300 cases");
+        }
+        #[cfg(target_arch = "x86_64")]
+        if super::super::resize_avx512::vnni_available() {
+            eprintln!("AVX-512 VNNI present: the VNNI vertical pass was checked on {vnni_vertical} of 300 cases");
+            assert!(vnni_vertical >= 100, "the VNNI vertical pass could take only {vnni_vertical} of 300 cases");
+        }
         #[cfg(target_arch = "aarch64")]
         eprintln!("the NEON horizontal pass was checked");
     }

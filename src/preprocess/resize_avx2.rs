@@ -51,6 +51,19 @@ pub(super) fn resample_rgb_row(c: &Coeffs, src: &[u8], x0: usize, dst: &mut [u8]
     }
 }
 
+/// `pshufb` masks that spread 16 R, G and B bytes into 48 bytes of packed RGB: mask `[k][c]` puts
+/// plane `c`'s bytes into output bytes `16k..16k + 16` (other positions zero).
+const fn interleave_masks() -> [[[i8; 16]; 3]; 3] {
+    let mut m = [[[-128i8; 16]; 3]; 3];
+    let mut g = 0;
+    while g < 48 {
+        m[g / 16][g % 3][g % 16] = (g / 3) as i8;
+        g += 1;
+    }
+    m
+}
+pub(crate) const RGB_INTERLEAVE: [[[i8; 16]; 3]; 3] = interleave_masks();
+
 /// Rows the batched horizontal pass takes at once.
 pub(super) const BATCH: usize = 8;
 
@@ -67,7 +80,7 @@ pub(super) fn rows8_scratch_len(span: usize, out: usize) -> usize {
 /// # Safety
 /// The 8 bytes from each `src + r·stride`, `r < 8`, must be readable; the CPU must have AVX2.
 #[target_feature(enable = "avx2")]
-unsafe fn transpose8x8(src: *const u8, stride: usize) -> [__m128i; 4] {
+pub(super) unsafe fn transpose8x8(src: *const u8, stride: usize) -> [__m128i; 4] {
     // SAFETY: the caller guarantees that the eight 8-byte rows are readable.
     let row = |r: usize| unsafe { _mm_loadl_epi64(src.add(r * stride) as *const __m128i) };
     let (a, b) = (_mm_unpacklo_epi8(row(0), row(1)), _mm_unpacklo_epi8(row(2), row(3)));

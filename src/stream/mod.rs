@@ -9,6 +9,8 @@
 pub mod pixel;
 #[cfg(target_arch = "x86_64")]
 mod pixel_avx2;
+#[cfg(target_arch = "x86_64")]
+mod pixel_avx512;
 #[cfg(target_arch = "aarch64")]
 mod pixel_neon;
 pub mod ring;

@@ -205,7 +205,22 @@ fn convert_row(frame: &[u8], format: PixelFormat, width: usize, height: usize, c
         PixelFormat::Yuyv | PixelFormat::Uyvy => {
             let row = &frame[y * cw * 4..(y + 1) * cw * 4];
             let (yo, uo, vo) = if format == PixelFormat::Yuyv { (0, 1, 3) } else { (1, 0, 2) };
-            for (x, d) in (x0..x1).zip(px) {
+            #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
+            let (mut x, mut px) = (x0, px);
+            #[cfg(target_arch = "x86_64")]
+            if super::pixel_avx512::available() {
+                if x % 2 == 1 && x < x1 {
+                    let m = &row[(x / 2) * 4..(x / 2) * 4 + 4];
+                    dst[..3].copy_from_slice(&color.to_rgb(m[yo + 2], m[uo], m[vo]));
+                    x += 1;
+                }
+                // SAFETY: the CPU has AVX-512 F, BW, VL and VBMI (checked just above); the
+                // function checks its loads' bounds. Exercised by
+                // `tests::yuv422_rows_equal_to_rgb_per_pixel`.
+                x = unsafe { super::pixel_avx512::yuv422_row(row, [yo, uo, vo], color, x0, x, x1, dst) };
+                px = dst[(x - x0) * 3..(x1 - x0) * 3].chunks_exact_mut(3);
+            }
+            for (x, d) in (x..x1).zip(px) {
                 let m = &row[(x / 2) * 4..(x / 2) * 4 + 4];
                 d.copy_from_slice(&color.to_rgb(m[yo + (x & 1) * 2], m[uo], m[vo]));
             }
@@ -233,7 +248,11 @@ fn convert_row(frame: &[u8], format: PixelFormat, width: usize, height: usize, c
             {
                 let c = if format == PixelFormat::Nv12 { Chroma::Interleaved(uv) } else { Chroma::Planar(u, v) };
                 #[cfg(target_arch = "x86_64")]
-                if std::arch::is_x86_feature_detected!("avx2") {
+                if super::pixel_avx512::available() {
+                    // SAFETY: the CPU has AVX-512 F and BW (checked just above); the function
+                    // checks its loads' bounds. Exercised by `tests::yuv420_rows_equal_to_rgb_per_pixel`.
+                    x = unsafe { super::pixel_avx512::yuv420_row(luma, &c, color, x0, x, x1, dst) };
+                } else if std::arch::is_x86_feature_detected!("avx2") {
                     // SAFETY: the CPU has AVX2 (checked just above); the function checks its
                     // loads' bounds. Exercised by `tests::yuv420_rows_equal_to_rgb_per_pixel`.
                     x = unsafe { super::pixel_avx2::yuv420_row(luma, &c, color, x0, x, x1, dst) };
@@ -334,23 +353,44 @@ mod tests {
         (0..n).map(|_| (rng.next_u64() >> 56) as u8).collect()
     }
 
-    #[test]
-    fn yuv420_rows_equal_to_rgb_per_pixel() {
-        // The row converter (AVX2 blocks of 16 where the CPU has it, the scalar pixel loop around
-        // them) against `to_rgb` per pixel, on random sizes, rows and column windows.
-        let mut rng = crate::model::synthetic::Rng::new(5);
-        let specs = [ColorMatrix::Bt601, ColorMatrix::Bt709].into_iter().flat_map(|m| [ColorRange::Limited, ColorRange::Full].map(|r| ColorSpec::new(m, r)));
-        let specs: Vec<ColorSpec> = specs.collect();
-        for case in 0..400 {
+    /// One random row-conversion case: a `w × h` noise frame in one of `formats`, a row `y`, the
+    /// columns `x0..x1`, and what `convert_row` made of them.
+    struct RowCase {
+        w: usize,
+        h: usize,
+        format: PixelFormat,
+        color: ColorSpec,
+        frame: Vec<u8>,
+        y: usize,
+        x0: usize,
+        x1: usize,
+        got: Vec<u8>,
+    }
+
+    impl RowCase {
+        fn new(rng: &mut crate::model::synthetic::Rng, case: usize, formats: [PixelFormat; 2]) -> RowCase {
+            let specs = [ColorMatrix::Bt601, ColorMatrix::Bt709].map(|m| [ColorRange::Limited, ColorRange::Full].map(|r| ColorSpec::new(m, r)));
             let (w, h) = (1 + (rng.next_u64() % 130) as usize, 1 + (rng.next_u64() % 9) as usize);
-            let format = if case % 2 == 0 { PixelFormat::Nv12 } else { PixelFormat::I420 };
-            let color = &specs[case % specs.len()];
+            // Every format × matrix × range over each 8 cases.
+            let (format, color) = (formats[case % 2], specs[case / 2 % 2][case / 4 % 2]);
             let frame = noise(frame_size(format, w, h), case as u64);
             let y = (rng.next_u64() % h as u64) as usize;
             let x0 = (rng.next_u64() % w as u64) as usize;
             let x1 = x0 + 1 + (rng.next_u64() % (w - x0) as u64) as usize;
             let mut got = vec![0u8; (x1 - x0) * 3];
-            convert_row(&frame, format, w, h, color, y, x0, x1, &mut got);
+            convert_row(&frame, format, w, h, &color, y, x0, x1, &mut got);
+            RowCase { w, h, format, color, frame, y, x0, x1, got }
+        }
+    }
+
+    #[test]
+    fn yuv420_rows_equal_to_rgb_per_pixel() {
+        // The row converter (SIMD blocks where the CPU has them, the scalar pixel loop around
+        // them) against `to_rgb` per pixel, on random sizes, rows and column windows.
+        let mut rng = crate::model::synthetic::Rng::new(5);
+        for case in 0..400 {
+            let RowCase { w, h, format, color, frame, y, x0, x1, got } = RowCase::new(&mut rng, case, [PixelFormat::Nv12, PixelFormat::I420]);
+            let color = &color;
             let cw = w.div_ceil(2);
             let chroma = &frame[w * h..];
             for x in x0..x1 {
@@ -360,6 +400,80 @@ mod tests {
                 };
                 let want = color.to_rgb(frame[y * w + x], u, v);
                 assert_eq!(&got[(x - x0) * 3..(x - x0) * 3 + 3], &want, "case {case}: {format:?} {w}x{h}, row {y}, columns {x0}..{x1}, pixel {x}");
+            }
+            // Each x86-64 block converter the CPU can run, not only the one dispatched: the pixels
+            // it converts (from the first even column on) equal the whole row's conversion.
+            #[cfg(target_arch = "x86_64")]
+            {
+                let luma = &frame[y * w..(y + 1) * w];
+                let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+                let c = match format {
+                    PixelFormat::Nv12 => Chroma::Interleaved(&chroma[(y / 2) * cw * 2..(y / 2 + 1) * cw * 2]),
+                    _ => Chroma::Planar(&chroma[(y / 2) * cw..(y / 2 + 1) * cw], &chroma[cw * ch + (y / 2) * cw..cw * ch + (y / 2 + 1) * cw]),
+                };
+                let start = x0.next_multiple_of(2).min(x1);
+                type Converter = unsafe fn(&[u8], &Chroma, &ColorSpec, usize, usize, usize, &mut [u8]) -> usize;
+                let converters: [(&str, bool, Converter); 2] = [
+                    ("AVX2", std::arch::is_x86_feature_detected!("avx2"), super::super::pixel_avx2::yuv420_row),
+                    ("AVX-512", super::super::pixel_avx512::available(), super::super::pixel_avx512::yuv420_row),
+                ];
+                for (name, present, convert) in converters {
+                    if present {
+                        let mut part = vec![0u8; (x1 - x0) * 3];
+                        // SAFETY: the CPU has the converter's instruction set (checked just above).
+                        let end = unsafe { convert(luma, &c, color, x0, start, x1, &mut part) };
+                        assert!(end >= start && end <= x1 && (x1 - end < 16 || end + 16 > luma.len()), "{name}: stopped at {end} of {start}..{x1}, case {case}");
+                        assert_eq!(part[(start - x0) * 3..(end - x0) * 3], got[(start - x0) * 3..(end - x0) * 3], "{name}, case {case}: {format:?} {w}x{h}, row {y}, columns {start}..{end}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn yuv422_rows_equal_to_rgb_per_pixel() {
+        // The row converter (AVX-512 blocks of 32 where the CPU has it, the scalar pixel loop
+        // around them) against `to_rgb` per pixel, on random sizes, rows and column windows.
+        let mut rng = crate::model::synthetic::Rng::new(7);
+        for case in 0..400 {
+            let RowCase { w, h, format, color, frame, y, x0, x1, got } = RowCase::new(&mut rng, case, [PixelFormat::Yuyv, PixelFormat::Uyvy]);
+            let row = &frame[y * w.div_ceil(2) * 4..];
+            let (yo, uo, vo) = if format == PixelFormat::Yuyv { (0, 1, 3) } else { (1, 0, 2) };
+            for x in x0..x1 {
+                let m = &row[(x / 2) * 4..(x / 2) * 4 + 4];
+                let want = color.to_rgb(m[yo + (x & 1) * 2], m[uo], m[vo]);
+                assert_eq!(&got[(x - x0) * 3..(x - x0) * 3 + 3], &want, "case {case}: {format:?} {w}x{h}, row {y}, columns {x0}..{x1}, pixel {x}");
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        eprintln!("AVX-512 VBMI {}", if super::super::pixel_avx512::available() { "present: the AVX-512 converter was checked" } else { "absent: only the scalar converter was checked" });
+    }
+
+    /// The AVX-512 converter's 16-bit split products, on every (Y, U, V) of every colour spec.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_converter_is_exact_on_every_yuv_triple() {
+        if !super::super::pixel_avx512::available() {
+            eprintln!("AVX-512 VBMI absent: not checked");
+            return;
+        }
+        // One row per V: pixel pair j has U = j / 128 and Y = 2·(j % 128), 2·(j % 128) + 1.
+        let width = 2 * 128 * 256;
+        let luma: Vec<u8> = (0..width).map(|x| (x % 256) as u8).collect();
+        let mut rgb = vec![0u8; 3 * width];
+        for matrix in [ColorMatrix::Bt601, ColorMatrix::Bt709] {
+            for range in [ColorRange::Limited, ColorRange::Full] {
+                let color = ColorSpec::new(matrix, range);
+                for v in 0..=255u8 {
+                    let uv: Vec<u8> = (0..width / 2).flat_map(|j| [(j / 128) as u8, v]).collect();
+                    // SAFETY: the CPU has AVX-512 F, BW, VL and VBMI (checked above).
+                    let end = unsafe { super::super::pixel_avx512::yuv420_row(&luma, &Chroma::Interleaved(&uv), &color, 0, 0, width, &mut rgb) };
+                    assert_eq!(end, width);
+                    for (x, px) in rgb.chunks_exact(3).enumerate() {
+                        let u = (x / 256) as u8;
+                        assert_eq!(px, color.to_rgb(luma[x], u, v), "{matrix:?} {range:?}: Y {} U {u} V {v}", luma[x]);
+                    }
+                }
             }
         }
     }
