@@ -205,24 +205,33 @@ fn convert_row(frame: &[u8], format: PixelFormat, width: usize, height: usize, c
         PixelFormat::Yuyv | PixelFormat::Uyvy => {
             let row = &frame[y * cw * 4..(y + 1) * cw * 4];
             let (yo, uo, vo) = if format == PixelFormat::Yuyv { (0, 1, 3) } else { (1, 0, 2) };
-            #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
+            let pixel = |x: usize, d: &mut [u8]| {
+                let m = &row[(x / 2) * 4..(x / 2) * 4 + 4];
+                d.copy_from_slice(&color.to_rgb(m[yo + (x & 1) * 2], m[uo], m[vo]));
+            };
             let (mut x, mut px) = (x0, px);
+            // An odd first pixel alone, so that the SIMD blocks start on a pair.
+            if x % 2 == 1 && x < x1 {
+                pixel(x, px.next().expect("one pixel per column"));
+                x += 1;
+            }
             #[cfg(target_arch = "x86_64")]
             if super::pixel_avx512::available() {
-                if x % 2 == 1 && x < x1 {
-                    let m = &row[(x / 2) * 4..(x / 2) * 4 + 4];
-                    dst[..3].copy_from_slice(&color.to_rgb(m[yo + 2], m[uo], m[vo]));
-                    x += 1;
-                }
                 // SAFETY: the CPU has AVX-512 F, BW, VL and VBMI (checked just above); the
                 // function checks its loads' bounds. Exercised by
                 // `tests::yuv422_rows_equal_to_rgb_per_pixel`.
                 x = unsafe { super::pixel_avx512::yuv422_row(row, [yo, uo, vo], color, x0, x, x1, dst) };
                 px = dst[(x - x0) * 3..(x1 - x0) * 3].chunks_exact_mut(3);
             }
+            #[cfg(target_arch = "aarch64")]
+            {
+                // SAFETY: NEON is part of every aarch64 CPU (a base feature of the target); the
+                // function checks its loads' bounds. Exercised by the same test.
+                x = unsafe { super::pixel_neon::yuv422_row(row, format == PixelFormat::Uyvy, color, x0, x, x1, dst) };
+                px = dst[(x - x0) * 3..(x1 - x0) * 3].chunks_exact_mut(3);
+            }
             for (x, d) in (x..x1).zip(px) {
-                let m = &row[(x / 2) * 4..(x / 2) * 4 + 4];
-                d.copy_from_slice(&color.to_rgb(m[yo + (x & 1) * 2], m[uo], m[vo]));
+                pixel(x, d);
             }
         }
         PixelFormat::Nv12 | PixelFormat::I420 => {
@@ -432,8 +441,8 @@ mod tests {
 
     #[test]
     fn yuv422_rows_equal_to_rgb_per_pixel() {
-        // The row converter (AVX-512 blocks of 32 where the CPU has it, the scalar pixel loop
-        // around them) against `to_rgb` per pixel, on random sizes, rows and column windows.
+        // The row converter (AVX-512 or NEON blocks of 32 where the CPU has them, the scalar pixel
+        // loop around them) against `to_rgb` per pixel, on random sizes, rows and column windows.
         let mut rng = crate::model::synthetic::Rng::new(7);
         for case in 0..400 {
             let RowCase { w, h, format, color, frame, y, x0, x1, got } = RowCase::new(&mut rng, case, [PixelFormat::Yuyv, PixelFormat::Uyvy]);
