@@ -65,6 +65,8 @@ def main():
     ap.add_argument("--pairs", type=int, default=400, help="logits / classify_frame pairs timed call by call after the rounds")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     a = ap.parse_args()
+    if a.pairs < 2:
+        ap.error("--pairs must be at least 2 (each classify_frame needs a logits call on either side)")
     w, h = (int(v) for v in a.size.split("x"))
     model = vitedge.Model(a.model, threads=a.threads, kernels=a.kernels)
     frames = [nv12_frame(w, h, s) for s in range(8)]

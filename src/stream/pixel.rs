@@ -258,8 +258,9 @@ fn convert_row(frame: &[u8], format: PixelFormat, width: usize, height: usize, c
                 let c = if format == PixelFormat::Nv12 { Chroma::Interleaved(uv) } else { Chroma::Planar(u, v) };
                 #[cfg(target_arch = "x86_64")]
                 if super::pixel_avx512::available() {
-                    // SAFETY: the CPU has AVX-512 F and BW (checked just above); the function
-                    // checks its loads' bounds. Exercised by `tests::yuv420_rows_equal_to_rgb_per_pixel`.
+                    // SAFETY: the CPU has AVX-512 F, BW, VL and VBMI (checked just above); the
+                    // function checks its loads' bounds. Exercised by
+                    // `tests::yuv420_rows_equal_to_rgb_per_pixel`.
                     x = unsafe { super::pixel_avx512::yuv420_row(luma, &c, color, x0, x, x1, dst) };
                 } else if std::arch::is_x86_feature_detected!("avx2") {
                     // SAFETY: the CPU has AVX2 (checked just above); the function checks its

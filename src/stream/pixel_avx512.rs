@@ -1,5 +1,6 @@
-//! AVX-512 (F, BW, VL, VBMI) conversion of 4:2:0 rows (NV12, I420) to packed RGB8, 32 pixels at
-//! a time in 16-bit lanes, bit-identical with [`ColorSpec::to_rgb`].
+//! AVX-512 (F, BW, VL, VBMI) conversion of 4:2:0 rows (NV12, I420) and packed 4:2:2 rows (YUYV,
+//! UYVY) to packed RGB8, 32 pixels at a time in 16-bit lanes, bit-identical with
+//! [`ColorSpec::to_rgb`].
 //!
 //! `to_rgb` sums i32 products of 16-bit fixed-point coefficients and shifts by 16. Here each
 //! product `x·k` is kept exactly as two 16-bit halves: `k = kh·2^16 + kl` with `kl` in
