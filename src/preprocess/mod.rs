@@ -14,6 +14,8 @@ mod resize_neon;
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) use resize_avx2::RGB_INTERLEAVE;
+#[cfg(target_arch = "x86_64")]
+pub(crate) use resize_avx512::low_bits;
 use serde::{Deserialize, Serialize};
 
 pub use decode::{decode_rgb8, is_jpeg, is_png, jpeg_dimensions, load_rgb8_with, DecodeLimits, DEFAULT_MAX_PIXELS};

@@ -10,6 +10,25 @@ use std::arch::x86_64::*;
 use super::resize::{Coeffs, HALF, PRECISION_BITS};
 use super::resize_avx2::transpose8x8;
 
+/// The lowest `min(n, 64)` bits set: the mask of a masked load or store of the first `n` bytes
+/// (or elements) of a register.
+pub(crate) fn low_bits(n: usize) -> u64 {
+    if n >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << n) - 1
+    }
+}
+
+/// Σ `digits[d]` · 2^(7d) (see [`DIGIT_BITS`]): the i32 sum the four digit sums stand for, in
+/// Pillow's wrapping arithmetic.
+#[target_feature(enable = "avx512f")]
+fn combine_digits(digits: [__m512i; 4]) -> __m512i {
+    let high = _mm512_add_epi32(_mm512_slli_epi32::<{ DIGIT_BITS }>(digits[3]), digits[2]);
+    let high = _mm512_add_epi32(_mm512_slli_epi32::<{ DIGIT_BITS }>(high), digits[1]);
+    _mm512_add_epi32(_mm512_slli_epi32::<{ DIGIT_BITS }>(high), digits[0])
+}
+
 /// Whether this CPU has what the passes below use (AVX-512 F and BW; both imply AVX2).
 pub(super) fn available() -> bool {
     std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw")
@@ -231,12 +250,11 @@ pub(super) fn resample_rgb_row_gather(c: &Coeffs, table: &GatherTable, src: &[u8
         // The window: up to 128 bytes from the block's first tap, zeros past the row's end.
         let start = 3 * (b.xmin - x0);
         let left = src.len() - start;
-        let mask = |skip: usize| if left <= skip { 0 } else if left - skip >= 64 { u64::MAX } else { (1u64 << (left - skip)) - 1 };
         // SAFETY: a masked load reads only the bytes its mask selects, here those below
         // src.len(); masked-off bytes neither fault nor are read.
         let (lo, hi) = unsafe {
             let p = src.as_ptr().add(start) as *const i8;
-            (_mm512_maskz_loadu_epi8(mask(0), p), _mm512_maskz_loadu_epi8(mask(64), p.wrapping_add(64)))
+            (_mm512_maskz_loadu_epi8(low_bits(left), p), _mm512_maskz_loadu_epi8(low_bits(left.saturating_sub(64)), p.wrapping_add(64)))
         };
         // Per channel, the four digit sums; the lowest starts at HALF (Pillow's rounding).
         let mut acc = [[half, zero, zero, zero]; 3];
@@ -253,17 +271,12 @@ pub(super) fn resample_rgb_row_gather(c: &Coeffs, table: &GatherTable, src: &[u8
         // Σ digit sums · 2^(7d) (+ HALF, in the lowest): Pillow's sum, in the same wrapping i32
         // arithmetic; then clip8: shift, clamp to 0..=255 (negative → 0, then unsigned
         // saturation).
-        let [r, g, b3] = acc.map(|a| {
-            let high = _mm512_add_epi32(_mm512_slli_epi32::<{ DIGIT_BITS }>(a[3]), a[2]);
-            let high = _mm512_add_epi32(_mm512_slli_epi32::<{ DIGIT_BITS }>(high), a[1]);
-            let sum = _mm512_add_epi32(_mm512_slli_epi32::<{ DIGIT_BITS }>(high), a[0]);
-            _mm512_cvtusepi32_epi8(_mm512_max_epi32(_mm512_srai_epi32::<{ PRECISION_BITS }>(sum), zero))
-        });
+        let [r, g, b3] = acc.map(|a| _mm512_cvtusepi32_epi8(_mm512_max_epi32(_mm512_srai_epi32::<{ PRECISION_BITS }>(combine_digits(a)), zero)));
         let planes = _mm512_inserti32x4::<2>(_mm512_inserti32x4::<1>(_mm512_castsi128_si512(r), g), b3);
         let bytes = 3 * b.count;
         // SAFETY: the mask selects bytes 3·first..3·(first + count) of `dst`, which holds 3 bytes
         // per output pixel (asserted above).
-        unsafe { _mm512_mask_storeu_epi8(dst.as_mut_ptr().add(3 * b.first) as *mut i8, (1u64 << bytes) - 1, _mm512_permutexvar_epi8(interleave, planes)) };
+        unsafe { _mm512_mask_storeu_epi8(dst.as_mut_ptr().add(3 * b.first) as *mut i8, low_bits(bytes), _mm512_permutexvar_epi8(interleave, planes)) };
     }
 }
 
@@ -316,8 +329,10 @@ pub(super) fn resample_rows_vnni(c: &Coeffs, src: &[u8], y0: usize, row_len: usi
         }
         let mut x = 0;
         while x < row_len {
-            let m = if row_len - x >= 64 { u64::MAX } else { (1u64 << (row_len - x)) - 1 };
-            let mut acc = [[zero; 4]; 4];
+            let m = low_bits(row_len - x);
+            // Per group of columns, the four digit sums; the lowest starts at HALF (Pillow's
+            // rounding).
+            let mut acc = [[half, zero, zero, zero]; 4];
             for (g, digit_words) in words[..groups].iter().enumerate() {
                 let mut rows = [zero; 4];
                 for (t, row) in rows.iter_mut().enumerate() {
@@ -336,14 +351,9 @@ pub(super) fn resample_rows_vnni(c: &Coeffs, src: &[u8], y0: usize, row_len: usi
                     }
                 }
             }
-            // Σ digit sums · 2^(7d) + HALF, then the shift; the saturating packs undo the
-            // interleave's column order and clamp to 0..=255 (clip8).
-            let shifted = acc.map(|a| {
-                let high = _mm512_add_epi32(_mm512_slli_epi32::<{ DIGIT_BITS }>(a[3]), a[2]);
-                let high = _mm512_add_epi32(_mm512_slli_epi32::<{ DIGIT_BITS }>(high), a[1]);
-                let sum = _mm512_add_epi32(_mm512_add_epi32(_mm512_slli_epi32::<{ DIGIT_BITS }>(high), a[0]), half);
-                _mm512_srai_epi32::<{ PRECISION_BITS }>(sum)
-            });
+            // The sums, then the shift; the saturating packs undo the interleave's column order
+            // and clamp to 0..=255 (clip8).
+            let shifted = acc.map(|a| _mm512_srai_epi32::<{ PRECISION_BITS }>(combine_digits(a)));
             let bytes = _mm512_packus_epi16(_mm512_packs_epi32(shifted[0], shifted[1]), _mm512_packs_epi32(shifted[2], shifted[3]));
             // SAFETY: the mask selects the bytes x..min(x + 64, row_len) of output row i, within
             // `dst` (asserted above).
@@ -363,7 +373,7 @@ pub(super) fn normalize_available() -> bool {
 /// channel picks its 16 bytes, and one gather reads their 16 table entries (the same f32 values
 /// the scalar lookup reads).
 #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
-pub(super) fn normalize_rows(px: &[u8], tables: &[[f32; 256]; 3], planes: [&mut [f32]; 3]) {
+pub(super) fn normalize_rows(px: &[u8], tables: &[[f32; 256]; 3], mut planes: [&mut [f32]; 3]) {
     let n = px.len() / 3;
     assert!(planes.iter().all(|p| p.len() >= n), "normalize_rows: planes too short");
     // Byte i of index c: where pixel i's channel c sits in the block's 48 bytes.
@@ -372,21 +382,19 @@ pub(super) fn normalize_rows(px: &[u8], tables: &[[f32; 256]; 3], planes: [&mut 
         // SAFETY: a 64-byte array, the size of one load.
         unsafe { _mm512_loadu_si512(idx.as_ptr() as *const __m512i) }
     });
-    let [r, g, b] = planes;
-    let mut planes = [r, g, b];
     let mut i = 0;
     while i < n {
         let count = (n - i).min(16);
         let bytes = 3 * count;
         // SAFETY: the mask selects bytes 3i..3i + 3·count of `px` (count <= n − i).
-        let block = unsafe { _mm512_maskz_loadu_epi8((1u64 << bytes) - 1, px.as_ptr().add(3 * i) as *const i8) };
+        let block = unsafe { _mm512_maskz_loadu_epi8(low_bits(bytes), px.as_ptr().add(3 * i) as *const i8) };
         for (c, plane) in planes.iter_mut().enumerate() {
             let index = _mm512_cvtepu8_epi32(_mm512_castsi512_si128(_mm512_permutexvar_epi8(picks[c], block)));
             // SAFETY: every index is a byte (0..=255), within the 256-entry table; the store mask
             // selects values i..i + count of the plane (asserted above: n values at least).
             unsafe {
                 let values = _mm512_i32gather_ps::<4>(index, tables[c].as_ptr());
-                _mm512_mask_storeu_ps(plane.as_mut_ptr().add(i), ((1u32 << count) - 1) as u16, values);
+                _mm512_mask_storeu_ps(plane.as_mut_ptr().add(i), low_bits(count) as u16, values);
             }
         }
         i += count;

@@ -12,6 +12,7 @@
 use std::arch::x86_64::*;
 
 use super::pixel::{Chroma, ColorSpec, COLOR_BITS};
+use crate::preprocess::low_bits;
 
 /// Whether this CPU has what [`yuv420_row`] uses.
 pub(super) fn available() -> bool {
@@ -121,12 +122,11 @@ impl Converter {
         let rg = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(r), g);
         let bb = _mm512_castsi256_si512(b);
         let bytes = 3 * n;
-        let first = if bytes >= 64 { u64::MAX } else { (1u64 << bytes) - 1 };
         // SAFETY: the masks select the first 3n bytes from `out` (the caller's guarantee).
         unsafe {
-            _mm512_mask_storeu_epi8(out as *mut i8, first, _mm512_permutex2var_epi8(rg, self.interleave[0], bb));
+            _mm512_mask_storeu_epi8(out as *mut i8, low_bits(bytes), _mm512_permutex2var_epi8(rg, self.interleave[0], bb));
             if bytes > 64 {
-                _mm512_mask_storeu_epi8(out.wrapping_add(64) as *mut i8, (1u64 << (bytes - 64)) - 1, _mm512_permutex2var_epi8(rg, self.interleave[1], bb));
+                _mm512_mask_storeu_epi8(out.wrapping_add(64) as *mut i8, low_bits(bytes - 64), _mm512_permutex2var_epi8(rg, self.interleave[1], bb));
             }
         }
     }
@@ -153,19 +153,18 @@ pub(super) fn yuv420_row(luma: &[u8], chroma: &Chroma, color: &ColorSpec, x0: us
     };
     while x < x1 {
         let n = (x1 - x).min(32);
-        let pixels = if n == 32 { u32::MAX } else { (1u32 << n) - 1 };
+        let pixels = low_bits(n) as u32;
         // Chroma bytes of pixels x..x + n: n rounded up to even (NV12 pairs), or half of it per
         // plane (I420).
         let (u, v) = match chroma {
             Chroma::Interleaved(c) if x + n.next_multiple_of(2) <= c.len() && x + n <= luma.len() => {
-                let k = n.next_multiple_of(2);
-                let m = if k >= 32 { u32::MAX } else { (1u32 << k) - 1 };
+                let m = low_bits(n.next_multiple_of(2)) as u32;
                 // SAFETY: the mask selects bytes x..x + ⌈n⌉₂ of `c` (checked just above).
                 let uv = _mm512_cvtepu8_epi16(unsafe { _mm256_maskz_loadu_epi8(m, c.as_ptr().add(x) as *const i8) });
                 (_mm512_permutexvar_epi16(even, uv), _mm512_permutexvar_epi16(odd, uv))
             }
             Chroma::Planar(u, v) if x / 2 + n.div_ceil(2) <= u.len() && x / 2 + n.div_ceil(2) <= v.len() && x + n <= luma.len() => {
-                let m = (1u16 << (n.div_ceil(2) - 1) << 1).wrapping_sub(1);
+                let m = low_bits(n.div_ceil(2)) as u16;
                 // SAFETY: the mask selects bytes x/2..x/2 + ⌈n/2⌉ of each plane (checked above).
                 let (a, b) = unsafe { (_mm_maskz_loadu_epi8(m, u.as_ptr().add(x / 2) as *const i8), _mm_maskz_loadu_epi8(m, v.as_ptr().add(x / 2) as *const i8)) };
                 (_mm512_permutexvar_epi16(dup, _mm512_cvtepu8_epi16(_mm256_castsi128_si256(a))), _mm512_permutexvar_epi16(dup, _mm512_cvtepu8_epi16(_mm256_castsi128_si256(b))))
@@ -211,7 +210,7 @@ pub(super) fn yuv422_row(row: &[u8], order: [usize; 3], color: &ColorSpec, x0: u
         if at + bytes > row.len() {
             break;
         }
-        let m = if bytes >= 64 { u64::MAX } else { (1u64 << bytes) - 1 };
+        let m = low_bits(bytes);
         // SAFETY: the mask selects bytes 2x..2x + 2⌈n⌉₂ of `row` (checked just above).
         let block = unsafe { _mm512_maskz_loadu_epi8(m, row.as_ptr().add(at) as *const i8) };
         let [y, u, v] = [yi, ui, vi].map(|i| _mm512_cvtepu8_epi16(_mm512_castsi512_si256(_mm512_permutexvar_epi8(i, block))));
