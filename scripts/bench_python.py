@@ -19,6 +19,7 @@ that phase changes cannot move (medians over rounds can land in different phases
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -27,9 +28,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+# numpy's OpenBLAS starts a thread pool whose threads spin after a call; on a 2-core machine they
+# take time from the threads being measured (seen in `perf`). Nothing here needs BLAS.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import numpy as np  # noqa: E402
 
-import vitedge
+import vitedge  # noqa: E402
 
 
 # Every side runs a few untimed iterations after each pause: `vitedge bench` runs 4 before it times
@@ -40,8 +44,14 @@ BENCH_WARMUP = 4
 STREAM_WARMUP = 3
 
 
+BIN_DIR = None  # --bin-dir
+
+
 def cli(name):
-    """The command installed by the wheel next to this interpreter, else on PATH."""
+    """The command in --bin-dir, else the one installed by the wheel next to this interpreter, else on PATH."""
+    if BIN_DIR is not None:
+        path = Path(BIN_DIR) / name
+        return str(path) if path.is_file() else sys.exit(f"{path} not found (--bin-dir)")
     here = Path(sys.executable).parent / name
     return str(here) if here.is_file() else (shutil.which(name) or sys.exit(f"{name} not found: install the vitedge wheel"))
 
@@ -64,7 +74,11 @@ def main():
     ap.add_argument("--size", default="640x480", help="frame size for classify_frame / stream")
     ap.add_argument("--pairs", type=int, default=400, help="logits / classify_frame pairs timed call by call after the rounds")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--bin-dir", help="directory of the `vitedge` CLI to time (e.g. the bin/ of a `pip install --target` of the same wheel); "
+                    "default: next to this Python, else PATH")
     a = ap.parse_args()
+    global BIN_DIR
+    BIN_DIR = a.bin_dir
     if a.pairs < 2:
         ap.error("--pairs must be at least 2 (each classify_frame needs a logits call on either side)")
     w, h = (int(v) for v in a.size.split("x"))
@@ -124,6 +138,7 @@ def main():
     round_ratio = lambda k: statistics.median(x / y for x, y in zip(per_round[k], per_round["bench_ms"]))
     med = {k: statistics.median(v) for k, v in res.items()}
     summary = {
+        "cli": cli("vitedge"), "package": str(Path(vitedge.__file__).parent),
         "model": a.model, "precision": model.precision, "kernels": model.kernels, "threads": a.threads, "frame": a.size,
         "iters": a.iters, "rounds": a.rounds, **{k.replace("_ms", "_median_ms"): round(v, 3) for k, v in med.items()},
         "logits_vs_bench": round(med["logits_ms"] / med["bench_ms"], 4),

@@ -401,6 +401,10 @@ pub(crate) struct Plan {
     gather: Option<super::resize_avx512::GatherTable>,
 }
 
+/// Source rows [`Plan::run`] asks for at once where rows go through the horizontal pass one by one:
+/// two, the luma rows of one 4:2:0 chroma row.
+pub(crate) const SOURCE_RUN: usize = 2;
+
 /// Reusable buffers of [`Plan::run`].
 #[derive(Default)]
 pub(crate) struct Scratch {
@@ -491,7 +495,7 @@ impl Plan {
         } else {
             // One block's buffers; `run` grows them for more blocks, once.
             let (batches, batch_scratch) = self.horizontal_batch();
-            Scratch { src: vec![0; batches.first().copied().unwrap_or(1) * span * 3], temp: vec![0; rows * s * 3], batch: vec![0; batch_scratch] }
+            Scratch { src: vec![0; batches.first().copied().unwrap_or(1).max(SOURCE_RUN) * span * 3], temp: vec![0; rows * s * 3], batch: vec![0; batch_scratch] }
         }
     }
 
@@ -510,11 +514,22 @@ impl Plan {
         }
     }
 
-    /// Resizes and crops into `crop` (`size² ` RGB8, padding included). `source_row(y, dst)` writes
-    /// the RGB8 pixels of source row `y`, columns [`Self::source_columns`], into `dst`; it is called
-    /// once for each row of [`Self::source_rows`], in order within each block of rows, the blocks
-    /// running on `workers`.
-    pub(crate) fn run(&self, scratch: &mut Scratch, workers: &dyn Workers, source_row: impl Fn(usize, &mut [u8]) + Sync, crop: &mut [u8]) {
+    /// Resizes and crops into `crop` (`size² ` RGB8, padding included). `source_rows(y, n, dst)`
+    /// writes the RGB8 pixels of the `n ≥ 1` source rows `y..y + n`, columns
+    /// [`Self::source_columns`], into `dst` (`n` rows of `3 · source_columns().len()` bytes, one
+    /// after the other); every row of [`Self::source_rows`] is asked for once, in order within each
+    /// block of rows, the blocks running on `workers`. Runs hold whole aligned groups of
+    /// [`SOURCE_RUN`] rows wherever the block has them, so a 4:2:0 converter can share each chroma
+    /// row between its two luma rows. With `normalize`, the crop is also normalized into its
+    /// buffer (`3 × size²`, CHW), each block of rows right after the vertical pass made it.
+    pub(crate) fn run(
+        &self,
+        scratch: &mut Scratch,
+        workers: &dyn Workers,
+        source_rows: impl Fn(usize, usize, &mut [u8]) + Sync,
+        crop: &mut [u8],
+        normalize: Option<(&Normalizer, &mut [f32])>,
+    ) {
         let (row, span) = (self.size * 3, self.source_columns().len() * 3);
         let rows = self.source_rows();
         if !self.vertical_first {
@@ -522,7 +537,7 @@ impl Plan {
             // horizontally into its rows of `temp`: `batch` rows at a time where the CPU has a
             // batched pass, the rest one at a time.
             let (batches, batch_scratch) = self.horizontal_batch();
-            let batch = batches.first().copied().unwrap_or(1);
+            let batch = batches.first().copied().unwrap_or(1).max(SOURCE_RUN);
             let tasks = task_count(workers, rows.len());
             scratch.src.resize(tasks * batch * span, 0);
             scratch.batch.resize(tasks * batch_scratch, 0);
@@ -537,20 +552,22 @@ impl Plan {
                     let mut i = 0;
                     while i < n {
                         if let Some(&batch) = batches.iter().find(|&&b| i + b <= n) {
-                            for r in 0..batch {
-                                source_row(first + i + r, &mut src[r * span..(r + 1) * span]);
-                            }
+                            source_rows(first + i, batch, &mut src[..batch * span]);
                             self.rows_batch(&src[..batch * span], span, &mut temp[i * row..(i + batch) * row], &mut bs);
                             i += batch;
                         } else {
-                            source_row(first + i, &mut src[..span]);
-                            self.row(&src[..span], &mut temp[i * row..(i + 1) * row]);
-                            i += 1;
+                            // Runs start on even rows (a 4:2:0 frame's chroma rows pair rows 2k and 2k + 1).
+                            let run = if (first + i).is_multiple_of(SOURCE_RUN) { SOURCE_RUN.min(n - i) } else { 1 };
+                            source_rows(first + i, run, &mut src[..run * span]);
+                            for r in 0..run {
+                                self.row(&src[r * span..(r + 1) * span], &mut temp[(i + r) * row..(i + r + 1) * row]);
+                            }
+                            i += run;
                         }
                     }
                 });
             }
-            self.columns(workers, &scratch.temp, crop);
+            self.columns(workers, &scratch.temp, crop, normalize);
             return;
         }
         // Vertical pass first, over the source columns the horizontal pass reads.
@@ -563,9 +580,9 @@ impl Plan {
             let src = Parts::rows(&mut scratch.src, span, tasks, rows.len());
             workers.run_tasks(tasks, &|t| {
                 let mut src = src.get(t);
-                let first = rows.start + first_row(t, tasks, rows.len());
-                for i in 0..first_row(t + 1, tasks, rows.len()) - first_row(t, tasks, rows.len()) {
-                    source_row(first + i, &mut src[i * span..(i + 1) * span]);
+                let (first, n) = (first_row(t, tasks, rows.len()), src.len() / span.max(1));
+                if n > 0 {
+                    source_rows(rows.start + first, n, &mut src);
                 }
             });
         }
@@ -585,6 +602,9 @@ impl Plan {
         let (head, tail) = crop[..self.size * row].split_at_mut(v.out1 * row);
         fill_pixels(&mut head[..v.out0 * row], self.fill);
         fill_pixels(tail, self.fill);
+        if let Some((normalizer, out)) = normalize {
+            normalizer.run(crop, self.size, out, workers);
+        }
     }
 
     /// Whether some output pixels are padding.
@@ -662,21 +682,61 @@ impl Plan {
     }
 
     /// Vertical pass: `temp` holds the horizontally resampled rows `vertical.src0..vertical.src1`
-    /// (`size` RGB8 pixels each); writes the `size × size` RGB8 crop (padding included) to `crop`.
-    fn columns(&self, workers: &dyn Workers, temp: &[u8], crop: &mut [u8]) {
+    /// (`size` RGB8 pixels each); writes the `size × size` RGB8 crop (padding included) to `crop`,
+    /// and with `normalize` normalizes it (in the same tasks, block by block, where the axis
+    /// resamples).
+    fn columns(&self, workers: &dyn Workers, temp: &[u8], crop: &mut [u8], normalize: Option<(&Normalizer, &mut [f32])>) {
         let v = &self.vertical;
-        let (row, kept) = (self.size * 3, v.out1 - v.out0);
-        if kept > 0 {
-            let dst = &mut crop[v.out0 * row..v.out1 * row];
-            if v.resample {
-                let tasks = task_count(workers, kept);
-                let out = Parts::rows(dst, row, tasks, kept);
-                workers.run_tasks(tasks, &|t| v.coeffs.resample_rows(temp, v.src0, row, &mut out.get(t), first_row(t, tasks, kept)..first_row(t + 1, tasks, kept)));
-            } else {
-                dst.copy_from_slice(&temp[..(v.out1 - v.out0) * row]);
+        let (s, row, kept) = (self.size, self.size * 3, v.out1 - v.out0);
+        if !(kept > 0 && v.resample) {
+            if kept > 0 {
+                crop[v.out0 * row..v.out1 * row].copy_from_slice(&temp[..kept * row]);
+            }
+            self.pad_rows(crop);
+            if let Some((normalizer, out)) = normalize {
+                normalizer.run(crop, s, out, workers);
+            }
+            return;
+        }
+        let tasks = task_count(workers, kept);
+        let outs = |t: usize| first_row(t, tasks, kept)..first_row(t + 1, tasks, kept);
+        match normalize {
+            None => {
+                {
+                    let dst = Parts::rows(&mut crop[v.out0 * row..v.out1 * row], row, tasks, kept);
+                    workers.run_tasks(tasks, &|t| v.coeffs.resample_rows(temp, v.src0, row, &mut dst.get(t), outs(t)));
+                }
+                self.pad_rows(crop);
+            }
+            Some((normalizer, out)) => {
+                let [r, g, b] = planes(out, s);
+                {
+                    let dst = Parts::rows(&mut crop[v.out0 * row..v.out1 * row], row, tasks, kept);
+                    let kept_planes = [&mut r[v.out0 * s..v.out1 * s], &mut g[v.out0 * s..v.out1 * s], &mut b[v.out0 * s..v.out1 * s]].map(|p| Parts::rows(p, s, tasks, kept));
+                    workers.run_tasks(tasks, &|t| {
+                        let mut dst = dst.get(t);
+                        v.coeffs.resample_rows(temp, v.src0, row, &mut dst, outs(t));
+                        let [mut pr, mut pg, mut pb] = [0, 1, 2].map(|c| kept_planes[c].get(t));
+                        normalizer.rows(&dst, [&mut pr, &mut pg, &mut pb]);
+                    });
+                }
+                if self.pads() {
+                    self.pad_rows(crop);
+                    // The padding rows above and below the resampled ones.
+                    for rows in [0..v.out0, v.out1..s] {
+                        let px = &crop[rows.start * row..rows.end * row];
+                        let [pr, pg, pb] = [&mut *r, &mut *g, &mut *b].map(|p| &mut p[rows.start * s..rows.end * s]);
+                        normalizer.rows(px, [pr, pg, pb]);
+                    }
+                }
             }
         }
+    }
+
+    /// Fills the crop's padding rows (above and below the resampled ones) with the fill colour.
+    fn pad_rows(&self, crop: &mut [u8]) {
         if self.pads() {
+            let (v, row) = (&self.vertical, self.size * 3);
             let (head, tail) = crop[..self.size * row].split_at_mut(v.out1 * row);
             fill_pixels(&mut head[..v.out0 * row], self.fill);
             fill_pixels(tail, self.fill);
@@ -704,6 +764,8 @@ fn fill_pixels(dst: &mut [u8], fill: [u8; 3]) {
 /// kept between calls, so classifying frames of one size allocates nothing after the first.
 pub struct Preprocessor {
     cfg: PreprocessConfig,
+    /// The normalization's tables (and arithmetic), made once.
+    normalizer: Normalizer,
     plan: Option<(usize, usize, Plan)>,
     scratch: Scratch,
     crop: Vec<u8>,
@@ -712,7 +774,7 @@ pub struct Preprocessor {
 impl Preprocessor {
     /// A preprocessor for one model's configuration.
     pub fn new(cfg: PreprocessConfig) -> Self {
-        Preprocessor { cfg, plan: None, scratch: Scratch::default(), crop: Vec::new() }
+        Preprocessor { normalizer: Normalizer::new(&cfg), cfg, plan: None, scratch: Scratch::default(), crop: Vec::new() }
     }
 
     /// The configuration.
@@ -728,6 +790,12 @@ impl Preprocessor {
 
     /// [`Self::resize_crop`] with its row blocks on `workers` (the same bytes).
     pub fn resize_crop_on(&mut self, rgb: &[u8], width: usize, height: usize, workers: &dyn Workers) -> Result<&[u8], PreprocessError> {
+        self.resize_crop_into(rgb, width, height, workers, None)?;
+        Ok(&self.crop)
+    }
+
+    /// [`Self::resize_crop_on`], and with `out` the normalization into it.
+    fn resize_crop_into(&mut self, rgb: &[u8], width: usize, height: usize, workers: &dyn Workers, out: Option<&mut [f32]>) -> Result<(), PreprocessError> {
         if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
             return Err(PreprocessError::BadImage(format!("{width}x{height} is not a usable image size (1..={MAX_SIDE} per side)")));
         }
@@ -746,8 +814,19 @@ impl Preprocessor {
         let plan = &self.plan.as_ref().expect("set above").2;
         let cols = plan.source_columns();
         self.crop.resize(plan.size * plan.size * 3, 0);
-        plan.run(&mut self.scratch, workers, |y, dst| dst.copy_from_slice(&rgb[(y * width + cols.start) * 3..(y * width + cols.end) * 3]), &mut self.crop);
-        Ok(&self.crop)
+        let span = cols.len() * 3;
+        plan.run(
+            &mut self.scratch,
+            workers,
+            |y, n, dst| {
+                for (r, d) in dst.chunks_exact_mut(span).take(n).enumerate() {
+                    d.copy_from_slice(&rgb[((y + r) * width + cols.start) * 3..((y + r) * width + cols.end) * 3]);
+                }
+            },
+            &mut self.crop,
+            out.map(|out| (&self.normalizer, out)),
+        );
+        Ok(())
     }
 
     /// Full preprocessing of an RGB8 image into `out` (`3 × input_size²`, CHW, normalized).
@@ -762,44 +841,122 @@ impl Preprocessor {
         if out.len() != 3 * s * s {
             return Err(PreprocessError::OutputLen { expected: 3 * s * s, found: out.len() });
         }
-        self.resize_crop_on(rgb, width, height, workers)?;
-        normalize_chw(&self.crop, &self.cfg, out, workers);
-        Ok(())
+        self.resize_crop_into(rgb, width, height, workers, Some(out))
     }
 }
 
-/// torchvision's `ToTensor` (or v2 `ToDtype(scale=True)`) + `Normalize` on an interleaved RGB8 crop:
-/// `(v / 255 − mean) / std` in f32, CHW order. Shared with the fused camera-frame path.
-/// Blocks of rows run on `workers`.
-pub(crate) fn normalize_chw(crop: &[u8], cfg: &PreprocessConfig, out: &mut [f32], workers: &dyn Workers) {
-    let s = cfg.input_size;
-    let (mean, std) = (cfg.mean, cfg.std);
-    // The 256 possible values of each channel, computed once per call as torchvision does.
-    let unit: [f32; 256] = match cfg.scaling {
-        Scaling::Divide => std::array::from_fn(|v| v as f32 / 255.0),
-        Scaling::Reciprocal => std::array::from_fn(|v| v as f32 * (1.0f64 / 255.0) as f32),
-    };
-    let tables: [[f32; 256]; 3] = std::array::from_fn(|c| std::array::from_fn(|v| (unit[v] - mean[c]) / std[c]));
-    let tasks = task_count(workers, s);
-    let (r, rest) = out[..3 * s * s].split_at_mut(s * s);
-    let (g, b) = rest.split_at_mut(s * s);
-    let planes = [r, g, b].map(|p| Parts::rows(p, s, tasks, s));
-    workers.run_tasks(tasks, &|t| {
-        let px = &crop[first_row(t, tasks, s) * s * 3..first_row(t + 1, tasks, s) * s * 3];
+/// The R, G and B planes of a `3 × size²` CHW buffer.
+fn planes(out: &mut [f32], size: usize) -> [&mut [f32]; 3] {
+    let n = size * size;
+    let (r, rest) = out[..3 * n].split_at_mut(n);
+    let (g, b) = rest.split_at_mut(n);
+    [r, g, b]
+}
+
+/// torchvision's `ToTensor` (or v2 `ToDtype(scale=True)`) + `Normalize` of one configuration:
+/// `(v / 255 − mean) / std` in f32 per channel, as the table of its 256 values, and as arithmetic
+/// where that gives every one of them.
+pub(crate) struct Normalizer {
+    tables: [[f32; 256]; 3],
+    /// Set when [`NormalizeArithmetic::value`] equals every table entry (checked in [`Self::new`]).
+    arithmetic: Option<NormalizeArithmetic>,
+}
+
+/// The table entries of [`Normalizer`] computed without a division: each `a / d` as
+/// `q = a · (1/d)`, then `q + (a − q·d) · (1/d)` with fused multiply-adds (the remainder is exact,
+/// and the correction rounds `q` to the correctly rounded quotient in all but rare cases, which
+/// [`Normalizer::new`] rules out by checking all 768 entries).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NormalizeArithmetic {
+    /// `Scaling::Divide` (divide by 255) or `Scaling::Reciprocal` (multiply by `f32(1/255)`).
+    pub(crate) divide: bool,
+    /// `f32(1/255)`: the reciprocal of the division, or the factor of `Reciprocal`.
+    pub(crate) unit: f32,
+    pub(crate) mean: [f32; 3],
+    pub(crate) std: [f32; 3],
+    /// `f32(1/std)`.
+    pub(crate) std_recip: [f32; 3],
+}
+
+impl NormalizeArithmetic {
+    /// `a / d` from `r = f32(1/d)`, as the vector code computes it.
+    #[inline(always)]
+    fn quotient(a: f32, d: f32, r: f32) -> f32 {
+        let q = a * r;
+        (-q).mul_add(d, a).mul_add(r, q)
+    }
+
+    /// Channel `c`'s value for byte `v`, with the vector code's operations in scalar form.
+    pub(crate) fn value(&self, c: usize, v: u8) -> f32 {
+        let x = v as f32;
+        let unit = if self.divide { Self::quotient(x, 255.0, self.unit) } else { x * self.unit };
+        Self::quotient(unit - self.mean[c], self.std[c], self.std_recip[c])
+    }
+}
+
+impl Normalizer {
+    /// The tables of `cfg` (computed as torchvision does), and the arithmetic if it reproduces them.
+    pub(crate) fn new(cfg: &PreprocessConfig) -> Normalizer {
+        let (mean, std) = (cfg.mean, cfg.std);
+        let unit: [f32; 256] = match cfg.scaling {
+            Scaling::Divide => std::array::from_fn(|v| v as f32 / 255.0),
+            Scaling::Reciprocal => std::array::from_fn(|v| v as f32 * (1.0f64 / 255.0) as f32),
+        };
+        let tables: [[f32; 256]; 3] = std::array::from_fn(|c| std::array::from_fn(|v| (unit[v] - mean[c]) / std[c]));
+        let arithmetic = NormalizeArithmetic {
+            divide: cfg.scaling == Scaling::Divide,
+            unit: (1.0f64 / 255.0) as f32,
+            mean,
+            std,
+            std_recip: std.map(|s| 1.0 / s),
+        };
+        let exact = (0..3).all(|c| (0..=255u8).all(|v| arithmetic.value(c, v).to_bits() == tables[c][v as usize].to_bits()));
+        Normalizer { tables, arithmetic: exact.then_some(arithmetic) }
+    }
+
+    /// Whether the vector passes compute the values instead of looking them up.
+    #[cfg(test)]
+    pub(crate) fn computes(&self) -> bool {
+        self.arithmetic.is_some()
+    }
+
+    /// Normalizes an interleaved RGB8 crop (`size²` pixels) into `out` (`3 × size²`, CHW). Blocks
+    /// of rows run on `workers`.
+    pub(crate) fn run(&self, crop: &[u8], size: usize, out: &mut [f32], workers: &dyn Workers) {
+        let s = size;
+        let tasks = task_count(workers, s);
+        let planes = planes(out, s).map(|p| Parts::rows(p, s, tasks, s));
+        workers.run_tasks(tasks, &|t| {
+            let px = &crop[first_row(t, tasks, s) * s * 3..first_row(t + 1, tasks, s) * s * 3];
+            let [mut r, mut g, mut b] = [0, 1, 2].map(|c| planes[c].get(t));
+            self.rows(px, [&mut r, &mut g, &mut b]);
+        });
+    }
+
+    /// Normalizes the interleaved RGB8 pixels `px` into `planes` (R, G, B: one value per pixel
+    /// each).
+    pub(crate) fn rows(&self, px: &[u8], planes: [&mut [f32]; 3]) {
         #[cfg(target_arch = "x86_64")]
         if super::resize_avx512::normalize_available() {
-            let [mut r, mut g, mut b] = [0, 1, 2].map(|c| planes[c].get(t));
             // SAFETY: the CPU has AVX-512 F, BW and VBMI (checked just above); the function is
             // safe Rust compiled with them. Exercised by `tests::normalize_passes_equal_the_table`.
-            unsafe { super::resize_avx512::normalize_rows(px, &tables, [&mut r, &mut g, &mut b]) };
+            unsafe { super::resize_avx512::normalize_rows(px, &self.tables, self.arithmetic.as_ref(), planes) };
             return;
         }
-        for (c, (plane, table)) in planes.iter().zip(&tables).enumerate() {
-            for (o, px) in plane.get(t).iter_mut().zip(px.chunks_exact(3)) {
+        #[cfg(target_arch = "aarch64")]
+        if let Some(arithmetic) = &self.arithmetic {
+            // SAFETY: NEON is part of every aarch64 CPU (a base feature of the target); the
+            // function is safe Rust compiled with it. Exercised by
+            // `tests::normalize_passes_equal_the_table`.
+            unsafe { super::resize_neon::normalize_rows(px, arithmetic, planes) };
+            return;
+        }
+        for (c, (plane, table)) in planes.into_iter().zip(&self.tables).enumerate() {
+            for (o, px) in plane.iter_mut().zip(px.chunks_exact(3)) {
                 *o = table[px[c] as usize];
             }
         }
-    });
+    }
 }
 
 #[cfg(test)]
@@ -832,28 +989,95 @@ mod tests {
     }
 
     #[test]
+    fn normalization_arithmetic_equals_the_tables() {
+        // The division-free arithmetic is used only where it gives every table entry; it does for
+        // the configurations models ship with, under both scalings (otherwise the vector passes
+        // would never compute, and the check below would be vacuous).
+        let mut rng = Rng::new(17);
+        let mut configs = vec![PreprocessConfig::augreg(224), PreprocessConfig::imagenet(224)];
+        for c in configs.clone() {
+            configs.push(PreprocessConfig { scaling: Scaling::Reciprocal, ..c });
+        }
+        for cfg in &configs {
+            assert!(Normalizer::new(cfg).computes(), "mean {:?} std {:?} {:?}: the arithmetic misses a table entry", cfg.mean, cfg.std, cfg.scaling);
+        }
+        // Random means and deviations: whenever the arithmetic is taken, it is the table.
+        let mut computed = 0;
+        for case in 0..200 {
+            let f = |rng: &mut Rng| (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+            let cfg = PreprocessConfig {
+                mean: std::array::from_fn(|_| f(&mut rng)),
+                std: std::array::from_fn(|_| 0.01 + f(&mut rng)),
+                scaling: if case % 2 == 0 { Scaling::Divide } else { Scaling::Reciprocal },
+                ..PreprocessConfig::imagenet(224)
+            };
+            let n = Normalizer::new(&cfg);
+            if let Some(a) = &n.arithmetic {
+                computed += 1;
+                for c in 0..3 {
+                    for v in 0..=255u8 {
+                        assert_eq!(a.value(c, v).to_bits(), n.tables[c][v as usize].to_bits(), "case {case}, channel {c}, byte {v}");
+                    }
+                }
+            }
+        }
+        eprintln!("random configurations computed without tables: {computed} of 200");
+    }
+
+    #[test]
     fn normalize_passes_equal_the_table() {
-        // The AVX-512 lookups against the scalar ones, on pixel counts around the 16-pixel blocks.
+        // The AVX-512 lookups and arithmetic against the scalar lookups, on pixel counts around
+        // the 16-pixel blocks.
         #[cfg(target_arch = "x86_64")]
         if super::super::resize_avx512::normalize_available() {
             let mut rng = Rng::new(13);
-            let tables: [[f32; 256]; 3] = std::array::from_fn(|_| std::array::from_fn(|_| f32::from_bits(rng.next_u64() as u32 >> 2)));
-            for n in (0..70).chain([223, 224, 225, 224 * 7]) {
-                let px: Vec<u8> = (0..3 * n).map(|_| (rng.next_u64() >> 56) as u8).collect();
-                let mut planes = [vec![-1f32; n + 3], vec![-1f32; n + 3], vec![-1f32; n + 3]];
-                let [r, g, b] = &mut planes;
-                // SAFETY: the CPU has AVX-512 F, BW and VBMI (checked above).
-                unsafe { super::super::resize_avx512::normalize_rows(&px, &tables, [&mut r[..], &mut g[..], &mut b[..]]) };
-                for (c, plane) in planes.iter().enumerate() {
-                    let want: Vec<u32> = (0..n).map(|i| tables[c][px[3 * i + c] as usize].to_bits()).collect();
-                    assert_eq!(plane[..n].iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want, "{n} pixels, channel {c}");
-                    assert!(plane[n..].iter().all(|&v| v == -1.0), "{n} pixels: wrote past the pixels");
+            let random: [[f32; 256]; 3] = std::array::from_fn(|_| std::array::from_fn(|_| f32::from_bits(rng.next_u64() as u32 >> 2)));
+            let normalizers = [PreprocessConfig::augreg(224), PreprocessConfig { scaling: Scaling::Reciprocal, ..PreprocessConfig::imagenet(224) }].map(|c| Normalizer::new(&c));
+            let cases = [(&random, None), (&normalizers[0].tables, normalizers[0].arithmetic.as_ref()), (&normalizers[1].tables, normalizers[1].arithmetic.as_ref())];
+            for (tables, arithmetic) in cases {
+                for n in (0..70).chain([223, 224, 225, 224 * 7]) {
+                    // Every byte value in the longer runs.
+                    let px: Vec<u8> = (0..3 * n).map(|i| if n > 200 { (i / 3 % 256) as u8 ^ (i % 3) as u8 } else { (rng.next_u64() >> 56) as u8 }).collect();
+                    let mut planes = [vec![-1f32; n + 3], vec![-1f32; n + 3], vec![-1f32; n + 3]];
+                    let [r, g, b] = &mut planes;
+                    // SAFETY: the CPU has AVX-512 F, BW and VBMI (checked above).
+                    unsafe { super::super::resize_avx512::normalize_rows(&px, tables, arithmetic, [&mut r[..], &mut g[..], &mut b[..]]) };
+                    for (c, plane) in planes.iter().enumerate() {
+                        let want: Vec<u32> = (0..n).map(|i| tables[c][px[3 * i + c] as usize].to_bits()).collect();
+                        assert_eq!(plane[..n].iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want, "{n} pixels, channel {c}, arithmetic {}", arithmetic.is_some());
+                        assert!(plane[n..].iter().all(|&v| v == -1.0), "{n} pixels: wrote past the pixels");
+                    }
                 }
             }
-            eprintln!("AVX-512 VBMI present: the vector lookups were checked");
+            eprintln!("AVX-512 VBMI present: the vector lookups and arithmetic were checked");
             return;
         }
-        eprintln!("AVX-512 VBMI absent: only the scalar lookups run");
+        #[cfg(target_arch = "aarch64")]
+        {
+            let mut rng = Rng::new(13);
+            for cfg in [PreprocessConfig::augreg(224), PreprocessConfig { scaling: Scaling::Reciprocal, ..PreprocessConfig::imagenet(224) }] {
+                let normalizer = Normalizer::new(&cfg);
+                let arithmetic = normalizer.arithmetic.as_ref().expect("the shipped configurations compute (normalization_arithmetic_equals_the_tables)");
+                for n in (0..70).chain([223, 224, 225, 224 * 7]) {
+                    let px: Vec<u8> = (0..3 * n).map(|i| if n > 200 { (i / 3 % 256) as u8 ^ (i % 3) as u8 } else { (rng.next_u64() >> 56) as u8 }).collect();
+                    let mut planes = [vec![-1f32; n + 3], vec![-1f32; n + 3], vec![-1f32; n + 3]];
+                    let [r, g, b] = &mut planes;
+                    // SAFETY: NEON is part of every aarch64 CPU.
+                    unsafe { super::super::resize_neon::normalize_rows(&px, arithmetic, [&mut r[..], &mut g[..], &mut b[..]]) };
+                    for (c, plane) in planes.iter().enumerate() {
+                        let want: Vec<u32> = (0..n).map(|i| normalizer.tables[c][px[3 * i + c] as usize].to_bits()).collect();
+                        assert_eq!(plane[..n].iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want, "{n} pixels, channel {c}");
+                        assert!(plane[n..].iter().all(|&v| v == -1.0), "{n} pixels: wrote past the pixels");
+                    }
+                }
+            }
+            eprintln!("NEON: the vector arithmetic was checked");
+            return;
+        }
+        #[allow(unreachable_code)]
+        {
+            eprintln!("AVX-512 VBMI absent: only the scalar lookups run");
+        }
     }
 
     #[test]

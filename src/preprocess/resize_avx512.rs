@@ -7,7 +7,7 @@
 
 use std::arch::x86_64::*;
 
-use super::resize::{Coeffs, HALF, PRECISION_BITS};
+use super::resize::{Coeffs, NormalizeArithmetic, HALF, PRECISION_BITS};
 use super::resize_avx2::transpose8x8;
 
 /// The lowest `min(n, 64)` bits set: the mask of a masked load or store of the first `n` bytes
@@ -239,9 +239,9 @@ pub(super) fn resample_rgb_row_gather(c: &Coeffs, table: &GatherTable, src: &[u8
     // The table's span of source pixels, computed from `c` when it was made, stands for every tap.
     assert!(table.first >= x0 && (table.end - x0) * 3 <= src.len(), "resample_rgb_row_gather: taps outside the row");
     let (half, zero) = (_mm512_set1_epi32(HALF), _mm512_setzero_si512());
-    // Output byte j of a block takes pixel j / 3 of channel j % 3, from R (bytes 0–15), G (16–31)
-    // and B (32–47) of one register.
-    let interleave: [u8; 64] = std::array::from_fn(|j| if j < 48 { ((j % 3) * 16 + j / 3) as u8 } else { 0 });
+    // Output byte j of a block takes pixel p = j / 3 of channel j % 3 from the packed sums: per
+    // 128-bit lane L, R of pixels 4L..4L + 4, then G, then B (twice).
+    let interleave: [u8; 64] = std::array::from_fn(|j| if j < 48 { (16 * (j / 3 / 4) + 4 * (j % 3) + j / 3 % 4) as u8 } else { 0 });
     // SAFETY: a 64-byte array, the size of one load.
     let interleave = unsafe { _mm512_loadu_si512(interleave.as_ptr() as *const __m512i) };
     // SAFETY: every vector of the table is 64 bytes, the size of one load.
@@ -269,10 +269,9 @@ pub(super) fn resample_rgb_row_gather(c: &Coeffs, table: &GatherTable, src: &[u8
             }
         }
         // Σ digit sums · 2^(7d) (+ HALF, in the lowest): Pillow's sum, in the same wrapping i32
-        // arithmetic; then clip8: shift, clamp to 0..=255 (negative → 0, then unsigned
-        // saturation).
-        let [r, g, b3] = acc.map(|a| _mm512_cvtusepi32_epi8(_mm512_max_epi32(_mm512_srai_epi32::<{ PRECISION_BITS }>(combine_digits(a)), zero)));
-        let planes = _mm512_inserti32x4::<2>(_mm512_inserti32x4::<1>(_mm512_castsi128_si512(r), g), b3);
+        // arithmetic; then clip8: shift, then clamp to 0..=255 by the two saturating packs.
+        let [r, g, b3] = acc.map(|a| _mm512_srai_epi32::<{ PRECISION_BITS }>(combine_digits(a)));
+        let planes = _mm512_packus_epi16(_mm512_packs_epi32(r, g), _mm512_packs_epi32(b3, b3));
         let bytes = 3 * b.count;
         // SAFETY: the mask selects bytes 3·first..3·(first + count) of `dst`, which holds 3 bytes
         // per output pixel (asserted above).
@@ -368,12 +367,13 @@ pub(super) fn normalize_available() -> bool {
     available() && std::arch::is_x86_feature_detected!("avx512vbmi")
 }
 
-/// The table lookups of [`super::resize::normalize_chw`] for the interleaved RGB8 pixels `px`
-/// into the planes `r`, `g`, `b` (one value per pixel each): per 16 pixels, one `vpermb` per
-/// channel picks its 16 bytes, and one gather reads their 16 table entries (the same f32 values
-/// the scalar lookup reads).
+/// The normalization of [`super::resize::Normalizer`] for the interleaved RGB8 pixels `px` into
+/// the planes `r`, `g`, `b` (one value per pixel each): per 16 pixels, one `vpermb` per channel
+/// picks its 16 bytes; then `arithmetic`'s fused multiply-adds compute their values where it is
+/// given (the caller has checked that they equal the table), else one gather reads their 16 table
+/// entries.
 #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
-pub(super) fn normalize_rows(px: &[u8], tables: &[[f32; 256]; 3], mut planes: [&mut [f32]; 3]) {
+pub(super) fn normalize_rows(px: &[u8], tables: &[[f32; 256]; 3], arithmetic: Option<&NormalizeArithmetic>, mut planes: [&mut [f32]; 3]) {
     let n = px.len() / 3;
     assert!(planes.iter().all(|p| p.len() >= n), "normalize_rows: planes too short");
     // Byte i of index c: where pixel i's channel c sits in the block's 48 bytes.
@@ -382,6 +382,14 @@ pub(super) fn normalize_rows(px: &[u8], tables: &[[f32; 256]; 3], mut planes: [&
         // SAFETY: a 64-byte array, the size of one load.
         unsafe { _mm512_loadu_si512(idx.as_ptr() as *const __m512i) }
     });
+    // `a / d` as NormalizeArithmetic::quotient computes it, from r = f32(1/d).
+    let quotient = |a: __m512, d: __m512, r: __m512| {
+        let q = _mm512_mul_ps(a, r);
+        _mm512_fmadd_ps(_mm512_fnmadd_ps(q, d, a), r, q)
+    };
+    let (c255, unit) = (_mm512_set1_ps(255.0), _mm512_set1_ps(arithmetic.map_or(0.0, |a| a.unit)));
+    let per_channel = |f: fn(&NormalizeArithmetic) -> [f32; 3]| arithmetic.map_or([_mm512_setzero_ps(); 3], |a| f(a).map(|v| _mm512_set1_ps(v)));
+    let (mean, std, std_recip) = (per_channel(|a| a.mean), per_channel(|a| a.std), per_channel(|a| a.std_recip));
     let mut i = 0;
     while i < n {
         let count = (n - i).min(16);
@@ -390,12 +398,18 @@ pub(super) fn normalize_rows(px: &[u8], tables: &[[f32; 256]; 3], mut planes: [&
         let block = unsafe { _mm512_maskz_loadu_epi8(low_bits(bytes), px.as_ptr().add(3 * i) as *const i8) };
         for (c, plane) in planes.iter_mut().enumerate() {
             let index = _mm512_cvtepu8_epi32(_mm512_castsi512_si128(_mm512_permutexvar_epi8(picks[c], block)));
-            // SAFETY: every index is a byte (0..=255), within the 256-entry table; the store mask
-            // selects values i..i + count of the plane (asserted above: n values at least).
-            unsafe {
-                let values = _mm512_i32gather_ps::<4>(index, tables[c].as_ptr());
-                _mm512_mask_storeu_ps(plane.as_mut_ptr().add(i), low_bits(count) as u16, values);
-            }
+            let values = match arithmetic {
+                Some(a) => {
+                    let x = _mm512_cvtepi32_ps(index);
+                    let scaled = if a.divide { quotient(x, c255, unit) } else { _mm512_mul_ps(x, unit) };
+                    quotient(_mm512_sub_ps(scaled, mean[c]), std[c], std_recip[c])
+                }
+                // SAFETY: every index is a byte (0..=255), within the 256-entry table.
+                None => unsafe { _mm512_i32gather_ps::<4>(index, tables[c].as_ptr()) },
+            };
+            // SAFETY: the store mask selects values i..i + count of the plane (asserted above: n
+            // values at least).
+            unsafe { _mm512_mask_storeu_ps(plane.as_mut_ptr().add(i), low_bits(count) as u16, values) };
         }
         i += count;
     }

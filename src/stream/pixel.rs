@@ -14,7 +14,7 @@
 //! `classify` on the same pixels; for the other formats it is bit-identical to "convert the frame with
 //! [`ColorSpec::to_rgb`], then preprocess" ([`frame_to_rgb8`] is that reference).
 
-use crate::preprocess::{normalize_chw, Plan, PreprocessConfig, Scratch, Serial, Workers};
+use crate::preprocess::{Normalizer, Plan, PreprocessConfig, Scratch, Serial, Workers};
 
 use super::StreamError;
 
@@ -234,50 +234,91 @@ fn convert_row(frame: &[u8], format: PixelFormat, width: usize, height: usize, c
                 pixel(x, d);
             }
         }
-        PixelFormat::Nv12 | PixelFormat::I420 => {
-            let luma = &frame[y * width..(y + 1) * width];
-            let chroma = &frame[width * height..];
-            let (ch, cy) = (height.div_ceil(2), y / 2);
-            let (uv, u, v) = if format == PixelFormat::Nv12 {
-                (&chroma[cy * cw * 2..(cy + 1) * cw * 2], &[][..], &[][..])
-            } else {
-                (&[][..], &chroma[cy * cw..(cy + 1) * cw], &chroma[cw * ch + cy * cw..cw * ch + (cy + 1) * cw])
-            };
-            let pixel = |x: usize, d: &mut [u8]| {
-                let (u, v) = if format == PixelFormat::Nv12 { (uv[(x / 2) * 2], uv[(x / 2) * 2 + 1]) } else { (u[x / 2], v[x / 2]) };
-                d.copy_from_slice(&color.to_rgb(luma[x], u, v));
-            };
-            let mut x = x0;
-            let mut px = px;
-            if x % 2 == 1 && x < x1 {
-                pixel(x, px.next().expect("one pixel per column"));
-                x += 1;
+        PixelFormat::Nv12 | PixelFormat::I420 => convert_420_rows(frame, format, width, height, color, y, 1, x0, x1, dst),
+    }
+}
+
+/// Converts columns `x0..x1` of the `n` rows `y..y + n` of a frame into `dst`, one row of
+/// `3·(x1−x0)` bytes after the other: [`convert_row`] on each row, except that the two luma rows
+/// of each 4:2:0 chroma row are converted together.
+#[inline]
+#[allow(clippy::too_many_arguments)]
+fn convert_rows(frame: &[u8], format: PixelFormat, width: usize, height: usize, color: &ColorSpec, y: usize, n: usize, x0: usize, x1: usize, dst: &mut [u8]) {
+    let stride = 3 * (x1 - x0);
+    let mut r = 0;
+    while r < n {
+        let row = y + r;
+        let pair = matches!(format, PixelFormat::Nv12 | PixelFormat::I420) && row.is_multiple_of(2) && r + 1 < n;
+        let rows = if pair { 2 } else { 1 };
+        let dst = &mut dst[r * stride..(r + rows) * stride];
+        if pair {
+            convert_420_rows(frame, format, width, height, color, row, 2, x0, x1, dst);
+        } else {
+            convert_row(frame, format, width, height, color, row, x0, x1, dst);
+        }
+        r += rows;
+    }
+}
+
+/// The 4:2:0 case of [`convert_rows`]: `rows` (1, or 2 from an even `y`) luma rows of one chroma
+/// row.
+#[inline]
+#[allow(clippy::too_many_arguments)]
+fn convert_420_rows(frame: &[u8], format: PixelFormat, width: usize, height: usize, color: &ColorSpec, y: usize, rows: usize, x0: usize, x1: usize, dst: &mut [u8]) {
+    debug_assert!(rows == 1 || (rows == 2 && y.is_multiple_of(2)));
+    let (cw, stride) = (width.div_ceil(2), 3 * (x1 - x0));
+    let lumas = [y, (y + 1).min(height - 1)].map(|y| &frame[y * width..(y + 1) * width]);
+    let lumas = &lumas[..rows];
+    let chroma = &frame[width * height..];
+    let (ch, cy) = (height.div_ceil(2), y / 2);
+    let (uv, u, v) = if format == PixelFormat::Nv12 {
+        (&chroma[cy * cw * 2..(cy + 1) * cw * 2], &[][..], &[][..])
+    } else {
+        (&[][..], &chroma[cy * cw..(cy + 1) * cw], &chroma[cw * ch + cy * cw..cw * ch + (cy + 1) * cw])
+    };
+    // Pixel x of luma row r, alone.
+    let pixel = |r: usize, x: usize, dst: &mut [u8]| {
+        let (u, v) = if format == PixelFormat::Nv12 { (uv[(x / 2) * 2], uv[(x / 2) * 2 + 1]) } else { (u[x / 2], v[x / 2]) };
+        dst[r * stride + (x - x0) * 3..][..3].copy_from_slice(&color.to_rgb(lumas[r][x], u, v));
+    };
+    let mut x = x0;
+    // An odd first pixel alone, so that the SIMD blocks start on a pair.
+    if x % 2 == 1 && x < x1 {
+        for r in 0..rows {
+            pixel(r, x, dst);
+        }
+        x += 1;
+    }
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    {
+        let c = if format == PixelFormat::Nv12 { Chroma::Interleaved(uv) } else { Chroma::Planar(u, v) };
+        #[cfg(target_arch = "x86_64")]
+        if super::pixel_avx512::available() {
+            // SAFETY: the CPU has AVX-512 F, BW, VL and VBMI (checked just above); the function
+            // checks its loads' bounds. Exercised by `tests::yuv420_rows_equal_to_rgb_per_pixel`
+            // and `tests::runs_of_rows_equal_single_rows`.
+            x = unsafe { super::pixel_avx512::yuv420_rows(lumas, &c, color, x0, x, x1, dst) };
+        } else if std::arch::is_x86_feature_detected!("avx2") {
+            let start = x;
+            for (r, luma) in lumas.iter().enumerate() {
+                // SAFETY: the CPU has AVX2 (checked just above); the function checks its loads'
+                // bounds. Exercised by `tests::yuv420_rows_equal_to_rgb_per_pixel`.
+                x = unsafe { super::pixel_avx2::yuv420_row(luma, &c, color, x0, start, x1, &mut dst[r * stride..(r + 1) * stride]) };
             }
-            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-            {
-                let c = if format == PixelFormat::Nv12 { Chroma::Interleaved(uv) } else { Chroma::Planar(u, v) };
-                #[cfg(target_arch = "x86_64")]
-                if super::pixel_avx512::available() {
-                    // SAFETY: the CPU has AVX-512 F, BW, VL and VBMI (checked just above); the
-                    // function checks its loads' bounds. Exercised by
-                    // `tests::yuv420_rows_equal_to_rgb_per_pixel`.
-                    x = unsafe { super::pixel_avx512::yuv420_row(luma, &c, color, x0, x, x1, dst) };
-                } else if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU has AVX2 (checked just above); the function checks its
-                    // loads' bounds. Exercised by `tests::yuv420_rows_equal_to_rgb_per_pixel`.
-                    x = unsafe { super::pixel_avx2::yuv420_row(luma, &c, color, x0, x, x1, dst) };
-                }
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            let start = x;
+            for (r, luma) in lumas.iter().enumerate() {
                 // SAFETY: NEON is part of every aarch64 CPU (a base feature of the target); the
                 // function checks its loads' bounds. Exercised by the same test.
-                #[cfg(target_arch = "aarch64")]
-                {
-                    x = unsafe { super::pixel_neon::yuv420_row(luma, &c, color, x0, x, x1, dst) };
-                }
-                px = dst[(x - x0) * 3..(x1 - x0) * 3].chunks_exact_mut(3);
+                x = unsafe { super::pixel_neon::yuv420_row(luma, &c, color, x0, start, x1, &mut dst[r * stride..(r + 1) * stride]) };
             }
-            for (x, d) in (x..x1).zip(px) {
-                pixel(x, d);
-            }
+        }
+    }
+    for x in x..x1 {
+        for r in 0..rows {
+            pixel(r, x, dst);
         }
     }
 }
@@ -300,6 +341,8 @@ pub fn frame_to_rgb8(frame: &[u8], format: PixelFormat, width: usize, height: us
 /// [`FramePreprocessor::new`]; [`FramePreprocessor::run`] allocates nothing.
 pub struct FramePreprocessor {
     cfg: PreprocessConfig,
+    /// The normalization's tables (and arithmetic), made once.
+    normalizer: Normalizer,
     format: PixelFormat,
     width: usize,
     height: usize,
@@ -316,7 +359,7 @@ impl FramePreprocessor {
         check_geometry(format, width, height)?;
         let s = cfg.input_size;
         let plan = Plan::new(cfg, width, height).map_err(|e| StreamError::Usage(format!("frame size {width}x{height}: {e}")))?;
-        Ok(FramePreprocessor { cfg: cfg.clone(), format, width, height, color, scratch: plan.scratch(), crop: vec![0; s * s * 3], plan })
+        Ok(FramePreprocessor { cfg: cfg.clone(), normalizer: Normalizer::new(cfg), format, width, height, color, scratch: plan.scratch(), crop: vec![0; s * s * 3], plan })
     }
 
     /// Bytes one frame must have.
@@ -346,9 +389,15 @@ impl FramePreprocessor {
         }
         let cols = self.plan.source_columns();
         let (format, width, height, color) = (self.format, self.width, self.height, &self.color);
-        // Only the source pixels the crop reads are converted to RGB8, one row at a time.
-        self.plan.run(&mut self.scratch, workers, |y, dst| convert_row(frame, format, width, height, color, y, cols.start, cols.end, dst), &mut self.crop);
-        normalize_chw(&self.crop, &self.cfg, out, workers);
+        // Only the source pixels the crop reads are converted to RGB8, a row (or a 4:2:0 pair of
+        // rows) at a time; each block of crop rows is normalized into `out` as it is made.
+        self.plan.run(
+            &mut self.scratch,
+            workers,
+            |y, n, dst| convert_rows(frame, format, width, height, color, y, n, cols.start, cols.end, dst),
+            &mut self.crop,
+            Some((&self.normalizer, out)),
+        );
         Ok(())
     }
 }
@@ -436,6 +485,33 @@ mod tests {
                         assert_eq!(part[(start - x0) * 3..(end - x0) * 3], got[(start - x0) * 3..(end - x0) * 3], "{name}, case {case}: {format:?} {w}x{h}, row {y}, columns {start}..{end}");
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn runs_of_rows_equal_single_rows() {
+        // `convert_rows` (which converts the two luma rows of a 4:2:0 chroma row together) against
+        // `convert_row` on each row, for every format, on random sizes (odd ones included), runs
+        // starting on even and odd rows, and column windows.
+        let mut rng = crate::model::synthetic::Rng::new(11);
+        let formats = [PixelFormat::Nv12, PixelFormat::I420, PixelFormat::Yuyv, PixelFormat::Rgb24];
+        for case in 0..300 {
+            let format = formats[case % formats.len()];
+            let color = ColorSpec::new(if case % 2 == 0 { ColorMatrix::Bt601 } else { ColorMatrix::Bt709 }, ColorRange::Limited);
+            let (w, h) = (1 + (rng.next_u64() % 140) as usize, 1 + (rng.next_u64() % 9) as usize);
+            let frame = noise(frame_size(format, w, h), case as u64);
+            let y = (rng.next_u64() % h as u64) as usize;
+            let n = 1 + (rng.next_u64() % (h - y) as u64) as usize;
+            let x0 = (rng.next_u64() % w as u64) as usize;
+            let x1 = x0 + 1 + (rng.next_u64() % (w - x0) as u64) as usize;
+            let stride = 3 * (x1 - x0);
+            let mut got = vec![0u8; n * stride];
+            convert_rows(&frame, format, w, h, &color, y, n, x0, x1, &mut got);
+            for r in 0..n {
+                let mut want = vec![0u8; stride];
+                convert_row(&frame, format, w, h, &color, y + r, x0, x1, &mut want);
+                assert_eq!(got[r * stride..(r + 1) * stride], want, "case {case}: {format:?} {w}x{h}, rows {y}..{}, row {}, columns {x0}..{x1}", y + n, y + r);
             }
         }
     }
@@ -558,6 +634,14 @@ mod tests {
                 let mut serial = FramePreprocessor::new(&cfg, format, w, h, ColorSpec::default()).unwrap();
                 let mut want = vec![0f32; 3 * s * s];
                 serial.run(&frame, &mut want).unwrap();
+                // The normalization (fused with the vertical pass, padding rows included) is
+                // torchvision's formula on the crop.
+                for (i, px) in serial.crop().chunks_exact(3).enumerate() {
+                    for c in 0..3 {
+                        let v = (px[c] as f32 / 255.0 - cfg.mean[c]) / cfg.std[c];
+                        assert_eq!(want[c * s * s + i].to_bits(), v.to_bits(), "{format} {w}x{h}: pixel {i}, channel {c}");
+                    }
+                }
                 let rgb = frame_to_rgb8(&frame, format, w, h, &ColorSpec::default()).unwrap();
                 let mut image = Preprocessor::new(cfg.clone());
                 for pool in &pools {

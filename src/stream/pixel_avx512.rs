@@ -58,14 +58,17 @@ fn add(a: Wide, b: Wide) -> Wide {
     Wide { high: _mm512_mask_add_epi16(high, carry, high, _mm512_set1_epi16(1)), low }
 }
 
-/// `pshufb`-free interleave: byte `j` of 96 output bytes takes pixel `j / 3` of plane `j % 3`,
-/// read by `vpermt2b` from R (bytes 0–31) and G (32–63) in one register, B (64–95) in the other.
+/// The output interleave: byte `j` of 96 output bytes takes pixel `j / 3` of plane `j % 3`, read
+/// by `vpermt2b` from the two `vpackuswb` results of [`Converter::store`]: R and G in one register
+/// (per 128-bit lane `L`: R of pixels 8L..8L + 8, then G of the same pixels), B in the other (its
+/// bytes 8L..8L + 8 of lane `L` at offset 64).
 const fn interleave_index(first: usize) -> [u8; 64] {
     let mut idx = [0u8; 64];
     let mut j = 0;
     while j < 64 {
         let out = first + j;
-        idx[j] = ((out % 3) * 32 + out / 3) as u8;
+        let (p, plane) = (out / 3, out % 3);
+        idx[j] = (16 * (p / 8) + p % 8 + [0, 8, 64][plane]) as u8;
         j += 1;
     }
     idx
@@ -80,47 +83,55 @@ struct Converter {
     gu: Split,
     gv: Split,
     bu: Split,
-    off: __m512i,
+    /// `2^15 − y_offset·y_scale`: the luma offset and the rounding of `to_rgb` as one constant.
+    base: Wide,
     c128: __m512i,
-    rounding: Wide,
     interleave: [__m512i; 2],
 }
+
+/// The chroma terms of 32 pixels: what `to_rgb` adds to the luma term for R, G and B.
+#[derive(Clone, Copy)]
+struct ChromaTerms([Wide; 3]);
 
 impl Converter {
     #[target_feature(enable = "avx512f,avx512bw")]
     fn new(color: &ColorSpec) -> Converter {
         let [y_offset, y_scale, r_v, g_u, g_v, b_u] = color.coefficients();
+        // y_offset ≤ 16 and y_scale < 2^17, so |base| < 2^21.
+        let base = (1i32 << (COLOR_BITS - 1)) - y_offset * y_scale;
         Converter {
             ys: split(y_scale),
             rv: split(r_v),
             gu: split(-g_u),
             gv: split(-g_v),
             bu: split(b_u),
-            off: _mm512_set1_epi16(y_offset as i16),
+            base: Wide { high: _mm512_set1_epi16((base >> 16) as i16), low: _mm512_set1_epi16(base as i16) },
             c128: _mm512_set1_epi16(128),
-            rounding: Wide { high: _mm512_setzero_si512(), low: _mm512_set1_epi16((1i32 << (COLOR_BITS - 1)) as i16) },
             // SAFETY: 64-byte arrays, the size of one load.
             interleave: [INTERLEAVE_LOW, INTERLEAVE_HIGH].map(|i| unsafe { _mm512_loadu_si512(i.as_ptr() as *const __m512i) }),
         }
     }
 
-    /// Converts `n` (1..=32) pixels whose Y, U, V are the 16-bit lanes of `y`, `u`, `v` and
-    /// writes their `3n` RGB8 bytes at `out`.
+    /// The chroma terms of 32 pixels whose U, V are the 16-bit lanes of `u`, `v`.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn chroma(&self, u: __m512i, v: __m512i) -> ChromaTerms {
+        let (d, e) = (_mm512_sub_epi16(u, self.c128), _mm512_sub_epi16(v, self.c128));
+        ChromaTerms([product(e, self.rv), add(product(d, self.gu), product(e, self.gv)), product(d, self.bu)])
+    }
+
+    /// Converts `n` (1..=32) pixels whose Y are the 16-bit lanes of `y` and whose chroma terms are
+    /// `terms`, and writes their `3n` RGB8 bytes at `out`: `to_rgb`'s i32 sums, added in another
+    /// order.
     ///
     /// # Safety
     /// `out` must be valid for writing `3n` bytes.
     #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
-    unsafe fn store(&self, y: __m512i, u: __m512i, v: __m512i, n: usize, out: *mut u8) {
-        let zero = _mm512_setzero_si512();
-        let (d, e) = (_mm512_sub_epi16(u, self.c128), _mm512_sub_epi16(v, self.c128));
-        let c = add(product(_mm512_sub_epi16(y, self.off), self.ys), self.rounding);
-        let (pd, pe) = (product(d, self.gu), product(e, self.gv));
-        let channels = [add(c, product(e, self.rv)), add(add(c, pd), pe), add(c, product(d, self.bu))];
-        // The high halves are the shifted values: clamp to 0..=255 (negative → 0, then unsigned
-        // saturation to a byte).
-        let [r, g, b] = channels.map(|w| _mm512_cvtusepi16_epi8(_mm512_max_epi16(w.high, zero)));
-        let rg = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(r), g);
-        let bb = _mm512_castsi256_si512(b);
+    unsafe fn store(&self, y: __m512i, terms: ChromaTerms, n: usize, out: *mut u8) {
+        let c = add(product(y, self.ys), self.base);
+        // The high halves are the shifted values; the signed → unsigned saturating packs clamp them
+        // to 0..=255.
+        let [r, g, b] = terms.0.map(|t| add(c, t).high);
+        let (rg, bb) = (_mm512_packus_epi16(r, g), _mm512_packus_epi16(b, b));
         let bytes = 3 * n;
         // SAFETY: the masks select the first 3n bytes from `out` (the caller's guarantee).
         unsafe {
@@ -136,11 +147,21 @@ impl Converter {
 /// writing RGB8 at `dst[3·(x − x0)..]`; returns the first pixel not converted (`x1`, or earlier
 /// where a block's loads would pass the end of `luma` or `chroma`; the caller does the rest).
 /// `luma` is the row's Y, `chroma` its chroma row. The contract of
-/// [`super::pixel_avx2::yuv420_row`].
+/// [`super::pixel_avx2::yuv420_row`]. (The frame path takes rows in pairs: [`yuv420_rows`].)
+#[cfg(test)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx2")]
-pub(super) fn yuv420_row(luma: &[u8], chroma: &Chroma, color: &ColorSpec, x0: usize, mut x: usize, x1: usize, dst: &mut [u8]) -> usize {
+pub(super) fn yuv420_row(luma: &[u8], chroma: &Chroma, color: &ColorSpec, x0: usize, x: usize, x1: usize, dst: &mut [u8]) -> usize {
+    yuv420_rows(&[luma], chroma, color, x0, x, x1, dst)
+}
+
+/// [`yuv420_row`] for one or two luma rows (`lumas`) that share one chroma row: each block's
+/// chroma terms are computed once for both. Row `r`'s RGB8 goes to
+/// `dst[r·3·(x1 − x0) + 3·(x − x0)..]`; the returned pixel is where every row stopped.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx2")]
+pub(super) fn yuv420_rows(lumas: &[&[u8]], chroma: &Chroma, color: &ColorSpec, x0: usize, mut x: usize, x1: usize, dst: &mut [u8]) -> usize {
     debug_assert!(x.is_multiple_of(2) && x >= x0);
-    assert!(dst.len() >= 3 * (x1 - x0), "yuv420_row: output too short");
+    let stride = 3 * (x1 - x0);
+    assert!(matches!(lumas.len(), 1 | 2) && dst.len() >= lumas.len() * stride, "yuv420_rows: one or two rows, and room for them");
     let conv = Converter::new(color);
     // Chroma sample i of 16 (interleaved U V or planar) to pixels 2i and 2i + 1.
     let [even, odd, dup] = {
@@ -151,19 +172,22 @@ pub(super) fn yuv420_row(luma: &[u8], chroma: &Chroma, color: &ColorSpec, x0: us
         // SAFETY: 64-byte arrays, the size of one load.
         [e, o, d].map(|v| unsafe { _mm512_loadu_si512(v.as_ptr() as *const __m512i) })
     };
+    let luma_len = lumas.iter().map(|l| l.len()).min().unwrap_or(0);
     while x < x1 {
         let n = (x1 - x).min(32);
-        let pixels = low_bits(n) as u32;
+        if x + n > luma_len {
+            break;
+        }
         // Chroma bytes of pixels x..x + n: n rounded up to even (NV12 pairs), or half of it per
         // plane (I420).
         let (u, v) = match chroma {
-            Chroma::Interleaved(c) if x + n.next_multiple_of(2) <= c.len() && x + n <= luma.len() => {
+            Chroma::Interleaved(c) if x + n.next_multiple_of(2) <= c.len() => {
                 let m = low_bits(n.next_multiple_of(2)) as u32;
                 // SAFETY: the mask selects bytes x..x + ⌈n⌉₂ of `c` (checked just above).
                 let uv = _mm512_cvtepu8_epi16(unsafe { _mm256_maskz_loadu_epi8(m, c.as_ptr().add(x) as *const i8) });
                 (_mm512_permutexvar_epi16(even, uv), _mm512_permutexvar_epi16(odd, uv))
             }
-            Chroma::Planar(u, v) if x / 2 + n.div_ceil(2) <= u.len() && x / 2 + n.div_ceil(2) <= v.len() && x + n <= luma.len() => {
+            Chroma::Planar(u, v) if x / 2 + n.div_ceil(2) <= u.len() && x / 2 + n.div_ceil(2) <= v.len() => {
                 let m = low_bits(n.div_ceil(2)) as u16;
                 // SAFETY: the mask selects bytes x/2..x/2 + ⌈n/2⌉ of each plane (checked above).
                 let (a, b) = unsafe { (_mm_maskz_loadu_epi8(m, u.as_ptr().add(x / 2) as *const i8), _mm_maskz_loadu_epi8(m, v.as_ptr().add(x / 2) as *const i8)) };
@@ -171,11 +195,14 @@ pub(super) fn yuv420_row(luma: &[u8], chroma: &Chroma, color: &ColorSpec, x0: us
             }
             _ => break,
         };
-        // SAFETY: the mask selects bytes x..x + n of `luma` (checked in the match guard); `dst`
-        // holds 3(x1 − x0) bytes (asserted above) and x + n <= x1.
-        unsafe {
-            let y = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(pixels, luma.as_ptr().add(x) as *const i8));
-            conv.store(y, u, v, n, dst.as_mut_ptr().add(3 * (x - x0)));
+        let terms = conv.chroma(u, v);
+        for (r, luma) in lumas.iter().enumerate() {
+            // SAFETY: the mask selects bytes x..x + n of `luma` (x + n <= luma_len, checked
+            // above); `dst` holds 3(x1 − x0) bytes per row (asserted above) and x + n <= x1.
+            unsafe {
+                let y = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(low_bits(n) as u32, luma.as_ptr().add(x) as *const i8));
+                conv.store(y, terms, n, dst.as_mut_ptr().add(r * stride + 3 * (x - x0)));
+            }
         }
         x += n;
     }
@@ -215,7 +242,7 @@ pub(super) fn yuv422_row(row: &[u8], order: [usize; 3], color: &ColorSpec, x0: u
         let block = unsafe { _mm512_maskz_loadu_epi8(m, row.as_ptr().add(at) as *const i8) };
         let [y, u, v] = [yi, ui, vi].map(|i| _mm512_cvtepu8_epi16(_mm512_castsi512_si256(_mm512_permutexvar_epi8(i, block))));
         // SAFETY: `dst` holds 3(x1 − x0) bytes (asserted above) and x + n <= x1.
-        unsafe { conv.store(y, u, v, n, dst.as_mut_ptr().add(3 * (x - x0))) };
+        unsafe { conv.store(y, conv.chroma(u, v), n, dst.as_mut_ptr().add(3 * (x - x0))) };
         x += n;
     }
     x
