@@ -464,7 +464,7 @@ impl GemmBf16 for AmxBf16 {
         unsafe { avx512bf16::pack_cols(src, n, k, row_stride, dst) }
     }
     fn softmax_to_bf16(&self, x: &[f32], scale: f32, out: &mut [bf16]) -> f32 {
-        // SAFETY: as above.
+        // SAFETY: `detect` found AVX512-BF16 and the AVX-512 set (F, BW, VL among them).
         unsafe { avx512bf16::softmax_to_bf16(x, scale, out) }
     }
 }

@@ -203,8 +203,9 @@ pub(crate) fn pack_cols(src: &[f32], n: usize, k: usize, row_stride: usize, dst:
 }
 
 /// SIMD [`GemmBf16::softmax_to_bf16`]: a max pass and an exp / sum / convert pass, two
-/// accumulators each so consecutive vectors do not wait on each other.
-#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+/// accumulators each so consecutive vectors do not wait on each other. (VL for the masked 256-bit
+/// store of the row's tail, which is otherwise a call rather than one instruction.)
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
 pub(crate) fn softmax_to_bf16(x: &[f32], scale: f32, out: &mut [bf16]) -> f32 {
     let n = x.len();
     assert!(out.len() >= n, "output is too short");
@@ -273,7 +274,7 @@ impl GemmBf16 for Avx512Bf16 {
         unsafe { pack_cols(src, n, k, row_stride, dst) }
     }
     fn softmax_to_bf16(&self, x: &[f32], scale: f32, out: &mut [bf16]) -> f32 {
-        // SAFETY: as above.
+        // SAFETY: `detect` found AVX512-BF16 and the AVX-512 set (F, BW, VL among them).
         unsafe { softmax_to_bf16(x, scale, out) }
     }
 }
