@@ -405,6 +405,12 @@ pub(crate) struct Plan {
 /// two, the luma rows of one 4:2:0 chroma row.
 pub(crate) const SOURCE_RUN: usize = 2;
 
+/// Source rows one block's buffer of the horizontal-first pass holds: the largest batch of
+/// `batches` ([`Plan::horizontal_batch`]), and at least a run of [`SOURCE_RUN`].
+fn buffer_rows(batches: &[usize]) -> usize {
+    batches.first().copied().unwrap_or(1).max(SOURCE_RUN)
+}
+
 /// Reusable buffers of [`Plan::run`].
 #[derive(Default)]
 pub(crate) struct Scratch {
@@ -495,7 +501,7 @@ impl Plan {
         } else {
             // One block's buffers; `run` grows them for more blocks, once.
             let (batches, batch_scratch) = self.horizontal_batch();
-            Scratch { src: vec![0; batches.first().copied().unwrap_or(1).max(SOURCE_RUN) * span * 3], temp: vec![0; rows * s * 3], batch: vec![0; batch_scratch] }
+            Scratch { src: vec![0; buffer_rows(batches) * span * 3], temp: vec![0; rows * s * 3], batch: vec![0; batch_scratch] }
         }
     }
 
@@ -537,7 +543,7 @@ impl Plan {
             // horizontally into its rows of `temp`: `batch` rows at a time where the CPU has a
             // batched pass, the rest one at a time.
             let (batches, batch_scratch) = self.horizontal_batch();
-            let batch = batches.first().copied().unwrap_or(1).max(SOURCE_RUN);
+            let batch = buffer_rows(batches);
             let tasks = task_count(workers, rows.len());
             scratch.src.resize(tasks * batch * span, 0);
             scratch.batch.resize(tasks * batch_scratch, 0);
@@ -599,9 +605,7 @@ impl Plan {
                 }
             });
         }
-        let (head, tail) = crop[..self.size * row].split_at_mut(v.out1 * row);
-        fill_pixels(&mut head[..v.out0 * row], self.fill);
-        fill_pixels(tail, self.fill);
+        self.pad_rows(crop);
         if let Some((normalizer, out)) = normalize {
             normalizer.run(crop, self.size, out, workers);
         }
