@@ -13,8 +13,6 @@ mod resize_avx512;
 mod resize_neon;
 
 #[cfg(target_arch = "x86_64")]
-pub(crate) use resize_avx2::RGB_INTERLEAVE;
-#[cfg(target_arch = "x86_64")]
 pub(crate) use resize_avx512::low_bits;
 use serde::{Deserialize, Serialize};
 

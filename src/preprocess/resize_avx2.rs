@@ -51,19 +51,6 @@ pub(super) fn resample_rgb_row(c: &Coeffs, src: &[u8], x0: usize, dst: &mut [u8]
     }
 }
 
-/// `pshufb` masks that spread 16 R, G and B bytes into 48 bytes of packed RGB: mask `[k][c]` puts
-/// plane `c`'s bytes into output bytes `16k..16k + 16` (other positions zero).
-const fn interleave_masks() -> [[[i8; 16]; 3]; 3] {
-    let mut m = [[[-128i8; 16]; 3]; 3];
-    let mut g = 0;
-    while g < 48 {
-        m[g / 16][g % 3][g % 16] = (g / 3) as i8;
-        g += 1;
-    }
-    m
-}
-pub(crate) const RGB_INTERLEAVE: [[[i8; 16]; 3]; 3] = interleave_masks();
-
 /// Rows the batched horizontal pass takes at once.
 pub(super) const BATCH: usize = 8;
 

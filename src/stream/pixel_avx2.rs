@@ -4,8 +4,19 @@
 use std::arch::x86_64::*;
 
 use super::pixel::{Chroma, ColorSpec, COLOR_BITS};
-use crate::preprocess::RGB_INTERLEAVE as INTERLEAVE;
 
+/// `pshufb` masks that spread 16 R, G and B bytes into 48 bytes of packed RGB: mask `[k][c]` puts
+/// plane `c`'s bytes into output bytes `16k..16k + 16` (other positions zero).
+const fn interleave_masks() -> [[[i8; 16]; 3]; 3] {
+    let mut m = [[[-128i8; 16]; 3]; 3];
+    let mut g = 0;
+    while g < 48 {
+        m[g / 16][g % 3][g % 16] = (g / 3) as i8;
+        g += 1;
+    }
+    m
+}
+const INTERLEAVE: [[[i8; 16]; 3]; 3] = interleave_masks();
 
 /// Converts pixels `x..` of a row, 16 at a time, while whole blocks fit before `x1`, writing RGB8
 /// at `dst[3·(x − x0)..]`; returns the first pixel not converted (the caller does the rest). `x`
