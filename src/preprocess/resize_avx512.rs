@@ -1,8 +1,8 @@
 //! AVX-512 versions of the two resampling passes of [`super::resize`] and of the normalization's
 //! table lookups, bit-identical with the portable bodies and the AVX2 passes (Pillow's i32
 //! wrapping arithmetic; integer sums do not depend on their order): the portable vertical body
-//! and 16 transposed rows at once (F, BW); with VNNI, u8 × i8 dot products on the weights' 7-bit
-//! digits for the vertical pass, and with VBMI too, for the horizontal pass on bytes gathered in
+//! and 16 transposed rows at once (F, BW); with VNNI, u8 × i8 dot products on the weights' signed
+//! 8-bit digits for the vertical pass, and with VBMI too, for the horizontal pass on bytes gathered in
 //! place; with VBMI, the lookups as gathers.
 
 use std::arch::x86_64::*;
@@ -20,12 +20,11 @@ pub(crate) fn low_bits(n: usize) -> u64 {
     }
 }
 
-/// Σ `digits[d]` · 2^(7d) (see [`DIGIT_BITS`]): the i32 sum the four digit sums stand for, in
+/// Σ `digits[d]` · 2^(8d) (see [`DIGIT_BITS`]): the i32 sum the three digit sums stand for, in
 /// Pillow's wrapping arithmetic.
 #[target_feature(enable = "avx512f")]
-fn combine_digits(digits: [__m512i; 4]) -> __m512i {
-    let high = _mm512_add_epi32(_mm512_slli_epi32::<{ DIGIT_BITS }>(digits[3]), digits[2]);
-    let high = _mm512_add_epi32(_mm512_slli_epi32::<{ DIGIT_BITS }>(high), digits[1]);
+fn combine_digits(digits: [__m512i; DIGITS]) -> __m512i {
+    let high = _mm512_add_epi32(_mm512_slli_epi32::<{ DIGIT_BITS }>(digits[2]), digits[1]);
     _mm512_add_epi32(_mm512_slli_epi32::<{ DIGIT_BITS }>(high), digits[0])
 }
 
@@ -142,9 +141,13 @@ pub(super) fn gather_available() -> bool {
 const LANES: usize = 16;
 /// Source bytes one block reads: two registers, the table of one `vpermi2b`.
 const WINDOW: usize = 128;
-/// Bits per weight digit: each i32 weight is four digits `d0 + d1·2^7 + d2·2^14 + d3·2^21`,
-/// `d0..d2` in 0..=127 and `d3` signed, so that every digit is a valid i8 for `vpdpbusd`.
-const DIGIT_BITS: u32 = 7;
+/// Bits per weight digit: each i32 weight is three balanced digits `d0 + d1·2^8 + d2·2^16`, each
+/// in −128..=127, so that every digit is a valid i8 for `vpdpbusd` (whose u8 × i8 products are
+/// exact and whose sums of four are i32, without saturation). Pillow's weights are below 2^23 in
+/// magnitude (a filter value of at most about 1, times 2^22), which three digits hold.
+const DIGIT_BITS: u32 = 8;
+/// Digits per weight (see [`DIGIT_BITS`]).
+const DIGITS: usize = 3;
 
 /// One block of output pixels of [`GatherTable`].
 #[derive(Clone, Copy, Debug)]
@@ -162,7 +165,7 @@ struct Block {
 
 /// [`Coeffs`] rearranged for [`resample_rgb_row_gather`]: per block of up to 16 output pixels whose
 /// taps lie within 128 source bytes, per group of four taps, the `vpermi2b` indices that put tap
-/// `4g + k` of pixel `i`'s channel `c` into byte `k` of lane `i`, and the weights' four digits in
+/// `4g + k` of pixel `i`'s channel `c` into byte `k` of lane `i`, and the weights' three digits in
 /// the same places (zero for taps a pixel does not have).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct GatherTable {
@@ -172,16 +175,16 @@ pub(crate) struct GatherTable {
     /// The source pixels the taps read: `first..end`.
     first: usize,
     end: usize,
-    /// Per group: three index vectors (R, G, B) then four digit vectors, 64 bytes each.
+    /// Per group: three index vectors (R, G, B) then three digit vectors, 64 bytes each.
     groups: Vec<[u8; 64]>,
 }
 
 /// Vectors per group in [`GatherTable::groups`].
-const PER_GROUP: usize = 3 + 4;
+const PER_GROUP: usize = 3 + DIGITS;
 
 impl GatherTable {
     /// The table for `c`, or `None` where a pixel's taps do not fit one window or a weight does
-    /// not fit four digits (the batched passes run instead).
+    /// not fit three digits (the batched passes run instead).
     pub(super) fn new(c: &Coeffs) -> Option<GatherTable> {
         let window_px = WINDOW / 3;
         let mut table = GatherTable::default();
@@ -228,8 +231,8 @@ impl GatherTable {
 
 /// The horizontal pass over one packed-RGB row without moving the row: per block of up to 16
 /// output pixels, the block's 128 source bytes sit in two registers, one `vpermi2b` per channel and
-/// group of four taps puts each pixel's four tap bytes into its i32 lane, and four `vpdpbusd`
-/// multiply them by the four 7-bit digits of the taps' weights (so that u8 × i8 products are
+/// group of four taps puts each pixel's four tap bytes into its i32 lane, and three `vpdpbusd`
+/// multiply them by the three signed 8-bit digits of the taps' weights (so that u8 × i8 products are
 /// exact). The digit sums, shifted into place, are Pillow's i32 sum (wrapping, like it), so the
 /// bytes equal [`super::resize_avx2::resample_rgb_row`]'s. `src` holds the row from source column
 /// `x0` on; writes one RGB8 pixel per output pixel of `c` to `dst`.
@@ -256,11 +259,11 @@ pub(super) fn resample_rgb_row_gather(c: &Coeffs, table: &GatherTable, src: &[u8
             let p = src.as_ptr().add(start) as *const i8;
             (_mm512_maskz_loadu_epi8(low_bits(left), p), _mm512_maskz_loadu_epi8(low_bits(left.saturating_sub(64)), p.wrapping_add(64)))
         };
-        // Per channel, the four digit sums; the lowest starts at HALF (Pillow's rounding).
-        let mut acc = [[half, zero, zero, zero]; 3];
+        // Per channel, the three digit sums; the lowest starts at HALF (Pillow's rounding).
+        let mut acc = [[half, zero, zero]; 3];
         for g in 0..b.groups {
             let vectors = &table.groups[b.at + g * PER_GROUP..b.at + (g + 1) * PER_GROUP];
-            let digits = [3, 4, 5, 6].map(|d| load(&vectors[d]));
+            let digits: [__m512i; DIGITS] = std::array::from_fn(|d| load(&vectors[3 + d]));
             for (ch, acc) in acc.iter_mut().enumerate() {
                 let bytes = _mm512_permutex2var_epi8(lo, load(&vectors[ch]), hi);
                 for (a, d) in acc.iter_mut().zip(digits) {
@@ -285,24 +288,32 @@ pub(super) fn vnni_available() -> bool {
     available() && std::arch::is_x86_feature_detected!("avx512vnni")
 }
 
-/// The four 7-bit digits of a weight (see [`DIGIT_BITS`]), or `None` if it does not fit them.
-fn digits(w: i32) -> Option<[i8; 4]> {
-    (-(1 << 27)..1 << 27).contains(&w).then(|| [0, 1, 2].map(|d| ((w >> (d * DIGIT_BITS)) & 127) as i8)).map(|[a, b, c]| [a, b, c, (w >> (3 * DIGIT_BITS)) as i8])
+/// The three balanced digits of a weight (see [`DIGIT_BITS`]), lowest first, or `None` if it does
+/// not fit them (|w| beyond about 2^23).
+fn digits(w: i32) -> Option<[i8; DIGITS]> {
+    // Each digit is the low byte read as signed; what is left is a multiple of 256 (in i64, so
+    // that no weight overflows on the way).
+    let w = w as i64;
+    let d0 = w as i8;
+    let rest = (w - d0 as i64) >> DIGIT_BITS;
+    let d1 = rest as i8;
+    let d2 = i8::try_from((rest - d1 as i64) >> DIGIT_BITS).ok()?;
+    Some([d0, d1, d2])
 }
 
 /// Most taps per output row [`resample_rows_vnni`] takes (a multiple of 4).
 const MAX_VERTICAL_TAPS: usize = 64;
 
-/// Whether [`resample_rows_vnni`] can take `c`: every weight fits four digits and no output row
+/// Whether [`resample_rows_vnni`] can take `c`: every weight fits three digits and no output row
 /// has more than [`MAX_VERTICAL_TAPS`] taps.
 pub(super) fn vnni_takes(c: &Coeffs) -> bool {
     c.bounds.iter().enumerate().all(|(i, &(_, n))| n <= MAX_VERTICAL_TAPS && c.weights[i * c.ksize..i * c.ksize + n].iter().all(|&w| digits(w).is_some()))
 }
 
 /// The vertical pass with u8 × i8 dot products: per output row, per group of four taps, the four
-/// source rows' bytes are interleaved so that each i32 lane holds one column of all four, and four
-/// `vpdpbusd` multiply them by the four 7-bit digits of the taps' weights (u8 × i8 products are
-/// exact); the digit sums, shifted into place, are Pillow's i32 sum (wrapping, like it). The
+/// source rows' bytes are interleaved so that each i32 lane holds one column of all four, and three
+/// `vpdpbusd` multiply them by the three signed 8-bit digits of the taps' weights (u8 × i8 products
+/// are exact); the digit sums, shifted into place, are Pillow's i32 sum (wrapping, like it). The
 /// contract and the bytes of [`resample_rows`]; `c` must be one it takes
 /// ([`vnni_takes`]).
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
@@ -317,7 +328,7 @@ pub(super) fn resample_rows_vnni(c: &Coeffs, src: &[u8], y0: usize, row_len: usi
         // tap 4g + t; zero past `n`), and the offset of each tap's row in `src` (the last row
         // again past `n`).
         let groups = n.div_ceil(4);
-        let mut words = [[0i32; 4]; MAX_VERTICAL_TAPS / 4];
+        let mut words = [[0i32; DIGITS]; MAX_VERTICAL_TAPS / 4];
         let mut offsets = [0usize; MAX_VERTICAL_TAPS];
         for t in 0..4 * groups {
             let d = digits(if t < n { k[t] } else { 0 }).expect("weights checked by vnni_takes");
@@ -329,9 +340,9 @@ pub(super) fn resample_rows_vnni(c: &Coeffs, src: &[u8], y0: usize, row_len: usi
         let mut x = 0;
         while x < row_len {
             let m = low_bits(row_len - x);
-            // Per group of columns, the four digit sums; the lowest starts at HALF (Pillow's
+            // Per group of columns, the three digit sums; the lowest starts at HALF (Pillow's
             // rounding).
-            let mut acc = [[half, zero, zero, zero]; 4];
+            let mut acc = [[half, zero, zero]; 4];
             for (g, digit_words) in words[..groups].iter().enumerate() {
                 let mut rows = [zero; 4];
                 for (t, row) in rows.iter_mut().enumerate() {
@@ -412,5 +423,30 @@ pub(super) fn normalize_rows(px: &[u8], tables: &[[f32; 256]; 3], arithmetic: Op
             unsafe { _mm512_mask_storeu_ps(plane.as_mut_ptr().add(i), low_bits(count) as u16, values) };
         }
         i += count;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digits_rebuild_every_weight_they_accept() {
+        // Pillow's weights: at most about 2^22 in magnitude (a filter value of 1 when upscaling).
+        let edges = [0, 1, -1, 127, 128, -128, -129, 255, 256, 1 << 22, -(1 << 22), (1 << 22) + 12345, 8_355_711, -8_421_504];
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let random = (0..100_000).map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % 16_744_320) as i32 - (1 << 23) // −2^23..=8_355_711
+        });
+        for w in edges.into_iter().chain(random) {
+            let d = digits(w).unwrap_or_else(|| panic!("{w} should fit three digits"));
+            assert_eq!(d[0] as i32 + ((d[1] as i32) << DIGIT_BITS) + ((d[2] as i32) << (2 * DIGIT_BITS)), w, "digits of {w}: {d:?}");
+        }
+        for w in [8_355_712, -8_421_505, i32::MAX, i32::MIN] {
+            assert_eq!(digits(w), None, "{w} does not fit three digits");
+        }
     }
 }
