@@ -1,7 +1,7 @@
 //! The raw-frame converters (`frame_convert`): every pixel format, odd sizes, both colour
 //! matrices and ranges, any crop and filter.
 
-use vitedge::preprocess::{Interpolation, PreprocessConfig, Preprocessor};
+use vitedge::preprocess::{Interpolation, PreprocessConfig, Preprocessor, Serial};
 use vitedge::stream::{frame_size, ColorMatrix, ColorRange, ColorSpec, FramePreprocessor, PixelFormat};
 use vitedge::stream::pixel::frame_to_rgb8;
 
@@ -37,5 +37,8 @@ pub fn frame_convert(data: &[u8]) {
     assert!(out.iter().all(|v| v.is_finite()));
     let mut reference = Preprocessor::new(cfg);
     let want = reference.resize_crop(&rgb, width, height).expect("the reference preprocesses what the fused path does");
-    assert_eq!(fused.crop(), want, "{format} {width}x{height}: fused path differs from convert + preprocess");
+    assert_eq!(fused.resize_crop(&full, &Serial).expect("a whole frame resizes"), want, "{format} {width}x{height}: fused path differs from convert + preprocess");
+    let mut want_out = vec![0f32; out.len()];
+    reference.run(&rgb, width, height, &mut want_out).expect("the reference normalizes");
+    assert!(out.iter().zip(&want_out).all(|(a, b)| a.to_bits() == b.to_bits()), "{format} {width}x{height}: fused tensor differs from convert + preprocess");
 }

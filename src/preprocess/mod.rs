@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 pub use decode::{decode_rgb8, is_jpeg, is_png, jpeg_dimensions, load_rgb8_with, DecodeLimits, DEFAULT_MAX_PIXELS};
 pub use resize::{center_crop_offsets, resize_output, resized_size, Preprocessor};
 pub use parallel::{Serial, Workers};
-pub(crate) use resize::{Normalizer, Plan, Scratch};
+pub(crate) use resize::{Normalizer, Output, Plan, Scratch};
 
 /// Resampling filter of the resize step: Pillow's filters, as torchvision's `InterpolationMode`
 /// selects them for PIL images.

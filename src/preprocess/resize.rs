@@ -405,10 +405,26 @@ pub(crate) struct Plan {
 /// two, the luma rows of one 4:2:0 chroma row.
 pub(crate) const SOURCE_RUN: usize = 2;
 
+/// Rows a block's window of horizontally resampled rows holds beyond the most taps a crop row has
+/// (see [`Plan::run`]): each fill then adds at least a 16-row batch.
+const WINDOW_SLACK: usize = 32;
+
 /// Source rows one block's buffer of the horizontal-first pass holds: the largest batch of
 /// `batches` ([`Plan::horizontal_batch`]), and at least a run of [`SOURCE_RUN`].
 fn buffer_rows(batches: &[usize]) -> usize {
     batches.first().copied().unwrap_or(1).max(SOURCE_RUN)
+}
+
+/// Crop rows the horizontal-first order of [`Plan::run`] makes at once per block for a normalized
+/// output (in scratch, normalized right away).
+const NORMALIZED_ROWS: usize = 8;
+
+/// What [`Plan::run`] makes.
+pub(crate) enum Output<'a> {
+    /// The `size²` RGB8 crop, interleaved, padding included.
+    Crop(&'a mut [u8]),
+    /// That crop normalized into a `3 × size²` CHW buffer (the crop itself is not kept).
+    Normalized(&'a Normalizer, &'a mut [f32]),
 }
 
 /// Reusable buffers of [`Plan::run`].
@@ -418,6 +434,11 @@ pub(crate) struct Scratch {
     temp: Vec<u8>,
     /// The batched horizontal pass's transposed rows, per block.
     batch: Vec<u8>,
+    /// A few crop rows per block, normalized as soon as they are made (and one row of the fill
+    /// colour for the padding).
+    rows: Vec<u8>,
+    /// The whole crop, for a normalized output in the orders that make it first.
+    crop: Vec<u8>,
 }
 
 /// Row counts the horizontal pass can take at once, largest first: 16 where the CPU has AVX-512
@@ -497,11 +518,17 @@ impl Plan {
     pub(crate) fn scratch(&self) -> Scratch {
         let (rows, span, s) = (self.source_rows().len(), self.source_columns().len(), self.size);
         if self.vertical_first {
-            Scratch { src: vec![0; rows * span * 3], temp: vec![0; (self.vertical.out1 - self.vertical.out0) * span * 3], batch: Vec::new() }
+            Scratch { src: vec![0; rows * span * 3], temp: vec![0; (self.vertical.out1 - self.vertical.out0) * span * 3], crop: vec![0; s * s * 3], ..Scratch::default() }
         } else {
             // One block's buffers; `run` grows them for more blocks, once.
             let (batches, batch_scratch) = self.horizontal_batch();
-            Scratch { src: vec![0; buffer_rows(batches) * span * 3], temp: vec![0; rows * s * 3], batch: vec![0; batch_scratch] }
+            Scratch {
+                src: vec![0; buffer_rows(batches) * span * 3],
+                temp: vec![0; self.window_rows() * s * 3],
+                batch: vec![0; batch_scratch],
+                rows: vec![0; NORMALIZED_ROWS * s * 3],
+                crop: Vec::new(),
+            }
         }
     }
 
@@ -520,70 +547,46 @@ impl Plan {
         }
     }
 
-    /// Resizes and crops into `crop` (`size² ` RGB8, padding included). `source_rows(y, n, dst)`
-    /// writes the RGB8 pixels of the `n ≥ 1` source rows `y..y + n`, columns
-    /// [`Self::source_columns`], into `dst` (`n` rows of `3 · source_columns().len()` bytes, one
-    /// after the other); every row of [`Self::source_rows`] is asked for once, in order within each
-    /// block of rows, the blocks running on `workers`. Runs hold whole aligned groups of
-    /// [`SOURCE_RUN`] rows wherever the block has them, so a 4:2:0 converter can share each chroma
-    /// row between its two luma rows. With `normalize`, the crop is also normalized into its
-    /// buffer (`3 × size²`, CHW), each block of rows right after the vertical pass made it.
-    pub(crate) fn run(
-        &self,
-        scratch: &mut Scratch,
-        workers: &dyn Workers,
-        source_rows: impl Fn(usize, usize, &mut [u8]) + Sync,
-        crop: &mut [u8],
-        normalize: Option<(&Normalizer, &mut [f32])>,
-    ) {
-        let (row, span) = (self.size * 3, self.source_columns().len() * 3);
-        let rows = self.source_rows();
-        if !self.vertical_first {
-            // Each block converts its source rows into its own row buffers and resamples them
-            // horizontally into its rows of `temp`: `batch` rows at a time where the CPU has a
-            // batched pass, the rest one at a time.
-            let (batches, batch_scratch) = self.horizontal_batch();
-            let batch = buffer_rows(batches);
-            let tasks = task_count(workers, rows.len());
-            scratch.src.resize(tasks * batch * span, 0);
-            scratch.batch.resize(tasks * batch_scratch, 0);
-            scratch.temp.resize(rows.len() * row, 0);
-            {
-                let (src, temp) = (Parts::equal(&mut scratch.src, batch * span, tasks), Parts::rows(&mut scratch.temp, row, tasks, rows.len()));
-                let batch_parts = Parts::equal(&mut scratch.batch, batch_scratch, tasks);
-                workers.run_tasks(tasks, &|t| {
-                    let (mut src, mut temp, mut bs) = (src.get(t), temp.get(t), batch_parts.get(t));
-                    let first = rows.start + first_row(t, tasks, rows.len());
-                    let n = temp.len() / row;
-                    let mut i = 0;
-                    while i < n {
-                        if let Some(&batch) = batches.iter().find(|&&b| i + b <= n) {
-                            source_rows(first + i, batch, &mut src[..batch * span]);
-                            self.rows_batch(&src[..batch * span], span, &mut temp[i * row..(i + batch) * row], &mut bs);
-                            i += batch;
-                        } else {
-                            // Runs start on even rows (a 4:2:0 frame's chroma rows pair rows 2k and 2k + 1).
-                            let run = if (first + i).is_multiple_of(SOURCE_RUN) { SOURCE_RUN.min(n - i) } else { 1 };
-                            source_rows(first + i, run, &mut src[..run * span]);
-                            for r in 0..run {
-                                self.row(&src[r * span..(r + 1) * span], &mut temp[(i + r) * row..(i + r + 1) * row]);
-                            }
-                            i += run;
-                        }
-                    }
-                });
-            }
-            self.columns(workers, &scratch.temp, crop, normalize);
+    /// Resizes and crops into `output`. `source_rows(y, n, dst)` writes the RGB8 pixels of the
+    /// `n ≥ 1` source rows `y..y + n`, columns [`Self::source_columns`], into `dst` (`n` rows of
+    /// `3 · source_columns().len()` bytes, one after the other). Each block of crop rows (running
+    /// on `workers`) asks for the source rows it reads in increasing order; a row read by two
+    /// blocks is asked for by both. Runs hold whole aligned groups of [`SOURCE_RUN`] rows wherever
+    /// they can, so a 4:2:0 converter can share each chroma row between its two luma rows.
+    pub(crate) fn run(&self, scratch: &mut Scratch, workers: &dyn Workers, source_rows: impl Fn(usize, usize, &mut [u8]) + Sync, output: Output<'_>) {
+        let v = &self.vertical;
+        if !self.vertical_first && v.out1 > v.out0 {
+            self.run_window(scratch, workers, &source_rows, output);
             return;
         }
-        // Vertical pass first, over the source columns the horizontal pass reads.
+        // The whole crop first (where it is not the output, in the scratch), then its normalization.
+        let (crop, normalize) = match output {
+            Output::Crop(crop) => (crop, None),
+            Output::Normalized(normalizer, out) => {
+                scratch.crop.resize(self.size * self.size * 3, 0);
+                (&mut scratch.crop[..], Some((normalizer, out)))
+            }
+        };
+        if v.out1 > v.out0 {
+            self.vertical_first(&mut scratch.src, &mut scratch.temp, workers, &source_rows, crop);
+        }
+        self.pad_rows(crop);
+        if let Some((normalizer, out)) = normalize {
+            normalizer.run(crop, self.size, out, workers);
+        }
+    }
+
+    /// The vertical-first order of [`Self::run`] (kept rows only): the vertical pass over the
+    /// source columns the horizontal pass reads, then the horizontal pass.
+    fn vertical_first(&self, src: &mut Vec<u8>, temp: &mut Vec<u8>, workers: &dyn Workers, source_rows: &(impl Fn(usize, usize, &mut [u8]) + Sync), crop: &mut [u8]) {
+        let (row, span, rows) = (self.size * 3, self.source_columns().len() * 3, self.source_rows());
         let v = &self.vertical;
         let kept = v.out1 - v.out0;
-        scratch.src.resize(rows.len() * span, 0);
-        scratch.temp.resize(kept * span, 0);
+        src.resize(rows.len() * span, 0);
+        temp.resize(kept * span, 0);
         let tasks = task_count(workers, rows.len());
         {
-            let src = Parts::rows(&mut scratch.src, span, tasks, rows.len());
+            let src = Parts::rows(src, span, tasks, rows.len());
             workers.run_tasks(tasks, &|t| {
                 let mut src = src.get(t);
                 let (first, n) = (first_row(t, tasks, rows.len()), src.len() / span.max(1));
@@ -593,21 +596,152 @@ impl Plan {
             });
         }
         let tasks = task_count(workers, kept);
+        let (temp, out) = (Parts::rows(temp, span, tasks, kept), Parts::rows(&mut crop[v.out0 * row..v.out1 * row], row, tasks, kept));
+        let src = &src[..];
+        workers.run_tasks(tasks, &|t| {
+            let (mut temp, mut out) = (temp.get(t), out.get(t));
+            let outs = first_row(t, tasks, kept)..first_row(t + 1, tasks, kept);
+            v.coeffs.resample_rows(src, v.src0, span, &mut temp, outs.clone());
+            for i in 0..outs.len() {
+                self.row(&temp[i * span..(i + 1) * span], &mut out[i * row..(i + 1) * row]);
+            }
+        });
+    }
+
+    /// The horizontal-first order of [`Self::run`] (some rows kept): each block of kept crop rows
+    /// keeps a window of horizontally resampled source rows (a few more than one crop row's
+    /// taps), fills it as its crop rows move down the source, and runs the vertical pass on every
+    /// crop row whose taps the window holds, into the crop or, for a normalized output, into a
+    /// few rows of scratch that are normalized at once. Neither the intermediate rows nor the
+    /// crop of a normalized output leave the cache.
+    fn run_window(&self, scratch: &mut Scratch, workers: &dyn Workers, source_rows: &(impl Fn(usize, usize, &mut [u8]) + Sync), output: Output<'_>) {
+        let (s, row, span) = (self.size, self.size * 3, self.source_columns().len() * 3);
+        let v = &self.vertical;
+        let kept = v.out1 - v.out0;
+        let (batches, batch_scratch) = self.horizontal_batch();
+        let (batch, window) = (buffer_rows(batches), self.window_rows());
+        let tasks = task_count(workers, kept);
+        scratch.src.resize(tasks * batch * span, 0);
+        scratch.batch.resize(tasks * batch_scratch, 0);
+        scratch.temp.resize(tasks * window * row, 0);
+        // Where the vertical pass writes: the crop's kept rows, or per block a few rows of scratch
+        // and the kept rows of the three planes.
+        let (mut crop, mut normalized) = match output {
+            Output::Crop(crop) => (Some(crop), None),
+            Output::Normalized(normalizer, out) => {
+                scratch.rows.resize(tasks * NORMALIZED_ROWS * row, 0);
+                (None, Some((normalizer, planes(out, s))))
+            }
+        };
         {
-            let (temp, out) = (Parts::rows(&mut scratch.temp, span, tasks, kept), Parts::rows(&mut crop[v.out0 * row..v.out1 * row], row, tasks, kept));
-            let src = &scratch.src;
+            let (src, temp, batch_parts) = (Parts::equal(&mut scratch.src, batch * span, tasks), Parts::equal(&mut scratch.temp, window * row, tasks), Parts::equal(&mut scratch.batch, batch_scratch, tasks));
+            let crop_rows = crop.as_mut().map(|c| Parts::rows(&mut c[v.out0 * row..v.out1 * row], row, tasks, kept));
+            let scratch_rows = Parts::equal(&mut scratch.rows, if crop_rows.is_some() { 0 } else { NORMALIZED_ROWS * row }, tasks);
+            let kept_planes = normalized.as_mut().map(|(n, p)| (*n, p.each_mut().map(|p| Parts::rows(&mut p[v.out0 * s..v.out1 * s], s, tasks, kept))));
             workers.run_tasks(tasks, &|t| {
-                let (mut temp, mut out) = (temp.get(t), out.get(t));
+                let (mut src, mut win, mut bs, mut rows) = (src.get(t), temp.get(t), batch_parts.get(t), scratch_rows.get(t));
+                let mut crop = crop_rows.as_ref().map(|c| c.get(t));
+                let mut planes = kept_planes.as_ref().map(|(n, p)| (n, p.each_ref().map(|p| p.get(t))));
                 let outs = first_row(t, tasks, kept)..first_row(t + 1, tasks, kept);
-                v.coeffs.resample_rows(src, v.src0, span, &mut temp, outs.clone());
-                for i in 0..outs.len() {
-                    self.row(&temp[i * span..(i + 1) * span], &mut out[i * row..(i + 1) * row]);
+                // The last source row this block reads, plus one.
+                let last = outs.clone().map(|i| self.vertical_taps(i)).map(|(y, n)| y + n).max().unwrap_or(0);
+                // The window holds source rows lo..hi, row y at win[(y − lo)·row..].
+                let (mut lo, mut hi) = (0, 0);
+                let mut i = outs.start;
+                while i < outs.end {
+                    let (y, n) = self.vertical_taps(i);
+                    if y + n > hi {
+                        if y >= hi || y + n > lo + window {
+                            // Slide: the rows from y on that the window holds (if any) move to its
+                            // top. (Crop rows read rows from further down as they go: y >= lo.)
+                            let from = y.clamp(lo, hi);
+                            win.copy_within((from - lo) * row..(hi - lo) * row, 0);
+                            (lo, hi) = (y, hi.max(y));
+                        }
+                        // Fill to the window's end (on an even row where that still takes in
+                        // y + n, so that the next fill starts a 4:2:0 pair) or the block's last row.
+                        let end = match last.min(lo + window) {
+                            e if e < last => (e - e % SOURCE_RUN).max(y + n),
+                            e => e,
+                        };
+                        self.horizontal_rows(source_rows, hi..end, &mut src, &mut win[(hi - lo) * row..(end - lo) * row], &mut bs, batches);
+                        hi = end;
+                    }
+                    // The crop rows from i on whose taps the window holds (at most
+                    // NORMALIZED_ROWS at once into scratch).
+                    let limit = if crop.is_some() { outs.end } else { outs.end.min(i + NORMALIZED_ROWS) };
+                    let j = (i + 1..limit).find(|&j| self.vertical_taps(j).0 + self.vertical_taps(j).1 > hi).unwrap_or(limit);
+                    let (a, b) = (i - outs.start, j - outs.start);
+                    let made = match crop.as_mut() {
+                        Some(crop) => &mut crop[a * row..b * row],
+                        None => &mut rows[..(b - a) * row],
+                    };
+                    if v.resample {
+                        v.coeffs.resample_rows(&win, lo, row, made, i..j);
+                    } else {
+                        for (k, r) in (i..j).zip(made.chunks_exact_mut(row)) {
+                            let y = self.vertical_taps(k).0 - lo;
+                            r.copy_from_slice(&win[y * row..(y + 1) * row]);
+                        }
+                    }
+                    if let Some((normalizer, [pr, pg, pb])) = planes.as_mut() {
+                        normalizer.rows(made, [&mut pr[a * s..b * s], &mut pg[a * s..b * s], &mut pb[a * s..b * s]]);
+                    }
+                    i = j;
                 }
             });
         }
-        self.pad_rows(crop);
-        if let Some((normalizer, out)) = normalize {
-            normalizer.run(crop, self.size, out, workers);
+        if let Some(crop) = crop {
+            self.pad_rows(crop);
+        }
+        if let (Some((normalizer, [r, g, b])), true) = (normalized, self.pads()) {
+            // The padding rows above and below the kept ones, from one row of the fill colour.
+            let fill = &mut scratch.rows[..row];
+            fill_pixels(fill, self.fill);
+            for y in (0..v.out0).chain(v.out1..s) {
+                normalizer.rows(fill, [&mut r[y * s..(y + 1) * s], &mut g[y * s..(y + 1) * s], &mut b[y * s..(y + 1) * s]]);
+            }
+        }
+    }
+
+    /// Source rows kept crop row `out0 + i` reads: `(first, count)`.
+    fn vertical_taps(&self, i: usize) -> (usize, usize) {
+        let v = &self.vertical;
+        if v.resample {
+            v.coeffs.bounds[i]
+        } else {
+            (v.src0 + i, 1)
+        }
+    }
+
+    /// Rows of one block's window in the horizontal-first order: the most taps a crop row has,
+    /// plus room for one more batch or pair ([`WINDOW_SLACK`]).
+    fn window_rows(&self) -> usize {
+        let v = &self.vertical;
+        v.coeffs.bounds.iter().map(|&(_, n)| n).max().unwrap_or(1).max(1) + WINDOW_SLACK
+    }
+
+    /// The horizontal pass of the source rows `rows` into `dst` (one output row of `size` pixels
+    /// each): [`Self::rows_batch`] on the largest of `batches` that fits, else a 4:2:0 pair
+    /// ([`SOURCE_RUN`], from an even row) or one row through [`Self::row`]. `src` holds a batch of
+    /// source rows; `batch_scratch` is [`Self::rows_batch`]'s.
+    fn horizontal_rows(&self, source_rows: &(impl Fn(usize, usize, &mut [u8]) + Sync), rows: Range<usize>, src: &mut [u8], dst: &mut [u8], batch_scratch: &mut [u8], batches: &[usize]) {
+        let (row, span) = (self.size * 3, self.source_columns().len() * 3);
+        let mut y = rows.start;
+        while y < rows.end {
+            let at = (y - rows.start) * row;
+            if let Some(&batch) = batches.iter().find(|&&b| y + b <= rows.end) {
+                source_rows(y, batch, &mut src[..batch * span]);
+                self.rows_batch(&src[..batch * span], span, &mut dst[at..at + batch * row], batch_scratch);
+                y += batch;
+            } else {
+                let run = if y.is_multiple_of(SOURCE_RUN) { SOURCE_RUN.min(rows.end - y) } else { 1 };
+                source_rows(y, run, &mut src[..run * span]);
+                for r in 0..run {
+                    self.row(&src[r * span..(r + 1) * span], &mut dst[at + r * row..at + (r + 1) * row]);
+                }
+                y += run;
+            }
         }
     }
 
@@ -681,58 +815,6 @@ impl Plan {
             let _ = scratch;
             for (s, d) in src.chunks_exact(span).zip(dst.chunks_exact_mut(row)) {
                 self.row(s, d);
-            }
-        }
-    }
-
-    /// Vertical pass: `temp` holds the horizontally resampled rows `vertical.src0..vertical.src1`
-    /// (`size` RGB8 pixels each); writes the `size × size` RGB8 crop (padding included) to `crop`,
-    /// and with `normalize` normalizes it (in the same tasks, block by block, where the axis
-    /// resamples).
-    fn columns(&self, workers: &dyn Workers, temp: &[u8], crop: &mut [u8], normalize: Option<(&Normalizer, &mut [f32])>) {
-        let v = &self.vertical;
-        let (s, row, kept) = (self.size, self.size * 3, v.out1 - v.out0);
-        if !(kept > 0 && v.resample) {
-            if kept > 0 {
-                crop[v.out0 * row..v.out1 * row].copy_from_slice(&temp[..kept * row]);
-            }
-            self.pad_rows(crop);
-            if let Some((normalizer, out)) = normalize {
-                normalizer.run(crop, s, out, workers);
-            }
-            return;
-        }
-        let tasks = task_count(workers, kept);
-        let outs = |t: usize| first_row(t, tasks, kept)..first_row(t + 1, tasks, kept);
-        match normalize {
-            None => {
-                {
-                    let dst = Parts::rows(&mut crop[v.out0 * row..v.out1 * row], row, tasks, kept);
-                    workers.run_tasks(tasks, &|t| v.coeffs.resample_rows(temp, v.src0, row, &mut dst.get(t), outs(t)));
-                }
-                self.pad_rows(crop);
-            }
-            Some((normalizer, out)) => {
-                let [r, g, b] = planes(out, s);
-                {
-                    let dst = Parts::rows(&mut crop[v.out0 * row..v.out1 * row], row, tasks, kept);
-                    let kept_planes = [&mut r[v.out0 * s..v.out1 * s], &mut g[v.out0 * s..v.out1 * s], &mut b[v.out0 * s..v.out1 * s]].map(|p| Parts::rows(p, s, tasks, kept));
-                    workers.run_tasks(tasks, &|t| {
-                        let mut dst = dst.get(t);
-                        v.coeffs.resample_rows(temp, v.src0, row, &mut dst, outs(t));
-                        let [mut pr, mut pg, mut pb] = [0, 1, 2].map(|c| kept_planes[c].get(t));
-                        normalizer.rows(&dst, [&mut pr, &mut pg, &mut pb]);
-                    });
-                }
-                if self.pads() {
-                    self.pad_rows(crop);
-                    // The padding rows above and below the resampled ones.
-                    for rows in [0..v.out0, v.out1..s] {
-                        let px = &crop[rows.start * row..rows.end * row];
-                        let [pr, pg, pb] = [&mut *r, &mut *g, &mut *b].map(|p| &mut p[rows.start * s..rows.end * s]);
-                        normalizer.rows(px, [pr, pg, pb]);
-                    }
-                }
             }
         }
     }
@@ -819,6 +901,10 @@ impl Preprocessor {
         let cols = plan.source_columns();
         self.crop.resize(plan.size * plan.size * 3, 0);
         let span = cols.len() * 3;
+        let output = match out {
+            Some(out) => Output::Normalized(&self.normalizer, out),
+            None => Output::Crop(&mut self.crop),
+        };
         plan.run(
             &mut self.scratch,
             workers,
@@ -827,8 +913,7 @@ impl Preprocessor {
                     d.copy_from_slice(&rgb[((y + r) * width + cols.start) * 3..((y + r) * width + cols.end) * 3]);
                 }
             },
-            &mut self.crop,
-            out.map(|out| (&self.normalizer, out)),
+            output,
         );
         Ok(())
     }
@@ -990,6 +1075,71 @@ mod tests {
             }
         }
         out
+    }
+
+    /// The crop of `plan` for an interleaved RGB8 `w × h` image by the two whole passes of
+    /// [`reference_rgb_row`] and [`reference_rows`], in the plan's order.
+    fn reference_crop(plan: &Plan, rgb: &[u8], w: usize) -> Vec<u8> {
+        let (s, h, v) = (plan.size, &plan.horizontal, &plan.vertical);
+        let (cols, rows) = (plan.source_columns(), plan.source_rows());
+        let horizontal = |src: &[u8]| {
+            let mut out: Vec<u8> = plan.fill.repeat(s);
+            let kept = if h.resample { reference_rgb_row(&h.coeffs, src, h.src0) } else { src[..(h.out1 - h.out0) * 3].to_vec() };
+            out[h.out0 * 3..h.out1 * 3].copy_from_slice(&kept);
+            out
+        };
+        let vertical = |src: &[u8], row_len: usize| if v.resample { reference_rows(&v.coeffs, src, v.src0, row_len) } else { src[..(v.out1 - v.out0) * row_len].to_vec() };
+        let source: Vec<u8> = rows.clone().flat_map(|y| rgb[(y * w + cols.start) * 3..(y * w + cols.end) * 3].to_vec()).collect();
+        let kept: Vec<u8> = if plan.vertical_first {
+            let span = cols.len() * 3;
+            vertical(&source, span).chunks_exact(span).flat_map(horizontal).collect()
+        } else {
+            vertical(&source.chunks_exact(cols.len() * 3).flat_map(horizontal).collect::<Vec<u8>>(), s * 3)
+        };
+        let mut crop: Vec<u8> = plan.fill.repeat(s * s);
+        crop[v.out0 * s * 3..v.out1 * s * 3].copy_from_slice(&kept);
+        crop
+    }
+
+    #[test]
+    fn plan_runs_equal_the_two_whole_passes() {
+        // Random sizes, crops and filters (large shrinks: crop rows with many taps, so each block's
+        // window slides often; upscales; padding; axes left as they are), serially and on a pool
+        // of 3 threads, against the two passes over the whole image.
+        let mut rng = Rng::new(29);
+        let interps = [Interpolation::Bicubic, Interpolation::Bilinear, Interpolation::Lanczos, Interpolation::Box, Interpolation::Hamming, Interpolation::Nearest];
+        let pool = crate::engine::pool::Pool::new(3);
+        let mut orders = [0usize; 2];
+        for case in 0..80 {
+            let (w, h) = (1 + (rng.next_u64() % 1200) as usize, 1 + (rng.next_u64() % 1200) as usize);
+            let size = 1 + (rng.next_u64() % 64) as usize;
+            let crop_pct = [1.0, 0.875, 0.5 + (rng.next_u64() % 110) as f32 / 100.0][case % 3];
+            let cfg = PreprocessConfig { crop_pct, interpolation: interps[case % interps.len()], ..PreprocessConfig::augreg(size) };
+            let Ok(plan) = Plan::new(&cfg, w, h) else { continue };
+            let normalizer = Normalizer::new(&cfg);
+            orders[plan.vertical_first as usize] += 1;
+            let rgb: Vec<u8> = (0..w * h * 3).map(|_| (rng.next_u64() >> 56) as u8).collect();
+            let want = reference_crop(&plan, &rgb, w);
+            let cols = plan.source_columns();
+            let source_rows = |y: usize, n: usize, dst: &mut [u8]| {
+                for (r, d) in dst.chunks_exact_mut(cols.len() * 3).take(n).enumerate() {
+                    d.copy_from_slice(&rgb[((y + r) * w + cols.start) * 3..((y + r) * w + cols.end) * 3]);
+                }
+            };
+            let workers: [&dyn Workers; 2] = [&Serial, &pool];
+            for workers in workers {
+                let mut crop = vec![0xa5; size * size * 3];
+                plan.run(&mut plan.scratch(), workers, source_rows, Output::Crop(&mut crop));
+                assert!(crop == want, "case {case}: {w}x{h} -> {size} at crop {crop_pct} {:?}, {} threads", cfg.interpolation, workers.threads());
+                // Normalized (the crop made a few rows at a time, padding from the fill colour):
+                // the table's value of each byte of the crop.
+                let mut out = vec![f32::NAN; 3 * size * size];
+                plan.run(&mut plan.scratch(), workers, source_rows, Output::Normalized(&normalizer, &mut out));
+                let planes = (0..3).flat_map(|c| want.chunks_exact(3).map(move |px| (c, px[c])));
+                assert!(out.iter().zip(planes).all(|(v, (c, byte))| v.to_bits() == normalizer.tables[c][byte as usize].to_bits()), "normalized, case {case}, {} threads", workers.threads());
+            }
+        }
+        assert!(orders.iter().all(|&n| n > 0), "both orders of the passes should be exercised: {orders:?}");
     }
 
     #[test]

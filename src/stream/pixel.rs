@@ -14,7 +14,7 @@
 //! `classify` on the same pixels; for the other formats it is bit-identical to "convert the frame with
 //! [`ColorSpec::to_rgb`], then preprocess" ([`frame_to_rgb8`] is that reference).
 
-use crate::preprocess::{Normalizer, Plan, PreprocessConfig, Scratch, Serial, Workers};
+use crate::preprocess::{Normalizer, Output, Plan, PreprocessConfig, Scratch, Serial, Workers};
 
 use super::StreamError;
 
@@ -367,9 +367,12 @@ impl FramePreprocessor {
         frame_size(self.format, self.width, self.height)
     }
 
-    /// The resized and cropped `input_size²` RGB8 image of the last [`run`](Self::run) (interleaved).
-    pub fn crop(&self) -> &[u8] {
-        &self.crop
+    /// The resized and cropped `input_size²` RGB8 image of a frame (interleaved), made on
+    /// `workers`: what [`run`](Self::run) normalizes (and does not keep).
+    pub fn resize_crop(&mut self, frame: &[u8], workers: &dyn Workers) -> Result<&[u8], StreamError> {
+        self.check_frame(frame)?;
+        self.run_plan(frame, workers, None);
+        Ok(&self.crop)
     }
 
     /// Preprocesses one frame into `out` (`3 × input_size²`, CHW, normalized).
@@ -381,24 +384,32 @@ impl FramePreprocessor {
     /// the same values.
     pub fn run_on(&mut self, frame: &[u8], out: &mut [f32], workers: &dyn Workers) -> Result<(), StreamError> {
         let s = self.cfg.input_size;
-        if frame.len() != self.frame_len() {
-            return Err(StreamError::FrameSize { expected: self.frame_len(), found: frame.len(), format: self.format, width: self.width, height: self.height });
-        }
+        self.check_frame(frame)?;
         if out.len() != 3 * s * s {
             return Err(StreamError::Usage(format!("input buffer has {} values, expected {}", out.len(), 3 * s * s)));
         }
+        self.run_plan(frame, workers, Some(out));
+        Ok(())
+    }
+
+    fn check_frame(&self, frame: &[u8]) -> Result<(), StreamError> {
+        if frame.len() != self.frame_len() {
+            return Err(StreamError::FrameSize { expected: self.frame_len(), found: frame.len(), format: self.format, width: self.width, height: self.height });
+        }
+        Ok(())
+    }
+
+    /// The plan on a frame of the right length: normalized into `out`, or else into the crop.
+    fn run_plan(&mut self, frame: &[u8], workers: &dyn Workers, out: Option<&mut [f32]>) {
         let cols = self.plan.source_columns();
         let (format, width, height, color) = (self.format, self.width, self.height, &self.color);
+        let output = match out {
+            Some(out) => Output::Normalized(&self.normalizer, out),
+            None => Output::Crop(&mut self.crop),
+        };
         // Only the source pixels the crop reads are converted to RGB8, a row (or a 4:2:0 pair of
-        // rows) at a time; each block of crop rows is normalized into `out` as it is made.
-        self.plan.run(
-            &mut self.scratch,
-            workers,
-            |y, n, dst| convert_rows(frame, format, width, height, color, y, n, cols.start, cols.end, dst),
-            &mut self.crop,
-            Some((&self.normalizer, out)),
-        );
-        Ok(())
+        // rows) at a time; each few crop rows are normalized as they are made.
+        self.plan.run(&mut self.scratch, workers, |y, n, dst| convert_rows(frame, format, width, height, color, y, n, cols.start, cols.end, dst), output);
     }
 }
 
@@ -636,7 +647,8 @@ mod tests {
                 serial.run(&frame, &mut want).unwrap();
                 // The normalization (fused with the vertical pass, padding rows included) is
                 // torchvision's formula on the crop.
-                for (i, px) in serial.crop().chunks_exact(3).enumerate() {
+                let serial_crop = serial.resize_crop(&frame, &Serial).unwrap().to_vec();
+                for (i, px) in serial_crop.chunks_exact(3).enumerate() {
                     for c in 0..3 {
                         let v = (px[c] as f32 / 255.0 - cfg.mean[c]) / cfg.std[c];
                         assert_eq!(want[c * s * s + i].to_bits(), v.to_bits(), "{format} {w}x{h}: pixel {i}, channel {c}");
@@ -649,7 +661,7 @@ mod tests {
                     let mut got = vec![f32::NAN; 3 * s * s];
                     for _ in 0..2 {
                         parallel.run_on(&frame, &mut got, pool).unwrap();
-                        assert_eq!(parallel.crop(), serial.crop(), "{format} {w}x{h}, {} threads", pool.threads());
+                        assert_eq!(parallel.resize_crop(&frame, pool).unwrap(), &serial_crop[..], "{format} {w}x{h}, {} threads", pool.threads());
                         assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{format} {w}x{h}, {} threads", pool.threads());
                     }
                     let mut from_image = vec![f32::NAN; 3 * s * s];
@@ -676,9 +688,10 @@ mod tests {
                     let mut fused = FramePreprocessor::new(&cfg, format, w, h, color).unwrap();
                     let mut out = vec![0f32; 3 * s * s];
                     fused.run(&frame, &mut out).unwrap();
-                    let worst = fused.crop().iter().zip(&want).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+                    let crop = fused.resize_crop(&frame, &Serial).unwrap();
+                    let worst = crop.iter().zip(&want).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
                     assert!(worst <= 1, "{format} {w}x{h}: {worst} levels off");
-                    assert_eq!(fused.crop(), &want[..], "{format} {w}x{h}: the fused path should be exact");
+                    assert_eq!(crop, &want[..], "{format} {w}x{h}: the fused path should be exact");
                 }
             }
         }
