@@ -1,7 +1,7 @@
 //! `vitedge._vitedge`: the extension module behind the `vitedge` Python package
 //! (`python/vitedge/__init__.py` is the documented API). A thin layer over
 //! [`vitedge::session::Session`] and `vitedge_quant`'s converter: numpy arrays are read in place
-//! (`__array_interface__`, no copy), and the GIL is released while images are decoded, preprocessed and
+//! (`__array_struct__` / `__array_interface__`, no copy), and the GIL is released while images are decoded, preprocessed and
 //! classified and while checkpoints are converted.
 
 use std::path::PathBuf;
@@ -10,11 +10,12 @@ use std::sync::{Mutex, MutexGuard};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyTuple, PyType};
+use pyo3::basic::CompareOp;
+use pyo3::types::{PyCapsule, PyDict, PyString, PyTuple, PyType};
 use vitedge::engine::{Backend, EngineOptions};
 use vitedge::preprocess::PreprocessError;
 use vitedge::session::{FrameLayout, Ranked, Session, SessionError};
-use vitedge::stream::{ColorMatrix, ColorRange, ColorSpec, PixelFormat};
+use vitedge::stream::{row_bytes, ColorMatrix, ColorRange, ColorSpec, PixelFormat};
 use vitedge_quant::convert::{self, ConvertOptions, Labels, Precision};
 
 pyo3::create_exception!(
@@ -77,9 +78,9 @@ fn dtype_name(typestr: &str) -> String {
     name.to_string()
 }
 
-/// A C-contiguous numpy array (any object with numpy's `__array_interface__`), read in place.
-/// The buffer protocol is not in the Python 3.9 stable ABI; the Python layer turns other buffers
-/// into numpy views first (`numpy.frombuffer`, no copy).
+/// A C-contiguous numpy array (any object with numpy's `__array_struct__` or
+/// `__array_interface__`), read in place. The buffer protocol is not in the Python 3.9 stable ABI;
+/// other buffers are turned into numpy views first (`vitedge._array`, no copy).
 struct View<'py> {
     /// Keeps the array alive (and, being a reference, unresizable) while the view is used.
     _array: Bound<'py, PyAny>,
@@ -89,9 +90,56 @@ struct View<'py> {
     readonly: bool,
 }
 
+/// numpy's `PyArrayInterface`, what the capsule of `__array_struct__` points to (the array
+/// interface protocol, version 3).
+#[repr(C)]
+struct ArrayInterface {
+    /// Always 2.
+    two: std::ffi::c_int,
+    nd: std::ffi::c_int,
+    typekind: std::ffi::c_char,
+    itemsize: std::ffi::c_int,
+    flags: std::ffi::c_int,
+    shape: *const isize,
+    strides: *const isize,
+    data: *mut std::ffi::c_void,
+    descr: *mut pyo3::ffi::PyObject,
+}
+
+/// `ArrayInterface::flags` bits.
+const C_CONTIGUOUS: std::ffi::c_int = 0x1;
+const ALIGNED: std::ffi::c_int = 0x100;
+const NOTSWAPPED: std::ffi::c_int = 0x200;
+const WRITEABLE: std::ffi::c_int = 0x400;
+
 impl<'py> View<'py> {
+    /// `obj` through numpy's `__array_struct__` (a C struct in a capsule), if it has one and is a
+    /// C-contiguous, aligned, native-order array of `typestr`; else `None` ([`Self::get`] then
+    /// reads `__array_interface__`, which says what is wrong). Building and taking apart the
+    /// interface's dict costs ~10 µs right after an inference, when Python is out of the caches.
+    fn from_struct(obj: &Bound<'py, PyAny>, typestr: &str) -> Option<View<'py>> {
+        let capsule = obj.getattr("__array_struct__").ok()?;
+        let capsule = capsule.cast::<PyCapsule>().ok()?;
+        let ptr = capsule.pointer_checked(None).ok()?.cast::<ArrayInterface>();
+        // SAFETY: by the array interface protocol the capsule holds a `PyArrayInterface`, alive as
+        // long as the capsule (to the end of this function); its first field is checked to be 2.
+        let a = unsafe { ptr.as_ref() };
+        let (kind, size) = (*typestr.as_bytes().first()?, typestr[1..].parse::<std::ffi::c_int>().ok()?);
+        let need = C_CONTIGUOUS | ALIGNED | NOTSWAPPED;
+        if a.two != 2 || a.typekind as u8 != kind || a.itemsize != size || a.flags & need != need || a.nd < 0 || (a.nd > 0 && a.shape.is_null()) {
+            return None;
+        }
+        // SAFETY: `shape` holds `nd` items (the protocol; not null where nd > 0, checked above).
+        let shape: Vec<usize> = (0..a.nd as usize).map(|i| unsafe { *a.shape.add(i) }.max(0) as usize).collect();
+        let len_bytes = shape.iter().product::<usize>() * size as usize;
+        Some(View { _array: obj.clone(), ptr: a.data as usize, len_bytes, shape, readonly: a.flags & WRITEABLE == 0 })
+    }
+
     /// `typestr` is the accepted element type without byte order (`u1`, `f4`), `want` its name.
     fn get(obj: &Bound<'py, PyAny>, what: &str, typestr: &str, want: &str) -> PyResult<View<'py>> {
+        if let Some(view) = Self::from_struct(obj, typestr) {
+            return Ok(view);
+        }
         let not_an_array = || {
             let t = obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
             input_error(format!("{what} must be a numpy array (or a bytes-like object), not {t}"))
@@ -124,6 +172,16 @@ impl<'py> View<'py> {
         Ok(View { _array: obj.clone(), ptr, len_bytes, shape, readonly })
     }
 
+    /// [`Self::get`] on `obj`, else on `vitedge._array(obj)`: a numpy view of a bytes-like object,
+    /// a C-contiguous copy of a strided or unaligned array. (The copy is made only where the
+    /// object cannot be read in place; the frame path takes numpy arrays without calling Python.)
+    fn get_array(obj: &Bound<'py, PyAny>, what: &str, typestr: &str, want: &str) -> PyResult<View<'py>> {
+        View::get(obj, what, typestr, want).or_else(|_| {
+            let array = obj.py().import("vitedge")?.getattr("_array")?.call1((obj,))?;
+            View::get(&array, what, typestr, want)
+        })
+    }
+
     fn shape(&self) -> &[usize] {
         &self.shape
     }
@@ -150,11 +208,37 @@ fn parse_backend(name: &str) -> PyResult<Backend> {
     }
 }
 
+/// libcamera's names of the pixel formats (`vitedge.LIBCAMERA_FORMATS`). libcamera names packed
+/// RGB by the order of a little-endian word, so its `RGB888` is B, G, R in memory.
+const LIBCAMERA_FORMATS: [(&str, PixelFormat); 6] = [
+    ("RGB888", PixelFormat::Bgr24),
+    ("BGR888", PixelFormat::Rgb24),
+    ("YUV420", PixelFormat::I420),
+    ("YUYV", PixelFormat::Yuyv),
+    ("UYVY", PixelFormat::Uyvy),
+    ("NV12", PixelFormat::Nv12),
+];
+
+/// A pixel format by vitedge's name or libcamera's.
 fn parse_pixel_format(name: &str) -> PyResult<PixelFormat> {
-    PixelFormat::ALL.into_iter().find(|f| f.name() == name).ok_or_else(|| {
+    let libcamera = LIBCAMERA_FORMATS.iter().find(|(n, _)| *n == name).map(|&(_, f)| f);
+    libcamera.or_else(|| PixelFormat::ALL.into_iter().find(|f| f.name() == name)).ok_or_else(|| {
         let names = PixelFormat::ALL.map(PixelFormat::name).join(", ");
-        input_error(format!("pixel format `{name}` is not one of {names}"))
+        let libcamera = LIBCAMERA_FORMATS.map(|(n, _)| n).join(", ");
+        input_error(format!("pixel format `{name}` is not one of {names} (or libcamera's {libcamera})"))
     })
+}
+
+/// The row stride of a frame array whose first axis is its rows (as Picamera2 returns YUV420 as
+/// `(height * 3 // 2, stride)` and YUYV as `(height, stride // 2, 2)`), where its rows are longer
+/// than packed rows; else `None` (a packed frame).
+fn array_stride(shape: &[usize], format: PixelFormat, width: usize, height: usize) -> Option<usize> {
+    let rows = if matches!(format, PixelFormat::Nv12 | PixelFormat::I420) { height + height.div_ceil(2) } else { height };
+    if shape.len() < 2 || shape[0] != rows {
+        return None;
+    }
+    let row: usize = shape[1..].iter().product();
+    (row > row_bytes(format, width)).then_some(row)
 }
 
 fn parse_color(matrix: &str, range: &str) -> PyResult<ColorSpec> {
@@ -183,6 +267,71 @@ fn ranked(r: Ranked<'_>) -> Vec<(usize, f32)> {
     r.top.iter().map(|&i| (i, r.probs[i])).collect()
 }
 
+/// One ranked class: its index, label (the index as text when the blob has none) and softmax
+/// probability. Made by the extension, so that a result costs no Python code (after an inference
+/// has pushed the interpreter out of the CPU's caches, each line of Python costs microseconds).
+#[pyclass(module = "vitedge", name = "Prediction", frozen)]
+struct Prediction {
+    /// Class index (logit order).
+    #[pyo3(get)]
+    index: usize,
+    /// Class label.
+    #[pyo3(get)]
+    label: Py<PyString>,
+    /// Softmax probability.
+    #[pyo3(get)]
+    score: f64,
+}
+
+#[pymethods]
+impl Prediction {
+    #[new]
+    fn new(index: usize, label: Py<PyString>, score: f64) -> Self {
+        Prediction { index, label, score }
+    }
+
+    /// The field names, for `match` statements (as a dataclass has them).
+    #[classattr]
+    fn __match_args__() -> (&'static str, &'static str, &'static str) {
+        ("index", "label", "score")
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let (label, score) = (self.label.bind(py).repr()?, self.score.into_pyobject(py)?.repr()?);
+        Ok(format!("Prediction(index={}, label={label}, score={score})", self.index))
+    }
+
+    fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<Py<PyAny>> {
+        let py = other.py();
+        let Ok(other) = other.cast::<Prediction>() else { return Ok(py.NotImplemented()) };
+        let other = other.get();
+        let same = self.index == other.index && self.score == other.score && self.label.bind(py).as_any().eq(other.label.bind(py))?;
+        match op {
+            CompareOp::Eq => Ok(same.into_pyobject(py)?.to_owned().into_any().unbind()),
+            CompareOp::Ne => Ok((!same).into_pyobject(py)?.to_owned().into_any().unbind()),
+            _ => Ok(py.NotImplemented()),
+        }
+    }
+
+    fn __hash__(&self, py: Python<'_>) -> PyResult<isize> {
+        (self.index, self.label.clone_ref(py), self.score).into_pyobject(py)?.hash()
+    }
+
+    /// The three fields as a dict.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("index", self.index)?;
+        d.set_item("label", self.label.bind(py))?;
+        d.set_item("score", self.score)?;
+        Ok(d)
+    }
+
+    /// Pickling: the constructor's arguments.
+    fn __getnewargs__(&self, py: Python<'_>) -> (usize, Py<PyString>, f64) {
+        (self.index, self.label.clone_ref(py), self.score)
+    }
+}
+
 /// An opened model and its engine (use `vitedge.Model`, which documents the API).
 #[pyclass(module = "vitedge._vitedge", name = "Model", frozen)]
 struct Model {
@@ -193,6 +342,8 @@ struct Model {
     /// Every class label (the index as text when the blob has none).
     #[pyo3(get)]
     labels: Vec<String>,
+    /// The same labels as Python strings, shared by every [`Prediction`].
+    label_strings: Vec<Py<PyString>>,
     /// The engine's kernel description.
     #[pyo3(get)]
     kernels: String,
@@ -212,6 +363,11 @@ impl Model {
     fn session(&self) -> MutexGuard<'_, Session> {
         self.session.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// The ranked classes as [`Prediction`]s.
+    fn predictions(&self, py: Python<'_>, ranked: Vec<(usize, f32)>) -> Vec<Prediction> {
+        ranked.into_iter().map(|(index, score)| Prediction { index, label: self.label_strings[index].clone_ref(py), score: score as f64 }).collect()
+    }
 }
 
 #[pymethods]
@@ -224,31 +380,35 @@ impl Model {
         let mut session = py.detach(|| Session::open(&path, backend, &options)).map_err(session_error)?;
         let m = session.model();
         let header_json = serde_json::to_string(m.header()).map_err(|e| Error::new_err(e.to_string()))?;
-        let labels = (0..m.config().num_classes).map(|i| m.label(i)).collect();
+        let labels: Vec<String> = (0..m.config().num_classes).map(|i| m.label(i)).collect();
+        let label_strings = labels.iter().map(|l| PyString::new(py, l).unbind()).collect();
         let input_size = m.config().image_size;
         let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
-        Ok(Model { kernels: session.describe(), backend: session.backend(), header_json, labels, threads, input_size, session: Mutex::new(session) })
+        Ok(Model { kernels: session.describe(), backend: session.backend(), header_json, labels, label_strings, threads, input_size, session: Mutex::new(session) })
     }
 
-    /// Decodes and classifies an image file like `vitedge classify`; `[(index, score)]`.
-    fn classify_path(&self, py: Python<'_>, path: PathBuf, top: usize) -> PyResult<Vec<(usize, f32)>> {
+    /// Decodes and classifies an image file like `vitedge classify`.
+    fn classify_path(&self, py: Python<'_>, path: PathBuf, top: usize) -> PyResult<Vec<Prediction>> {
         check_top(top)?;
-        py.detach(|| self.session().classify_file(&path, top).map(ranked)).map_err(session_error)
+        let ranked = py.detach(|| self.session().classify_file(&path, top).map(ranked)).map_err(session_error)?;
+        Ok(self.predictions(py, ranked))
     }
 
     /// Classifies an `H × W × 3` uint8 RGB buffer with the model's preprocessing.
-    fn classify_rgb(&self, py: Python<'_>, image: &Bound<'_, PyAny>, top: usize) -> PyResult<Vec<(usize, f32)>> {
+    fn classify_rgb(&self, py: Python<'_>, image: &Bound<'_, PyAny>, top: usize) -> PyResult<Vec<Prediction>> {
         check_top(top)?;
-        let view = View::get(image, "image", "u1", "uint8")?;
+        let view = View::get_array(image, "image", "u1", "uint8")?;
         let (h, w) = match *view.shape() {
             [h, w, 3] => (h, w),
             ref s => return Err(input_error(format!("image has shape {s:?}; vitedge needs (height, width, 3) RGB (convert other layouts first, e.g. PIL's .convert(\"RGB\"))"))),
         };
         let rgb = view.slice::<u8>();
-        py.detach(|| self.session().classify_rgb8(rgb, w, h, top).map(ranked)).map_err(session_error)
+        let ranked = py.detach(|| self.session().classify_rgb8(rgb, w, h, top).map(ranked)).map_err(session_error)?;
+        Ok(self.predictions(py, ranked))
     }
 
-    /// Classifies one raw frame with `vitedge stream`'s preprocessing.
+    /// Classifies one raw frame with `vitedge stream`'s preprocessing. `pixel_format` is vitedge's
+    /// name or libcamera's; without a `stride`, a frame array whose first axis is its rows gives it.
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (frame, pixel_format, width, height, stride, color_matrix, color_range, top))]
     fn classify_frame(
@@ -262,18 +422,21 @@ impl Model {
         color_matrix: &str,
         color_range: &str,
         top: usize,
-    ) -> PyResult<Vec<(usize, f32)>> {
+    ) -> PyResult<Vec<Prediction>> {
         check_top(top)?;
-        let layout = FrameLayout { format: parse_pixel_format(pixel_format)?, width, height, stride, color: parse_color(color_matrix, color_range)? };
-        let view = View::get(frame, "frame", "u1", "uint8")?;
+        let format = parse_pixel_format(pixel_format)?;
+        let view = View::get_array(frame, "frame", "u1", "uint8")?;
+        let stride = stride.or_else(|| array_stride(view.shape(), format, width, height));
+        let layout = FrameLayout { format, width, height, stride, color: parse_color(color_matrix, color_range)? };
         let data = view.slice::<u8>();
-        py.detach(|| self.session().classify_frame(data, &layout, top).map(ranked)).map_err(session_error)
+        let ranked = py.detach(|| self.session().classify_frame(data, &layout, top).map(ranked)).map_err(session_error)?;
+        Ok(self.predictions(py, ranked))
     }
 
     /// Runs the network on a float32 `[1, 3, S, S]` or `[3, S, S]` tensor and writes the logits
     /// into `out` (a writable float32 buffer of `num_classes` values).
     fn logits(&self, py: Python<'_>, tensor: &Bound<'_, PyAny>, out: &Bound<'_, PyAny>) -> PyResult<()> {
-        let view = View::get(tensor, "tensor", "f4", "float32")?;
+        let view = View::get_array(tensor, "tensor", "f4", "float32")?;
         let s = self.input_size;
         if !matches!(*view.shape(), [1, 3, a, b] | [3, a, b] if a == s && b == s) {
             return Err(input_error(format!("tensor has shape {:?}; the model takes (1, 3, {s}, {s}) or (3, {s}, {s}) float32", view.shape())));
@@ -355,6 +518,12 @@ fn _vitedge(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("InputError", input_error_type(py)?.bind(py))?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<Model>()?;
+    m.add_class::<Prediction>()?;
+    let libcamera = PyDict::new(py);
+    for (name, format) in LIBCAMERA_FORMATS {
+        libcamera.set_item(name, format.name())?;
+    }
+    m.add("LIBCAMERA_FORMATS", libcamera)?;
     m.add_function(wrap_pyfunction!(convert_checkpoint, m)?)?;
     Ok(())
 }

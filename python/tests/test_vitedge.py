@@ -106,6 +106,9 @@ def test_nv12_frames_equal_vitedge_stream(models, blobs, images, tmp_path, preci
         padded = np.zeros((f.shape[0], stride), np.uint8)
         padded[:, :w] = f
         assert_same_ranking(as_pairs(m.classify_frame(padded, "NV12", size=(w, h))), want, "padded nv12")
+        # A strided view (not C-contiguous) is copied once, then read like the packed frame.
+        assert not padded[:, :w].flags.c_contiguous
+        assert_same_ranking(as_pairs(m.classify_frame(padded[:, :w], "nv12", size=(w, h))), want, "strided view")
         # The same frame as I420 (libcamera YUV420) with padded rows: U and V rows at stride / 2.
         y, uv = f[:h], f[h:].reshape(h // 2, w // 2, 2)
         planes = [np.pad(y, ((0, 0), (0, stride - w)))]
@@ -160,6 +163,23 @@ def test_bad_paths_and_corrupt_blobs_raise_vitedge_errors(blobs, tmp_path):
         vitedge.Model(blobs["f32"], kernels="no-such-kernels")
     with pytest.raises(vitedge.InputError, match="native, tract"):
         vitedge.Model(blobs["f32"], backend="onnx")
+
+
+def test_predictions_are_small_immutable_values(models, images):
+    got = models["int8"].classify(images[0], top=3)
+    p = got[0]
+    assert isinstance(p, vitedge.Prediction) and isinstance(p.index, int) and isinstance(p.label, str) and isinstance(p.score, float)
+    assert repr(p) == f"Prediction(index={p.index}, label={p.label!r}, score={p.score!r})"
+    same = vitedge.Prediction(p.index, p.label, p.score)
+    assert same == p and hash(same) == hash(p) and not (same != p)
+    assert vitedge.Prediction(p.index, p.label, p.score / 2) != p and p != (p.index, p.label, p.score)
+    assert p.to_dict() == {"index": p.index, "label": p.label, "score": p.score}
+    import pickle
+
+    assert pickle.loads(pickle.dumps(got)) == got
+    assert vitedge.Prediction.__match_args__ == ("index", "label", "score")
+    with pytest.raises(AttributeError):
+        p.score = 1.0
 
 
 def test_bad_frames_images_and_tensors_raise_input_errors(models, tmp_path):

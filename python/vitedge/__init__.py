@@ -16,13 +16,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
 from . import _vitedge
-from ._vitedge import Error, InputError, __version__
+from ._vitedge import Error, InputError, Prediction, __version__
 
 __all__ = ["Model", "Prediction", "convert", "Error", "InputError", "PIXEL_FORMATS", "__version__"]
 
@@ -30,20 +29,14 @@ __all__ = ["Model", "Prediction", "convert", "Error", "InputError", "PIXEL_FORMA
 PIXEL_FORMATS = ("rgb24", "bgr24", "yuyv", "uyvy", "nv12", "i420")
 
 #: libcamera / Picamera2 format names and the vitedge format with their byte order. (libcamera's
-#: ``RGB888`` is stored B, G, R in memory, ``BGR888`` R, G, B.)
-LIBCAMERA_FORMATS = {"RGB888": "bgr24", "BGR888": "rgb24", "YUV420": "i420", "YUYV": "yuyv", "UYVY": "uyvy", "NV12": "nv12"}
+#: ``RGB888`` is stored B, G, R in memory, ``BGR888`` R, G, B.) ``classify_frame`` takes either name.
+LIBCAMERA_FORMATS: Dict[str, str] = dict(_vitedge.LIBCAMERA_FORMATS)
 
 ImageLike = Union[str, "os.PathLike[str]", "np.ndarray", Any]
 
 
-@dataclass(frozen=True)
-class Prediction:
-    """One ranked class: its index, label (the index as text when the blob has none) and softmax
-    probability."""
-
-    index: int
-    label: str
-    score: float
+# `Prediction` (one ranked class: `index`, `label`, `score`; immutable, comparable, hashable,
+# `to_dict()`) is made by the extension: a result then costs no Python code.
 
 
 def _array(a: Any) -> Any:
@@ -174,9 +167,6 @@ class Model:
 
     # --- inference ----------------------------------------------------------------------------
 
-    def _predictions(self, ranked: Sequence[Tuple[int, float]]) -> List[Prediction]:
-        return [Prediction(i, self._labels[i], s) for i, s in ranked]
-
     def classify(self, image: ImageLike, top: int = 5) -> List[Prediction]:
         """Classifies one image with the blob's preprocessing; the ``top`` best classes, best first.
 
@@ -193,13 +183,13 @@ class Model:
             InputError: wrong dtype or shape, ``top < 1``.
         """
         if isinstance(image, (str, os.PathLike)):
-            return self._predictions(self._model.classify_path(os.fspath(image), top))
+            return self._model.classify_path(os.fspath(image), top)
         if _is_pil_image(image):
             rgb = image if image.mode == "RGB" else image.convert("RGB")
             w, h = rgb.size
             pixels = np.frombuffer(rgb.tobytes(), dtype=np.uint8).reshape(h, w, 3)
-            return self._predictions(self._model.classify_rgb(pixels, top))
-        return self._predictions(self._model.classify_rgb(_array(image), top))
+            return self._model.classify_rgb(pixels, top)
+        return self._model.classify_rgb(image, top)
 
     def classify_frame(
         self,
@@ -235,14 +225,13 @@ class Model:
             InputError: the buffer does not hold a frame of this size, stride and format (the
                 message says what it holds and what was expected), a wrong dtype, an unknown name.
         """
+        # As little Python as possible here: a frame comes right after an inference, which has
+        # pushed the interpreter out of the CPU's caches (the extension reads the array, works
+        # out the stride and makes the results).
         if size is None:
             raise InputError("size=(width, height) is required")
-        width, height = (int(v) for v in size)
-        fmt = LIBCAMERA_FORMATS.get(pixel_format, pixel_format)
-        frame = _array(frame)
-        if stride is None:
-            stride = _array_stride(frame, fmt, width, height)
-        return self._predictions(self._model.classify_frame(frame, fmt, width, height, stride, color_matrix, color_range, top))
+        width, height = size
+        return self._model.classify_frame(frame, pixel_format, width, height, stride, color_matrix, color_range, top)
 
     def logits(self, tensor: Any) -> "np.ndarray":
         """Runs the network on a preprocessed float32 tensor of shape ``(1, 3, S, S)`` or
@@ -253,23 +242,8 @@ class Model:
             InputError: wrong dtype or shape.
         """
         out = np.empty(self.num_classes, dtype=np.float32)
-        self._model.logits(_array(tensor), out)
+        self._model.logits(tensor, out)
         return out
-
-
-def _array_stride(frame: Any, fmt: str, width: int, height: int) -> Optional[int]:
-    """The row stride of a frame array whose first axis is its rows (as Picamera2 returns YUV420
-    as ``(height * 3 // 2, stride)`` and YUYV as ``(height, stride // 2, 2)``), when its rows are
-    longer than packed rows; else None (a packed frame)."""
-    shape = getattr(frame, "shape", None)
-    if shape is None or len(shape) < 2 or fmt not in PIXEL_FORMATS:
-        return None
-    rows = height + (height + 1) // 2 if fmt in ("nv12", "i420") else height
-    if shape[0] != rows:
-        return None
-    row = int(np.prod(shape[1:])) * getattr(frame, "itemsize", 1)
-    packed = {"rgb24": width * 3, "bgr24": width * 3, "yuyv": (width + 1) // 2 * 4, "uyvy": (width + 1) // 2 * 4}.get(fmt, width)
-    return row if row > packed else None
 
 
 def convert(

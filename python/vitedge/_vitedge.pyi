@@ -1,8 +1,24 @@
 """Type stubs of the extension module behind `vitedge` (use the `vitedge` package's API)."""
 
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional
 
 __version__: str
+LIBCAMERA_FORMATS: Dict[str, str]
+
+class Prediction:
+    """One ranked class: its index, label (the index as text when the blob has none) and softmax
+    probability. Immutable; compares and hashes by its three fields."""
+
+    __match_args__ = ("index", "label", "score")
+    @property
+    def index(self) -> int: ...
+    @property
+    def label(self) -> str: ...
+    @property
+    def score(self) -> float: ...
+    def __init__(self, index: int, label: str, score: float) -> None: ...
+    def to_dict(self) -> Dict[str, object]:
+        """``{"index": …, "label": …, "score": …}``."""
 
 class Error(RuntimeError):
     """A vitedge failure (blob, image, engine, conversion); the CLI's message."""
@@ -17,11 +33,11 @@ class Model:
     backend: str
     threads: int
     def __init__(self, path: str, threads: int = 0, kernels: str = "auto", backend: str = "native") -> None: ...
-    def classify_path(self, path: str, top: int) -> List[Tuple[int, float]]: ...
-    def classify_rgb(self, image: object, top: int) -> List[Tuple[int, float]]: ...
+    def classify_path(self, path: str, top: int) -> List[Prediction]: ...
+    def classify_rgb(self, image: object, top: int) -> List[Prediction]: ...
     def classify_frame(
         self, frame: object, pixel_format: str, width: int, height: int, stride: Optional[int], color_matrix: str, color_range: str, top: int
-    ) -> List[Tuple[int, float]]: ...
+    ) -> List[Prediction]: ...
     def logits(self, tensor: object, out: object) -> None: ...
 
 def convert(

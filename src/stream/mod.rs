@@ -29,7 +29,7 @@ use serde::Serialize;
 use crate::blob::Verify;
 use crate::engine::{self, Backend, Engine, EngineError, EngineOptions};
 use crate::model::{Model, ModelError};
-pub use pixel::{frame_size, ColorMatrix, ColorRange, ColorSpec, FramePreprocessor, PixelFormat};
+pub use pixel::{frame_size, row_bytes, ColorMatrix, ColorRange, ColorSpec, FramePreprocessor, PixelFormat};
 pub use ring::DropPolicy;
 use ring::{Discard, FrameMeta, FrameRing, Taken};
 use source::{FrameSource, RawReader, ReadOutcome};
