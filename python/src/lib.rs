@@ -339,11 +339,9 @@ struct Model {
     /// The blob header as JSON.
     #[pyo3(get)]
     header_json: String,
-    /// Every class label (the index as text when the blob has none).
-    #[pyo3(get)]
-    labels: Vec<String>,
-    /// The same labels as Python strings, shared by every [`Prediction`].
-    label_strings: Vec<Py<PyString>>,
+    /// Every class label (the index as text when the blob has none), as Python strings shared by
+    /// every [`Prediction`].
+    labels: Vec<Py<PyString>>,
     /// The engine's kernel description.
     #[pyo3(get)]
     kernels: String,
@@ -366,12 +364,18 @@ impl Model {
 
     /// The ranked classes as [`Prediction`]s.
     fn predictions(&self, py: Python<'_>, ranked: Vec<(usize, f32)>) -> Vec<Prediction> {
-        ranked.into_iter().map(|(index, score)| Prediction { index, label: self.label_strings[index].clone_ref(py), score: score as f64 }).collect()
+        ranked.into_iter().map(|(index, score)| Prediction { index, label: self.labels[index].clone_ref(py), score: score as f64 }).collect()
     }
 }
 
 #[pymethods]
 impl Model {
+    /// Every class label (the index as text when the blob has none).
+    #[getter]
+    fn labels(&self, py: Python<'_>) -> Vec<Py<PyString>> {
+        self.labels.iter().map(|l| l.clone_ref(py)).collect()
+    }
+
     #[new]
     #[pyo3(signature = (path, threads=0, kernels="auto", backend="native"))]
     fn new(py: Python<'_>, path: PathBuf, threads: usize, kernels: &str, backend: &str) -> PyResult<Self> {
@@ -380,11 +384,10 @@ impl Model {
         let mut session = py.detach(|| Session::open(&path, backend, &options)).map_err(session_error)?;
         let m = session.model();
         let header_json = serde_json::to_string(m.header()).map_err(|e| Error::new_err(e.to_string()))?;
-        let labels: Vec<String> = (0..m.config().num_classes).map(|i| m.label(i)).collect();
-        let label_strings = labels.iter().map(|l| PyString::new(py, l).unbind()).collect();
+        let labels = (0..m.config().num_classes).map(|i| PyString::new(py, &m.label(i)).unbind()).collect();
         let input_size = m.config().image_size;
         let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
-        Ok(Model { kernels: session.describe(), backend: session.backend(), header_json, labels, label_strings, threads, input_size, session: Mutex::new(session) })
+        Ok(Model { kernels: session.describe(), backend: session.backend(), header_json, labels, threads, input_size, session: Mutex::new(session) })
     }
 
     /// Decodes and classifies an image file like `vitedge classify`.

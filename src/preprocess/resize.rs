@@ -568,7 +568,7 @@ impl Plan {
             }
         };
         if v.out1 > v.out0 {
-            self.vertical_first(&mut scratch.src, &mut scratch.temp, workers, &source_rows, crop);
+            self.run_vertical_first(&mut scratch.src, &mut scratch.temp, workers, &source_rows, crop);
         }
         self.pad_rows(crop);
         if let Some((normalizer, out)) = normalize {
@@ -578,7 +578,7 @@ impl Plan {
 
     /// The vertical-first order of [`Self::run`] (kept rows only): the vertical pass over the
     /// source columns the horizontal pass reads, then the horizontal pass.
-    fn vertical_first(&self, src: &mut Vec<u8>, temp: &mut Vec<u8>, workers: &dyn Workers, source_rows: &(impl Fn(usize, usize, &mut [u8]) + Sync), crop: &mut [u8]) {
+    fn run_vertical_first(&self, src: &mut Vec<u8>, temp: &mut Vec<u8>, workers: &dyn Workers, source_rows: &(impl Fn(usize, usize, &mut [u8]) + Sync), crop: &mut [u8]) {
         let (row, span, rows) = (self.size * 3, self.source_columns().len() * 3, self.source_rows());
         let v = &self.vertical;
         let kept = v.out1 - v.out0;
@@ -670,7 +670,12 @@ impl Plan {
                     // The crop rows from i on whose taps the window holds (at most
                     // NORMALIZED_ROWS at once into scratch).
                     let limit = if crop.is_some() { outs.end } else { outs.end.min(i + NORMALIZED_ROWS) };
-                    let j = (i + 1..limit).find(|&j| self.vertical_taps(j).0 + self.vertical_taps(j).1 > hi).unwrap_or(limit);
+                    let j = (i + 1..limit)
+                        .find(|&j| {
+                            let (y, n) = self.vertical_taps(j);
+                            y + n > hi
+                        })
+                        .unwrap_or(limit);
                     let (a, b) = (i - outs.start, j - outs.start);
                     let made = match crop.as_mut() {
                         Some(crop) => &mut crop[a * row..b * row],
@@ -695,11 +700,19 @@ impl Plan {
             self.pad_rows(crop);
         }
         if let (Some((normalizer, [r, g, b])), true) = (normalized, self.pads()) {
-            // The padding rows above and below the kept ones, from one row of the fill colour.
+            // The padding rows above and below the kept ones: one row of the fill colour normalized
+            // once, then copied.
             let fill = &mut scratch.rows[..row];
             fill_pixels(fill, self.fill);
-            for y in (0..v.out0).chain(v.out1..s) {
-                normalizer.rows(fill, [&mut r[y * s..(y + 1) * s], &mut g[y * s..(y + 1) * s], &mut b[y * s..(y + 1) * s]]);
+            let mut pads = (0..v.out0).chain(v.out1..s);
+            if let Some(first) = pads.next() {
+                let at = first * s..(first + 1) * s;
+                normalizer.rows(fill, [&mut r[at.clone()], &mut g[at.clone()], &mut b[at.clone()]]);
+                for y in pads {
+                    for p in [&mut *r, &mut *g, &mut *b] {
+                        p.copy_within(at.clone(), y * s);
+                    }
+                }
             }
         }
     }

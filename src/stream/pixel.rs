@@ -350,6 +350,7 @@ pub struct FramePreprocessor {
     /// Resize/crop taps and the source span the crop reads, shared with `classify`'s preprocessor.
     plan: Plan,
     scratch: Scratch,
+    /// The RGB8 crop, for [`Self::resize_crop`] only (made on its first call).
     crop: Vec<u8>,
 }
 
@@ -357,9 +358,8 @@ impl FramePreprocessor {
     /// Precomputes the filter taps for `width × height` frames in `format`.
     pub fn new(cfg: &PreprocessConfig, format: PixelFormat, width: usize, height: usize, color: ColorSpec) -> Result<Self, StreamError> {
         check_geometry(format, width, height)?;
-        let s = cfg.input_size;
         let plan = Plan::new(cfg, width, height).map_err(|e| StreamError::Usage(format!("frame size {width}x{height}: {e}")))?;
-        Ok(FramePreprocessor { cfg: cfg.clone(), normalizer: Normalizer::new(cfg), format, width, height, color, scratch: plan.scratch(), crop: vec![0; s * s * 3], plan })
+        Ok(FramePreprocessor { cfg: cfg.clone(), normalizer: Normalizer::new(cfg), format, width, height, color, scratch: plan.scratch(), crop: Vec::new(), plan })
     }
 
     /// Bytes one frame must have.
@@ -371,6 +371,7 @@ impl FramePreprocessor {
     /// `workers`: what [`run`](Self::run) normalizes (and does not keep).
     pub fn resize_crop(&mut self, frame: &[u8], workers: &dyn Workers) -> Result<&[u8], StreamError> {
         self.check_frame(frame)?;
+        self.crop.resize(self.cfg.input_size.pow(2) * 3, 0);
         self.run_plan(frame, workers, None);
         Ok(&self.crop)
     }
