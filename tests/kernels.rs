@@ -5,6 +5,7 @@
 mod kernel_checks;
 
 use proptest::prelude::*;
+use vitedge::kernels::Kernels;
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(120))]
@@ -32,6 +33,11 @@ proptest! {
     }
 
     #[test]
+    fn row_kernels_equal_the_one_row_kernels(rows in 1usize..11, k in 1usize..300, pad in 0usize..5, seed: u64, special: bool) {
+        kernel_checks::row_ops(rows, k, pad, seed, special).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
     fn vector_ops_match_scalar(len in 1usize..900, scale in 0.01f32..3.0, seed: u64, big: bool) {
         kernel_checks::vector_ops(len, scale, seed, big).map_err(TestCaseError::fail)?;
     }
@@ -53,6 +59,21 @@ fn amx_ragged_rows_match_scalar_on_both_sides_of_the_row_buffer() {
         kernel_checks::gemm_u8i8(m, 40, k, 3, 1, true, 2, k as u64).unwrap();
         kernel_checks::gemm_bf16(m, 40, k, 2, 1, k as u64).unwrap();
     }
+}
+
+/// The AMX int8 GEMM finishes its sums with the AVX-512 kernel's arithmetic: the same bits on
+/// ViT-Tiny's shapes and every epilogue, also at the largest sums k allows on both sides of k = 514
+/// (zero point subtracted in f32 below, in i32 above) and with ragged rows.
+#[test]
+fn amx_int8_gemm_equals_the_avx512_kernel_bit_for_bit() {
+    let mut compared = 0;
+    for (m, n, k, extreme) in [(197, 576, 192, false), (197, 192, 768, false), (37, 48, 512, true), (37, 48, 516, true), (21, 40, 2048, true), (5, 17, 64, false)] {
+        for ep in 0..3 {
+            compared += kernel_checks::gemm_u8i8_same_bits("amx", "avx512", m, n, k, ep, extreme, (m * k) as u64).unwrap() as usize;
+        }
+    }
+    let has_amx = Kernels::available().contains(&"amx");
+    assert_eq!(compared > 0, has_amx, "compared {compared} GEMMs; AMX kernels available: {has_amx}");
 }
 
 /// Attention-sized bf16 GEMMs (QKᵀ and PV of ViT-Tiny, split like two threads do), where the AMX

@@ -28,6 +28,10 @@ fn main() {
         kernel_checks::vector_ops(len, scale, seed, big).map_err(TestCaseError::fail)
     });
     results.push(("vector_ops_match_scalar", r.map_err(|e| e.to_string())));
+    let r = runner().run(&(1usize..11, 1usize..300, 0usize..5, any::<u64>(), any::<bool>()), |(rows, k, pad, seed, special)| {
+        kernel_checks::row_ops(rows, k, pad, seed, special).map_err(TestCaseError::fail)
+    });
+    results.push(("row_kernels_equal_the_one_row_kernels", r.map_err(|e| e.to_string())));
     let r = runner().run(&(1usize..70, 1usize..100, 0usize..5, any::<u64>(), any::<bool>()), |(n, k, pad, seed, special)| {
         kernel_checks::attention_packing(n, k, pad, seed, special).map_err(TestCaseError::fail)
     });

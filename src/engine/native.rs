@@ -362,13 +362,7 @@ fn linear(
                 // SAFETY: quantized rows r0..r1 and their parameters belong to this task alone and
                 // lie inside the buffers (asserted above).
                 let (a_u8, a_scale, a_zero) = unsafe { (q_p.slice(r0 * qlda, rows * qlda), s_p.slice(r0, rows), z_p.slice(r0, rows)) };
-                for i in 0..rows {
-                    let row = &mut a_u8[i * qlda..(i + 1) * qlda];
-                    let (sc, z) = kernels.vector.quantize_u8(&a[i * lda..i * lda + l.k], &mut row[..l.k]);
-                    row[l.k..].fill(z as u8);
-                    a_scale[i] = sc;
-                    a_zero[i] = z;
-                }
+                kernels.vector.quantize_u8_rows(a, rows, l.k, lda, a_u8, qlda, a_scale, a_zero);
                 let args = GemmU8I8Args {
                     m: rows,
                     n: l.n,
@@ -402,9 +396,7 @@ fn task_first_row(t: usize, tasks: usize, m: usize, align: usize) -> usize {
 }
 
 fn layer_norm_rows(kernels: &Kernels, norm: &Norm<'_>, eps: f32, x: &[f32], out: &mut [f32], d: usize) {
-    for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-        kernels.vector.layer_norm(xr, norm.weight, norm.bias, eps, or);
-    }
+    kernels.vector.layer_norm_rows(x, x.len() / d, d, d, norm.weight, norm.bias, eps, out);
 }
 
 /// Multi-head attention in f32: `ctx = softmax(q·kᵀ·scale)·v` per head, from the `qkv` rows.

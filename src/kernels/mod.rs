@@ -230,6 +230,29 @@ pub trait VectorOps: Send + Sync {
     /// Asymmetric per-row quantization to u8: returns `(scale, zero_point)` with
     /// `x ≈ scale · (q − zero_point)`; the range always includes 0.
     fn quantize_u8(&self, x: &[f32], out: &mut [u8]) -> (f32, i32);
+    /// [`VectorOps::layer_norm`] of `rows` rows of `d` values, `stride` apart in `x` and in `out`.
+    /// SIMD sets may interleave rows (so that one row's reductions overlap another's); every row's
+    /// result is the same bits as by `layer_norm`.
+    #[allow(clippy::too_many_arguments)]
+    fn layer_norm_rows(&self, x: &[f32], rows: usize, d: usize, stride: usize, gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32]) {
+        for r in 0..rows {
+            self.layer_norm(&x[r * stride..r * stride + d], gamma, beta, eps, &mut out[r * stride..r * stride + d]);
+        }
+    }
+    /// [`VectorOps::quantize_u8`] of `rows` rows of `k` values (`lda` apart) into rows of `out`
+    /// `qlda ≥ k` bytes apart, each padded from `k` to `qlda` with its zero point; row `r`'s scale
+    /// and zero point go to `scale[r]` and `zero[r]`. SIMD sets may interleave rows; the results
+    /// are the same bits as by `quantize_u8`.
+    #[allow(clippy::too_many_arguments)]
+    fn quantize_u8_rows(&self, a: &[f32], rows: usize, k: usize, lda: usize, out: &mut [u8], qlda: usize, scale: &mut [f32], zero: &mut [i32]) {
+        for r in 0..rows {
+            let row = &mut out[r * qlda..(r + 1) * qlda];
+            let (sc, z) = self.quantize_u8(&a[r * lda..r * lda + k], &mut row[..k]);
+            row[k..].fill(z as u8);
+            scale[r] = sc;
+            zero[r] = z;
+        }
+    }
     /// The probabilities of int8 attention: `p = softmax(x · scale) ⊙ weight` (weights ≥ 0: the
     /// value scales of the tokens) quantized to u8 in `out` with zero point 0; returns the scale
     /// (`p ≈ scale · q`). `x` is scratch afterwards. SIMD sets fuse the passes; their result may

@@ -82,6 +82,87 @@ pub fn gemm_u8i8(m: usize, n: usize, k: usize, pad_a: usize, pad_c: usize, with_
     Ok(())
 }
 
+/// The u8 × i8 GEMM of kernel sets `a_set` and `b_set` bit for bit, on random operands or (with
+/// `extreme`) sums near the largest the operands allow: activations within 3 of 255 or of 0, zero
+/// points 255 or 0, weights within 4 of −128 (|sum| up to 255 · 128 · k, not round numbers). The AMX kernel subtracts the zero point in f32
+/// for k ≤ 514 and in i32 above; both must give the AVX-512 kernel's bits. `Ok(false)` when this
+/// CPU lacks one of the sets.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_u8i8_same_bits(a_set: &str, b_set: &str, m: usize, n: usize, k: usize, ep: u8, extreme: bool, seed: u64) -> Result<bool, String> {
+    let (Ok(ka), Ok(kb)) = (Kernels::by_name(a_set), Kernels::by_name(b_set)) else {
+        return Ok(false);
+    };
+    let mut rng = Rng::new(seed);
+    let kp = round_up(k, 4);
+    let mut byte = |near: u8| if extreme { near.abs_diff((rng.next_u64() & 3) as u8) } else { (rng.next_u64() & 255) as u8 };
+    let a: Vec<u8> = (0..m * kp).map(|i| byte(if (i / kp) % 2 == 0 { 255 } else { 0 })).collect();
+    let w: Vec<i8> = (0..n * k).map(|_| if extreme { -128 + (rng.next_u64() % 5) as i8 } else { ((rng.next_u64() % 255) as i32 - 127) as i8 }).collect();
+    let w_sum: Vec<i32> = w.chunks_exact(k).map(|r| r.iter().map(|&v| v as i32).sum()).collect();
+    let wp = pack::panel16x4_from_rows(&w, n, k);
+    let a_scale: Vec<f32> = (0..m).map(|_| 0.001 + rng.uniform() * 0.05).collect();
+    let a_zero: Vec<i32> = (0..m).map(|r| if extreme { [0, 255, 255, 0][r % 4] } else { (rng.next_u64() % 256) as i32 }).collect();
+    let w_scale: Vec<f32> = (0..n).map(|_| 0.001 + rng.uniform() * 0.02).collect();
+    let bias = rng.normals(n, 0.5);
+    let out0 = rng.normals(m * n, 1.0);
+    let args = GemmU8I8Args { m, n, k, a: &a, lda: kp, a_scale: &a_scale, a_zero: &a_zero, w: &wp, w_scale: &w_scale, w_sum: &w_sum, bias: Some(&bias), epilogue: epilogue(ep) };
+    let (mut got_a, mut got_b) = (out0.clone(), out0);
+    ka.gemm_u8i8.gemm(&args, &mut got_a, n);
+    kb.gemm_u8i8.gemm(&args, &mut got_b, n);
+    match got_a.iter().zip(&got_b).position(|(x, y)| x.to_bits() != y.to_bits()) {
+        Some(i) => Err(format!("{a_set} vs {b_set} u8i8 {m}×{n}×{k} {:?}: element {i}: {} vs {}", epilogue(ep), got_a[i], got_b[i])),
+        None => Ok(true),
+    }
+}
+
+/// [`VectorOps::layer_norm_rows`](vitedge::kernels::VectorOps::layer_norm_rows) and
+/// `quantize_u8_rows` of every kernel set against the same set's one-row kernels, bit for bit:
+/// `rows` rows of `k` values `k + pad` apart (quantized rows `round_up(k, 4) + pad` apart, padded
+/// with the zero point), with an all-zero row, a constant row and an infinity when `special`.
+pub fn row_ops(rows: usize, k: usize, pad: usize, seed: u64, special: bool) -> Check {
+    let mut rng = Rng::new(seed);
+    let (stride, qlda) = (k + pad, round_up(k, 4) + pad);
+    let mut x = rng.normals(rows * stride, 4.0);
+    if special {
+        x[..k].fill(0.0);
+        if rows > 1 {
+            x[stride..stride + k].fill(2.5);
+        }
+        if rows > 2 {
+            x[2 * stride + k / 2] = f32::INFINITY;
+        }
+    }
+    let gamma = rng.normals(k, 1.0);
+    let beta = rng.normals(k, 1.0);
+    for (name, kern) in Kernels::all_available() {
+        let v = kern.vector;
+        let out0 = rng.normals(rows * stride, 1.0);
+        let (mut got, mut want) = (out0.clone(), out0);
+        v.layer_norm_rows(&x, rows, k, stride, &gamma, &beta, 1e-6, &mut got);
+        for r in 0..rows {
+            v.layer_norm(&x[r * stride..r * stride + k], &gamma, &beta, 1e-6, &mut want[r * stride..r * stride + k]);
+        }
+        if let Some(i) = got.iter().zip(&want).position(|(a, b)| a.to_bits() != b.to_bits()) {
+            return Err(format!("{name} layer_norm_rows element {i}: {} vs {}", got[i], want[i]));
+        }
+        let (mut q, mut scale, mut zero) = (vec![7u8; rows * qlda], vec![0f32; rows], vec![0i32; rows]);
+        v.quantize_u8_rows(&x, rows, k, stride, &mut q, qlda, &mut scale, &mut zero);
+        for r in 0..rows {
+            let mut row = vec![9u8; k];
+            let (s, z) = v.quantize_u8(&x[r * stride..r * stride + k], &mut row);
+            if (scale[r].to_bits(), zero[r]) != (s.to_bits(), z) {
+                return Err(format!("{name} quantize_u8_rows row {r}: parameters ({}, {}) vs ({s}, {z})", scale[r], zero[r]));
+            }
+            if q[r * qlda..r * qlda + k] != row[..] {
+                return Err(format!("{name} quantize_u8_rows row {r}: bytes differ from quantize_u8"));
+            }
+            if q[r * qlda + k..(r + 1) * qlda].iter().any(|&b| b as i32 != z) {
+                return Err(format!("{name} quantize_u8_rows row {r}: padding is not the zero point {z}"));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// bf16 GEMM of every kernel set that has one vs the scalar reference (padding values of `a` are
 /// arbitrary finite numbers; they meet zero weights). Returns how many sets were compared.
 #[allow(clippy::too_many_arguments)]

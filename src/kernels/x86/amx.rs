@@ -281,6 +281,22 @@ unsafe fn finish_block(args: &GemmU8I8Args<'_>, sums: &Sums<i32>, row0: usize, r
     let groups = round_up(args.k, 4) / 4;
     let first_tail = groups / 16 * 16;
     let q = PanelQuant::load(args, p0, panels);
+    if first_tail == groups {
+        let rows = row_end.min(row0 + 16 * row_tiles) - row0;
+        let exact = 4 * groups <= EXACT_F32_K;
+        // SAFETY: the caller's contract, for rows row0..row0 + rows and the block's panels.
+        unsafe {
+            match (args.epilogue, exact) {
+                (Epilogue::Store, true) => finish_tiles::<STORE, true>(args, sums, &q, row0, rows, p0, panels, out, ldc),
+                (Epilogue::Store, false) => finish_tiles::<STORE, false>(args, sums, &q, row0, rows, p0, panels, out, ldc),
+                (Epilogue::Accumulate, true) => finish_tiles::<ACCUMULATE, true>(args, sums, &q, row0, rows, p0, panels, out, ldc),
+                (Epilogue::Accumulate, false) => finish_tiles::<ACCUMULATE, false>(args, sums, &q, row0, rows, p0, panels, out, ldc),
+                (Epilogue::Gelu, true) => finish_tiles::<GELU, true>(args, sums, &q, row0, rows, p0, panels, out, ldc),
+                (Epilogue::Gelu, false) => finish_tiles::<GELU, false>(args, sums, &q, row0, rows, p0, panels, out, ldc),
+            }
+        }
+        return;
+    }
     for rt in 0..row_tiles {
         for r in 0..16 {
             let row = row0 + rt * 16 + r;
@@ -300,6 +316,53 @@ unsafe fn finish_block(args: &GemmU8I8Args<'_>, sums: &Sums<i32>, row0: usize, r
                     }
                     finish_u8i8(acc, args.a_scale[row], args.a_zero[row], &q, p, out.add(row * ldc + (p0 + p) * 16), args.epilogue);
                 }
+            }
+        }
+    }
+}
+
+/// Largest padded k for which every int8 sum of a tile, its zero-point correction `zero · Σw` and
+/// the corrected sum are integers below 2^24 in magnitude (each is at most 255 · 128 · k), so
+/// that f32 arithmetic on them is exact and equals the i32 arithmetic of the reference.
+const EXACT_F32_K: usize = (1 << 24) / (255 * 128);
+
+/// [`finish_tiles`]' epilogues as const parameters (one compiled loop each).
+const STORE: u8 = 0;
+const ACCUMULATE: u8 = 1;
+const GELU: u8 = 2;
+
+/// [`finish_block`] without a k tail: panel by panel, row by row, with the panel's data in
+/// registers and the epilogue fixed at compile time. With `EXACT` (k ≤ [`EXACT_F32_K`]) the zero
+/// point is subtracted in f32 (one fused multiply-add instead of an i32 multiply and subtract);
+/// the results are the same bits either way.
+///
+/// # Safety
+/// As [`finish_block`], for rows `row0..row0 + rows` (at most `16 · 2`, two tiles).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn finish_tiles<const E: u8, const EXACT: bool>(args: &GemmU8I8Args<'_>, sums: &Sums<i32>, q: &PanelQuant, row0: usize, rows: usize, p0: usize, panels: usize, out: *mut f32, ldc: usize) {
+    let epilogue = match E {
+        STORE => Epilogue::Store,
+        ACCUMULATE => Epilogue::Accumulate,
+        _ => Epilogue::Gelu,
+    };
+    let (a_scale, a_zero) = (&args.a_scale[row0..row0 + rows], &args.a_zero[row0..row0 + rows]);
+    for p in 0..panels {
+        let (w_scale, w_sum, bias, mask) = (q.scale[p], q.sum[p], q.bias[p], q.masks[p]);
+        let w_sum_f = _mm512_cvtepi32_ps(w_sum);
+        let dst = out.wrapping_add(row0 * ldc + (p0 + p) * 16);
+        for (r, (&sc, &z)) in a_scale.iter().zip(a_zero).enumerate() {
+            // SAFETY: the sums buffer holds two tiles of 16 rows of 16 i32 per panel; `dst` rows
+            // are the caller's.
+            unsafe {
+                let acc = _mm512_load_si512(sums.0[(r / 16) * 2 + p].as_ptr().add((r % 16) * 16) as *const __m512i);
+                let corrected = if EXACT {
+                    _mm512_fnmadd_ps(_mm512_set1_ps(z as f32), w_sum_f, _mm512_cvtepi32_ps(acc))
+                } else {
+                    _mm512_cvtepi32_ps(_mm512_sub_epi32(acc, _mm512_mullo_epi32(_mm512_set1_epi32(z), w_sum)))
+                };
+                let v = _mm512_fmadd_ps(corrected, _mm512_mul_ps(_mm512_set1_ps(sc), w_scale), bias);
+                finish16(v, dst.add(r * ldc), mask, epilogue);
             }
         }
     }
@@ -375,6 +438,28 @@ impl AmxBf16 {
 #[target_feature(enable = "avx512f,avx512dq")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn store_block(sums: &Sums<f32>, row0: usize, tiles: usize, rows: usize, col0: usize, panels: usize, n: usize, bias: Option<&[f32]>, epilogue: Epilogue, out: *mut f32, ldc: usize) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        match epilogue {
+            Epilogue::Store => store_tiles::<STORE>(sums, row0, tiles, rows, col0, panels, n, bias, out, ldc),
+            Epilogue::Accumulate => store_tiles::<ACCUMULATE>(sums, row0, tiles, rows, col0, panels, n, bias, out, ldc),
+            Epilogue::Gelu => store_tiles::<GELU>(sums, row0, tiles, rows, col0, panels, n, bias, out, ldc),
+        }
+    }
+}
+
+/// [`store_block`] with the epilogue fixed at compile time (one compiled loop each).
+///
+/// # Safety
+/// As [`store_block`].
+#[target_feature(enable = "avx512f,avx512dq")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn store_tiles<const E: u8>(sums: &Sums<f32>, row0: usize, tiles: usize, rows: usize, col0: usize, panels: usize, n: usize, bias: Option<&[f32]>, out: *mut f32, ldc: usize) {
+    let epilogue = match E {
+        STORE => Epilogue::Store,
+        ACCUMULATE => Epilogue::Accumulate,
+        _ => Epilogue::Gelu,
+    };
     for p in 0..panels {
         let mask = tail_mask(n - col0 - p * 16);
         // SAFETY: the masked load reads bias lanes below n.

@@ -570,120 +570,226 @@ fn gelu(x: &mut [f32]) {
     }
 }
 
-/// Per-row asymmetric u8 quantization with the scalar reference's parameters (same min/max, scale and
-/// zero point); values round half away from zero like the reference, up to the last bit of `x/scale`.
+/// Rows the multi-row kernels ([`layer_norm_rows`], [`quantize_u8_rows`]) interleave: each row's
+/// work is a chain of dependent reductions and scalar steps, so four chains side by side keep the
+/// vector units busy where one row alone waits on its own latencies.
+const ROWS: usize = 4;
+
+/// 16 values to u8: `clamp(round_half_away(v · inv) + zero, 0, 255)`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+fn quant16(v: __m512, inv: __m512, zv: __m512i) -> __m128i {
+    let q = _mm512_mul_ps(v, inv);
+    let q = _mm512_add_ps(q, _mm512_or_ps(_mm512_set1_ps(0.5), _mm512_and_ps(q, _mm512_set1_ps(-0.0))));
+    let qi = _mm512_add_epi32(_mm512_cvttps_epi32(q), zv);
+    _mm512_cvtepi32_epi8(_mm512_min_epi32(_mm512_max_epi32(qi, _mm512_setzero_si512()), _mm512_set1_epi32(255)))
+}
+
+/// Per-row asymmetric u8 quantization of `R` rows (`lda` apart) into rows of `out` (`qlda` apart,
+/// padded from `k` with the zero point), with the rows' passes interleaved. Each row gets the scalar
+/// reference's parameters (same min/max, scale and zero point); values round half away from zero
+/// like the reference, up to the last bit of `x/scale`. A row without a range (all zero, or not
+/// finite) is all zero bytes with `(scale, zero) = (1, 0)`.
+///
+/// # Safety
+/// `a` must be valid for `R` rows of `k` values `lda` apart, `out` for `R` rows of `qlda ≥ k`
+/// bytes, `scale` and `zero` for `R` values.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+unsafe fn quantize_interleaved<const R: usize>(a: *const f32, lda: usize, k: usize, out: *mut u8, qlda: usize, scale: *mut f32, zero: *mut i32) {
+    // SAFETY (whole body): loads stay below k in every row, stores below qlda (the caller's contract).
+    unsafe {
+        let full = k / 16 * 16;
+        let (mut lo, mut hi) = ([_mm512_setzero_ps(); R], [_mm512_setzero_ps(); R]);
+        let (mut lo2, mut hi2) = ([_mm512_setzero_ps(); R], [_mm512_setzero_ps(); R]);
+        let mut i = 0;
+        while i + 32 <= full {
+            for r in 0..R {
+                let p = a.add(r * lda + i);
+                let (v, v2) = (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)));
+                lo[r] = _mm512_min_ps(lo[r], v);
+                hi[r] = _mm512_max_ps(hi[r], v);
+                lo2[r] = _mm512_min_ps(lo2[r], v2);
+                hi2[r] = _mm512_max_ps(hi2[r], v2);
+            }
+            i += 32;
+        }
+        while i < k {
+            // The masked-off lanes read as 0, which the range includes anyway.
+            let mask = tail_mask(k - i);
+            for r in 0..R {
+                let v = _mm512_maskz_loadu_ps(mask, a.add(r * lda + i));
+                lo[r] = _mm512_min_ps(lo[r], v);
+                hi[r] = _mm512_max_ps(hi[r], v);
+            }
+            i += 16;
+        }
+        let params: [Option<(f32, i32)>; R] =
+            std::array::from_fn(|r| u8_params(_mm512_reduce_min_ps(_mm512_min_ps(lo[r], lo2[r])), _mm512_reduce_max_ps(_mm512_max_ps(hi[r], hi2[r]))));
+        // Without a range: inv = 0 and zero 0 make every byte 0 (0 · NaN or ∞ is NaN, which
+        // converts to i32::MIN and clamps to 0).
+        let inv: [__m512; R] = std::array::from_fn(|r| _mm512_set1_ps(params[r].map_or(0.0, |(s, _)| 1.0 / s)));
+        let zv: [__m512i; R] = std::array::from_fn(|r| _mm512_set1_epi32(params[r].map_or(0, |(_, z)| z)));
+        let mut i = 0;
+        while i < full {
+            for r in 0..R {
+                let q = quant16(_mm512_loadu_ps(a.add(r * lda + i)), inv[r], zv[r]);
+                _mm_storeu_si128(out.add(r * qlda + i) as *mut __m128i, q);
+            }
+            i += 16;
+        }
+        if i < k {
+            let mask = tail_mask(k - i);
+            for r in 0..R {
+                let q = quant16(_mm512_maskz_loadu_ps(mask, a.add(r * lda + i)), inv[r], zv[r]);
+                _mm_mask_storeu_epi8(out.add(r * qlda + i) as *mut i8, mask, q);
+            }
+        }
+        for (r, p) in params.iter().enumerate() {
+            let (s, z) = p.unwrap_or((1.0, 0));
+            std::ptr::write_bytes(out.add(r * qlda + k), z as u8, qlda - k);
+            *scale.add(r) = s;
+            *zero.add(r) = z;
+        }
+    }
+}
+
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
 fn quantize_u8(x: &[f32], out: &mut [u8]) -> (f32, i32) {
     assert!(out.len() >= x.len(), "output is too short");
-    let n = x.len();
-    let full = n / 16 * 16;
-    let (mut lo, mut hi) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-    let (mut lo2, mut hi2) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-    let mut i = 0;
-    // SAFETY (loads below): i + 16 ≤ full ≤ n, or masked lanes below n.
-    while i + 32 <= full {
-        let (v, v2) = unsafe { (_mm512_loadu_ps(x.as_ptr().add(i)), _mm512_loadu_ps(x.as_ptr().add(i + 16))) };
-        lo = _mm512_min_ps(lo, v);
-        hi = _mm512_max_ps(hi, v);
-        lo2 = _mm512_min_ps(lo2, v2);
-        hi2 = _mm512_max_ps(hi2, v2);
-        i += 32;
-    }
-    while i < n {
-        // The masked-off lanes read as 0, which the range includes anyway.
-        let v = unsafe { _mm512_maskz_loadu_ps(tail_mask(n - i), x.as_ptr().add(i)) };
-        lo = _mm512_min_ps(lo, v);
-        hi = _mm512_max_ps(hi, v);
-        i += 16;
-    }
-    let (lo, hi) = (_mm512_min_ps(lo, lo2), _mm512_max_ps(hi, hi2));
-    let Some((scale, zero)) = u8_params(_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi)) else {
-        out[..n].fill(0);
-        return (1.0, 0);
-    };
-    let (inv, zv) = (_mm512_set1_ps(1.0 / scale), _mm512_set1_epi32(zero));
-    /// 16 values to u8: `clamp(round_half_away(v · inv) + zero, 0, 255)`.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
-    fn quant16(v: __m512, inv: __m512, zv: __m512i) -> __m128i {
-        let q = _mm512_mul_ps(v, inv);
-        let q = _mm512_add_ps(q, _mm512_or_ps(_mm512_set1_ps(0.5), _mm512_and_ps(q, _mm512_set1_ps(-0.0))));
-        let qi = _mm512_add_epi32(_mm512_cvttps_epi32(q), zv);
-        _mm512_cvtepi32_epi8(_mm512_min_epi32(_mm512_max_epi32(qi, _mm512_setzero_si512()), _mm512_set1_epi32(255)))
-    }
-    let mut i = 0;
-    while i < full {
-        // SAFETY: i + 16 ≤ n values of x and bytes of out (asserted length).
-        unsafe { _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut __m128i, quant16(_mm512_loadu_ps(x.as_ptr().add(i)), inv, zv)) };
-        i += 16;
-    }
-    if i < n {
-        let mask = tail_mask(n - i);
-        // SAFETY: masked lanes lie inside x and out.
-        unsafe { _mm_mask_storeu_epi8(out.as_mut_ptr().add(i) as *mut i8, mask, quant16(_mm512_maskz_loadu_ps(mask, x.as_ptr().add(i)), inv, zv)) };
-    }
+    let (mut scale, mut zero) = (0.0, 0);
+    // SAFETY: one row of x.len() values and as many bytes (asserted), no padding.
+    unsafe { quantize_interleaved::<1>(x.as_ptr(), x.len(), x.len(), out.as_mut_ptr(), x.len(), &mut scale, &mut zero) };
     (scale, zero)
 }
 
-/// LayerNorm of one row with the reference's arithmetic: mean and variance of the centred values in
-/// f64 (two passes, no cancellation), `((x − mean) · inv)` in f64 rounded to f32, then `· gamma +
-/// beta` as two f32 roundings — so the output matches the scalar kernel to the last bit but for the
-/// summation order. (An all-f32 version moved int8 results measurably: quantization amplifies
-/// last-bit differences of its input.)
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+#[allow(clippy::too_many_arguments)]
+fn quantize_u8_rows(a: &[f32], rows: usize, k: usize, lda: usize, out: &mut [u8], qlda: usize, scale: &mut [f32], zero: &mut [i32]) {
+    if rows == 0 {
+        return;
+    }
+    assert!(
+        lda >= k && qlda >= k && a.len() >= (rows - 1) * lda + k && out.len() >= rows * qlda && scale.len() >= rows && zero.len() >= rows,
+        "quantize_u8_rows operands are too short"
+    );
+    let (ap, op, sp, zp) = (a.as_ptr(), out.as_mut_ptr(), scale.as_mut_ptr(), zero.as_mut_ptr());
+    let mut r = 0;
+    // SAFETY: rows r..r + ROWS (or the single row) and their parameters lie inside the buffers
+    // (asserted above).
+    unsafe {
+        while r + ROWS <= rows {
+            quantize_interleaved::<ROWS>(ap.add(r * lda), lda, k, op.add(r * qlda), qlda, sp.add(r), zp.add(r));
+            r += ROWS;
+        }
+        while r < rows {
+            quantize_interleaved::<1>(ap.add(r * lda), lda, k, op.add(r * qlda), qlda, sp.add(r), zp.add(r));
+            r += 1;
+        }
+    }
+}
+
+/// The 16 masked lanes of `p` as two f64 vectors (masked-off lanes are 0).
+///
+/// # Safety
+/// The masked lanes of `p` must be readable.
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq")]
+unsafe fn load_pd(p: *const f32, mask: __mmask16) -> (__m512d, __m512d) {
+    // SAFETY: the caller guarantees the masked lanes are readable.
+    let v = unsafe { _mm512_maskz_loadu_ps(mask, p) };
+    (_mm512_cvtps_pd(_mm512_castps512_ps256(v)), _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)))))
+}
+
+/// LayerNorm of `R` rows (`stride` apart in `x` and `out`) with the rows' passes interleaved, each
+/// with the reference's arithmetic: mean and variance of the centred values in f64 (two passes, no
+/// cancellation), `((x − mean) · inv)` in f64 rounded to f32, then `· gamma + beta` as two f32
+/// roundings — so the output matches the scalar kernel to the last bit but for the summation order.
+/// (An all-f32 version moved int8 results measurably: quantization amplifies last-bit differences
+/// of its input.)
+///
+/// # Safety
+/// `x` and `out` must be valid for `R` rows of `n` values `stride` apart; `gamma` and `beta` hold
+/// ≥ `n` values.
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq")]
+unsafe fn layer_norm_interleaved<const R: usize>(x: *const f32, out: *mut f32, stride: usize, n: usize, gamma: &[f32], beta: &[f32], eps: f32) {
+    // SAFETY (whole body): masked lanes stay below n in every row (the caller's contract).
+    unsafe {
+        let (mut s0, mut s1) = ([_mm512_setzero_pd(); R], [_mm512_setzero_pd(); R]);
+        let mut i = 0;
+        while i < n {
+            let mask = tail_mask(n - i);
+            for r in 0..R {
+                let (a, b) = load_pd(x.add(r * stride + i), mask);
+                s0[r] = _mm512_add_pd(s0[r], a);
+                s1[r] = _mm512_add_pd(s1[r], b);
+            }
+            i += 16;
+        }
+        let mv: [__m512d; R] = std::array::from_fn(|r| _mm512_set1_pd(_mm512_reduce_add_pd(_mm512_add_pd(s0[r], s1[r])) / n as f64));
+        let (mut q0, mut q1) = ([_mm512_setzero_pd(); R], [_mm512_setzero_pd(); R]);
+        let mut i = 0;
+        while i < n {
+            let mask = tail_mask(n - i);
+            for r in 0..R {
+                // The masked-off lanes are zeroed after centring.
+                let (a, b) = load_pd(x.add(r * stride + i), mask);
+                let da = _mm512_maskz_sub_pd(mask as u8, a, mv[r]);
+                let db = _mm512_maskz_sub_pd((mask >> 8) as u8, b, mv[r]);
+                q0[r] = _mm512_fmadd_pd(da, da, q0[r]);
+                q1[r] = _mm512_fmadd_pd(db, db, q1[r]);
+            }
+            i += 16;
+        }
+        let inv: [__m512d; R] = std::array::from_fn(|r| {
+            let var = _mm512_reduce_add_pd(_mm512_add_pd(q0[r], q1[r])) / n as f64;
+            _mm512_set1_pd(1.0 / (var + eps as f64).sqrt())
+        });
+        let mut i = 0;
+        while i < n {
+            let mask = tail_mask(n - i);
+            let (g, bt) = (_mm512_maskz_loadu_ps(mask, gamma.as_ptr().add(i)), _mm512_maskz_loadu_ps(mask, beta.as_ptr().add(i)));
+            for r in 0..R {
+                let (a, b) = load_pd(x.add(r * stride + i), mask);
+                let ya = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_sub_pd(a, mv[r]), inv[r]));
+                let yb = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_sub_pd(b, mv[r]), inv[r]));
+                let y = _mm512_insertf32x8::<1>(_mm512_castps256_ps512(ya), yb);
+                _mm512_mask_storeu_ps(out.add(r * stride + i), mask, _mm512_add_ps(_mm512_mul_ps(y, g), bt));
+            }
+            i += 16;
+        }
+    }
+}
+
 #[target_feature(enable = "avx512f,avx512dq")]
 fn layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32]) {
     let n = x.len();
     assert!(gamma.len() >= n && beta.len() >= n && out.len() >= n, "layer_norm operands are too short");
-    if n == 0 {
+    // SAFETY: one row of n values in x and out (asserted).
+    unsafe { layer_norm_interleaved::<1>(x.as_ptr(), out.as_mut_ptr(), n, n, gamma, beta, eps) }
+}
+
+#[target_feature(enable = "avx512f,avx512dq")]
+#[allow(clippy::too_many_arguments)]
+fn layer_norm_rows(x: &[f32], rows: usize, d: usize, stride: usize, gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32]) {
+    if rows == 0 || d == 0 {
         return;
     }
-    /// The 16 masked lanes of `p` as two f64 vectors (masked-off lanes are 0).
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512dq")]
-    unsafe fn load_pd(p: *const f32, mask: __mmask16) -> (__m512d, __m512d) {
-        // SAFETY: the caller guarantees the masked lanes are readable.
-        let v = unsafe { _mm512_maskz_loadu_ps(mask, p) };
-        (_mm512_cvtps_pd(_mm512_castps512_ps256(v)), _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)))))
-    }
-    let (mut s0, mut s1) = (_mm512_setzero_pd(), _mm512_setzero_pd());
-    let mut i = 0;
-    while i < n {
-        // SAFETY: masked lanes lie inside x.
-        let (a, b) = unsafe { load_pd(x.as_ptr().add(i), tail_mask(n - i)) };
-        s0 = _mm512_add_pd(s0, a);
-        s1 = _mm512_add_pd(s1, b);
-        i += 16;
-    }
-    let mean = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1)) / n as f64;
-    let mv = _mm512_set1_pd(mean);
-    let (mut q0, mut q1) = (_mm512_setzero_pd(), _mm512_setzero_pd());
-    let mut i = 0;
-    while i < n {
-        let mask = tail_mask(n - i);
-        // SAFETY: masked lanes lie inside x; the masked-off lanes are zeroed after centring.
-        let (a, b) = unsafe { load_pd(x.as_ptr().add(i), mask) };
-        let da = _mm512_maskz_sub_pd(mask as u8, a, mv);
-        let db = _mm512_maskz_sub_pd((mask >> 8) as u8, b, mv);
-        q0 = _mm512_fmadd_pd(da, da, q0);
-        q1 = _mm512_fmadd_pd(db, db, q1);
-        i += 16;
-    }
-    let var = _mm512_reduce_add_pd(_mm512_add_pd(q0, q1)) / n as f64;
-    let inv = _mm512_set1_pd(1.0 / (var + eps as f64).sqrt());
-    let mut i = 0;
-    while i < n {
-        let mask = tail_mask(n - i);
-        // SAFETY: masked lanes lie inside x, gamma, beta and out (asserted lengths).
-        unsafe {
-            let (a, b) = load_pd(x.as_ptr().add(i), mask);
-            let ya = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_sub_pd(a, mv), inv));
-            let yb = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_sub_pd(b, mv), inv));
-            let y = _mm512_insertf32x8::<1>(_mm512_castps256_ps512(ya), yb);
-            let y = _mm512_mul_ps(y, _mm512_maskz_loadu_ps(mask, gamma.as_ptr().add(i)));
-            let y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(mask, beta.as_ptr().add(i)));
-            _mm512_mask_storeu_ps(out.as_mut_ptr().add(i), mask, y);
+    let span = (rows - 1) * stride + d;
+    assert!(stride >= d && x.len() >= span && out.len() >= span && gamma.len() >= d && beta.len() >= d, "layer_norm_rows operands are too short");
+    let (xp, op) = (x.as_ptr(), out.as_mut_ptr());
+    let mut r = 0;
+    // SAFETY: rows r..r + ROWS (or the single row) lie inside x and out (asserted span).
+    unsafe {
+        while r + ROWS <= rows {
+            layer_norm_interleaved::<ROWS>(xp.add(r * stride), op.add(r * stride), stride, d, gamma, beta, eps);
+            r += ROWS;
         }
-        i += 16;
+        while r < rows {
+            layer_norm_interleaved::<1>(xp.add(r * stride), op.add(r * stride), stride, d, gamma, beta, eps);
+            r += 1;
+        }
     }
 }
 
@@ -706,5 +812,13 @@ impl VectorOps for Avx512 {
     fn quantize_u8(&self, x: &[f32], out: &mut [u8]) -> (f32, i32) {
         // SAFETY: an `Avx512` value exists only when `detect` found AVX-512F/BW/VL/DQ.
         unsafe { quantize_u8(x, out) }
+    }
+    fn layer_norm_rows(&self, x: &[f32], rows: usize, d: usize, stride: usize, gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32]) {
+        // SAFETY: an `Avx512` value exists only when `detect` found AVX-512F and DQ.
+        unsafe { layer_norm_rows(x, rows, d, stride, gamma, beta, eps, out) }
+    }
+    fn quantize_u8_rows(&self, a: &[f32], rows: usize, k: usize, lda: usize, out: &mut [u8], qlda: usize, scale: &mut [f32], zero: &mut [i32]) {
+        // SAFETY: an `Avx512` value exists only when `detect` found AVX-512F/BW/VL/DQ.
+        unsafe { quantize_u8_rows(a, rows, k, lda, out, qlda, scale, zero) }
     }
 }
