@@ -490,9 +490,7 @@ fn attention_bf16(gb: &dyn GemmBf16, pool: &Pool, ar: &mut Arena, t: usize, d: u
         for head in 0..heads {
             gb.convert_rows(&qkv[r0 * 3 * d + head * hd..], rows, hd, 3 * d, qb, hdp);
             gb.gemm(&GemmBf16Args { m: rows, n: t, k: hd, a: qb, lda: hdp, w: &kb[head * kl..(head + 1) * kl], bias: None, epilogue: Epilogue::Store }, scores, ts);
-            for (r, (row, prow)) in scores.chunks_exact(ts).zip(pb.chunks_exact_mut(ps)).enumerate() {
-                sums[r] = gb.softmax_to_bf16(&row[..t], scale, prow);
-            }
+            gb.softmax_rows_to_bf16(scores, rows, t, ts, scale, pb, ps, sums);
             gb.gemm(&GemmBf16Args { m: rows, n: hd, k: ps, a: pb, lda: ps, w: &vb[head * vl..(head + 1) * vl], bias: None, epilogue: Epilogue::Store }, &mut ctx[head * hd..], d);
             for (r, &sum) in sums[..rows].iter().enumerate() {
                 let inv = 1.0 / sum;

@@ -208,6 +208,16 @@ pub trait GemmBf16: Send + Sync {
         out[x.len()..].fill(bf16::ZERO);
         sum as f32
     }
+    /// [`GemmBf16::softmax_to_bf16`] of `rows` score rows of `n` values (`x_stride` apart) into
+    /// probability rows of `out` (`out_stride ≥ n` apart, each zero from `n` to `out_stride`); row
+    /// `r`'s sum goes to `sums[r]`. SIMD sets may interleave rows; the results are the same bits as
+    /// row by row.
+    #[allow(clippy::too_many_arguments)]
+    fn softmax_rows_to_bf16(&self, x: &[f32], rows: usize, n: usize, x_stride: usize, scale: f32, out: &mut [bf16], out_stride: usize, sums: &mut [f32]) {
+        for r in 0..rows {
+            sums[r] = self.softmax_to_bf16(&x[r * x_stride..r * x_stride + n], scale, &mut out[r * out_stride..(r + 1) * out_stride]);
+        }
+    }
 }
 
 /// Row-wise element-wise kernels.

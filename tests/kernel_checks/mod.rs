@@ -114,10 +114,12 @@ pub fn gemm_u8i8_same_bits(a_set: &str, b_set: &str, m: usize, n: usize, k: usiz
     }
 }
 
-/// [`VectorOps::layer_norm_rows`](vitedge::kernels::VectorOps::layer_norm_rows) and
-/// `quantize_u8_rows` of every kernel set against the same set's one-row kernels, bit for bit:
-/// `rows` rows of `k` values `k + pad` apart (quantized rows `round_up(k, 4) + pad` apart, padded
-/// with the zero point), with an all-zero row, a constant row and an infinity when `special`.
+/// [`VectorOps::layer_norm_rows`](vitedge::kernels::VectorOps::layer_norm_rows),
+/// `quantize_u8_rows` and (sets with bf16 dot products) `GemmBf16::softmax_rows_to_bf16` of every
+/// kernel set against the same set's one-row kernels, bit for bit: `rows` rows of `k` values
+/// `k + pad` apart (quantized rows `round_up(k, 4) + pad` apart, padded with the zero point;
+/// probability rows `round_up(k, 32)` apart, zero-padded), with an all-zero row, a constant row
+/// and an infinity when `special`.
 pub fn row_ops(rows: usize, k: usize, pad: usize, seed: u64, special: bool) -> Check {
     let mut rng = Rng::new(seed);
     let (stride, qlda) = (k + pad, round_up(k, 4) + pad);
@@ -157,6 +159,20 @@ pub fn row_ops(rows: usize, k: usize, pad: usize, seed: u64, special: bool) -> C
             }
             if q[r * qlda + k..(r + 1) * qlda].iter().any(|&b| b as i32 != z) {
                 return Err(format!("{name} quantize_u8_rows row {r}: padding is not the zero point {z}"));
+            }
+        }
+        if let Some(g) = kern.gemm_bf16 {
+            // Scores are finite (an infinite score has no softmax): the special row is skipped.
+            let scores: Vec<f32> = x.iter().map(|&v| if v.is_finite() { v } else { 1.0 }).collect();
+            let ps = round_up(k, 32);
+            let (mut p, mut sums) = (vec![bf16::NAN; rows * ps], vec![f32::NAN; rows]);
+            g.softmax_rows_to_bf16(&scores, rows, k, stride, 0.125, &mut p, ps, &mut sums);
+            for r in 0..rows {
+                let mut want = vec![bf16::NAN; ps];
+                let sum = g.softmax_to_bf16(&scores[r * stride..r * stride + k], 0.125, &mut want);
+                if sum.to_bits() != sums[r].to_bits() || p[r * ps..(r + 1) * ps].iter().zip(&want).any(|(a, b)| a.to_bits() != b.to_bits()) {
+                    return Err(format!("{name} softmax_rows_to_bf16 row {r} differs from softmax_to_bf16 (sum {} vs {sum})", sums[r]));
+                }
             }
         }
     }

@@ -552,4 +552,8 @@ impl GemmBf16 for AmxBf16 {
         // SAFETY: `detect` found AVX512-BF16 and the AVX-512 set (F, BW, VL among them).
         unsafe { avx512bf16::softmax_to_bf16(x, scale, out) }
     }
+    fn softmax_rows_to_bf16(&self, x: &[f32], rows: usize, n: usize, x_stride: usize, scale: f32, out: &mut [bf16], out_stride: usize, sums: &mut [f32]) {
+        // SAFETY: as above.
+        unsafe { avx512bf16::softmax_rows_to_bf16(x, rows, n, x_stride, scale, out, out_stride, sums) }
+    }
 }

@@ -202,54 +202,107 @@ pub(crate) fn pack_cols(src: &[f32], n: usize, k: usize, row_stride: usize, dst:
     }
 }
 
-/// SIMD [`GemmBf16::softmax_to_bf16`]: a max pass and an exp / sum / convert pass, two
-/// accumulators each so consecutive vectors do not wait on each other. (VL for the masked 256-bit
-/// store of the row's tail, which is otherwise a call rather than one instruction.)
+/// Score rows [`softmax_rows_to_bf16`] interleaves: a row's max and sum reductions are latency
+/// chains that the other rows' work fills.
+const SOFTMAX_ROWS: usize = 4;
+
+/// SIMD [`GemmBf16::softmax_to_bf16`] of `R` rows of `n` scores (`x_stride` apart) into rows of
+/// `out` (`out_stride ≥ n` apart, zero from `n` on), their passes interleaved: a max pass and an
+/// exp / sum / convert pass, two accumulators each so consecutive vectors do not wait on each
+/// other. Row `r`'s sum goes to `sums[r]`. Each row's arithmetic is the same whatever `R`.
+///
+/// # Safety
+/// `x` must be valid for `R` rows of `n` values `x_stride` apart, `out` for `R` rows of
+/// `out_stride` values, `sums` for `R` values.
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-pub(crate) fn softmax_to_bf16(x: &[f32], scale: f32, out: &mut [bf16]) -> f32 {
-    let n = x.len();
-    assert!(out.len() >= n, "output is too short");
+unsafe fn softmax_interleaved<const R: usize>(x: *const f32, n: usize, x_stride: usize, scale: f32, out: *mut bf16, out_stride: usize, sums: *mut f32) {
     let sv = _mm512_set1_ps(scale);
     let neg = _mm512_set1_ps(f32::NEG_INFINITY);
-    let (mut m0, mut m1) = (neg, neg);
-    let mut i = 0;
-    // SAFETY: full vectors read lanes below n; the tail is masked.
+    // SAFETY (whole body): full vectors read and write lanes below n in every row; tails are
+    // masked; `__m512bh`/`__m256bh` and `__m512i`/`__m256i` have the same size, the transmutes
+    // relabel lanes.
     unsafe {
+        let (mut m0, mut m1) = ([neg; R], [neg; R]);
+        let mut i = 0;
         while i + 32 <= n {
-            m0 = _mm512_max_ps(m0, _mm512_mul_ps(_mm512_loadu_ps(x.as_ptr().add(i)), sv));
-            m1 = _mm512_max_ps(m1, _mm512_mul_ps(_mm512_loadu_ps(x.as_ptr().add(i + 16)), sv));
+            for r in 0..R {
+                let p = x.add(r * x_stride + i);
+                m0[r] = _mm512_max_ps(m0[r], _mm512_mul_ps(_mm512_loadu_ps(p), sv));
+                m1[r] = _mm512_max_ps(m1[r], _mm512_mul_ps(_mm512_loadu_ps(p.add(16)), sv));
+            }
             i += 32;
         }
         while i < n {
             let mask = tail_mask(n - i);
-            m0 = _mm512_mask_max_ps(m0, mask, m0, _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, x.as_ptr().add(i)), sv));
+            for r in 0..R {
+                m0[r] = _mm512_mask_max_ps(m0[r], mask, m0[r], _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, x.add(r * x_stride + i)), sv));
+            }
             i += 16;
         }
-    }
-    let maxs = _mm512_set1_ps(_mm512_reduce_max_ps(_mm512_max_ps(m0, m1)));
-    let (mut s0, mut s1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-    let mut i = 0;
-    // SAFETY: full vectors read and write lanes below n ≤ out.len() (asserted); the tail is masked;
-    // `__m512bh`/`__m256bh` and `__m512i`/`__m256i` have the same size, the transmutes relabel lanes.
-    unsafe {
+        let maxs: [__m512; R] = std::array::from_fn(|r| _mm512_set1_ps(_mm512_reduce_max_ps(_mm512_max_ps(m0[r], m1[r]))));
+        let (mut s0, mut s1) = ([_mm512_setzero_ps(); R], [_mm512_setzero_ps(); R]);
+        let mut i = 0;
         while i + 32 <= n {
-            let e0 = exp16(_mm512_fmsub_ps(_mm512_loadu_ps(x.as_ptr().add(i)), sv, maxs));
-            let e1 = exp16(_mm512_fmsub_ps(_mm512_loadu_ps(x.as_ptr().add(i + 16)), sv, maxs));
-            s0 = _mm512_add_ps(s0, e0);
-            s1 = _mm512_add_ps(s1, e1);
-            _mm512_storeu_si512(out.as_mut_ptr().add(i) as *mut __m512i, std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(e1, e0)));
+            for r in 0..R {
+                let p = x.add(r * x_stride + i);
+                let e0 = exp16(_mm512_fmsub_ps(_mm512_loadu_ps(p), sv, maxs[r]));
+                let e1 = exp16(_mm512_fmsub_ps(_mm512_loadu_ps(p.add(16)), sv, maxs[r]));
+                s0[r] = _mm512_add_ps(s0[r], e0);
+                s1[r] = _mm512_add_ps(s1[r], e1);
+                _mm512_storeu_si512(out.add(r * out_stride + i) as *mut __m512i, std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(e1, e0)));
+            }
             i += 32;
         }
         while i < n {
             let mask = tail_mask(n - i);
-            let e = _mm512_maskz_mov_ps(mask, exp16(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(mask, x.as_ptr().add(i)), sv, maxs)));
-            s0 = _mm512_add_ps(s0, e);
-            _mm256_mask_storeu_epi16(out.as_mut_ptr().add(i) as *mut i16, mask, std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(e)));
+            for r in 0..R {
+                let e = _mm512_maskz_mov_ps(mask, exp16(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(mask, x.add(r * x_stride + i)), sv, maxs[r])));
+                s0[r] = _mm512_add_ps(s0[r], e);
+                _mm256_mask_storeu_epi16(out.add(r * out_stride + i) as *mut i16, mask, std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(e)));
+            }
             i += 16;
         }
+        for r in 0..R {
+            std::ptr::write_bytes(out.add(r * out_stride + n), 0, out_stride - n);
+            *sums.add(r) = _mm512_reduce_add_ps(_mm512_add_ps(s0[r], s1[r]));
+        }
     }
-    out[n..].fill(bf16::ZERO);
-    _mm512_reduce_add_ps(_mm512_add_ps(s0, s1))
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+pub(crate) fn softmax_to_bf16(x: &[f32], scale: f32, out: &mut [bf16]) -> f32 {
+    assert!(out.len() >= x.len(), "output is too short");
+    let mut sum = 0.0;
+    // SAFETY: one row of x.len() scores and out.len() ≥ x.len() outputs (asserted).
+    unsafe { softmax_interleaved::<1>(x.as_ptr(), x.len(), 0, scale, out.as_mut_ptr(), out.len(), &mut sum) };
+    sum
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn softmax_rows_to_bf16(x: &[f32], rows: usize, n: usize, x_stride: usize, scale: f32, out: &mut [bf16], out_stride: usize, sums: &mut [f32]) {
+    if rows == 0 {
+        return;
+    }
+    assert!(
+        x_stride >= n && out_stride >= n && x.len() >= (rows - 1) * x_stride + n && out.len() >= rows * out_stride && sums.len() >= rows,
+        "softmax_rows_to_bf16 operands are too short"
+    );
+    let (xp, op, sp) = (x.as_ptr(), out.as_mut_ptr(), sums.as_mut_ptr());
+    let mut r = 0;
+    // SAFETY: rows r..r + SOFTMAX_ROWS (or the single row) and their sums lie inside the buffers
+    // (asserted above).
+    unsafe {
+        while r + SOFTMAX_ROWS <= rows {
+            softmax_interleaved::<SOFTMAX_ROWS>(xp.add(r * x_stride), n, x_stride, scale, op.add(r * out_stride), out_stride, sp.add(r));
+            r += SOFTMAX_ROWS;
+        }
+        while r < rows {
+            softmax_interleaved::<1>(xp.add(r * x_stride), n, x_stride, scale, op.add(r * out_stride), out_stride, sp.add(r));
+            r += 1;
+        }
+    }
 }
 
 impl GemmBf16 for Avx512Bf16 {
@@ -276,5 +329,9 @@ impl GemmBf16 for Avx512Bf16 {
     fn softmax_to_bf16(&self, x: &[f32], scale: f32, out: &mut [bf16]) -> f32 {
         // SAFETY: `detect` found AVX512-BF16 and the AVX-512 set (F, BW, VL among them).
         unsafe { softmax_to_bf16(x, scale, out) }
+    }
+    fn softmax_rows_to_bf16(&self, x: &[f32], rows: usize, n: usize, x_stride: usize, scale: f32, out: &mut [bf16], out_stride: usize, sums: &mut [f32]) {
+        // SAFETY: as above.
+        unsafe { softmax_rows_to_bf16(x, rows, n, x_stride, scale, out, out_stride, sums) }
     }
 }
