@@ -406,13 +406,18 @@ fn attention_f32(k: &Kernels, pool: &Pool, ar: &mut Arena, t: usize, d: usize, h
     let (tp, hp) = (round_up(t, 16) * hd, round_up(hd, 16) * t);
     let (kp_p, vp_p) = (SharedMut::new(&mut ar.k_panels), SharedMut::new(&mut ar.v_panels));
     let qkv = &ar.qkv;
-    let pack_head = |head: usize| {
-        // SAFETY: each head writes only its own block of the per-head K/V panel buffers.
-        let (k_panels, v_panels) = unsafe { (kp_p.slice(head * tp, tp), vp_p.slice(head * hp, hp)) };
-        pack::panel16_from_rows(&qkv[d + head * hd..], t, hd, 3 * d, k_panels);
-        pack::panel16_from_cols(&qkv[2 * d + head * hd..], hd, t, 3 * d, v_panels);
+    // Keys and values are separate tasks, so two threads share three heads evenly.
+    let pack = |task: usize| {
+        let head = task / 2;
+        if task % 2 == 0 {
+            // SAFETY: each head's key task writes only that head's block of the key panels.
+            pack::panel16_from_rows(&qkv[d + head * hd..], t, hd, 3 * d, unsafe { kp_p.slice(head * tp, tp) });
+        } else {
+            // SAFETY: each head's value task writes only that head's block of the value panels.
+            pack::panel16_from_cols(&qkv[2 * d + head * hd..], hd, t, 3 * d, unsafe { vp_p.slice(head * hp, hp) });
+        }
     };
-    pool.run(heads, &pack_head);
+    pool.run(2 * heads, &pack);
     // … then the query rows split across threads: each task runs every head for its rows and
     // writes the heads' outputs side by side into its own rows of `ctx`.
     let (k_panels, v_panels) = (&ar.k_panels, &ar.v_panels);
@@ -460,15 +465,22 @@ fn attention_bf16(gb: &dyn GemmBf16, pool: &Pool, ar: &mut Arena, t: usize, d: u
     let (kl, vl) = (round_up(t, 16) * hdp, round_up(hd, 16) * ps);
     let (kp_p, vp_p) = (SharedMut::new(&mut ar.k_bf16), SharedMut::new(&mut ar.v_bf16));
     let qkv = &ar.qkv;
-    let pack_head = |head: usize| {
-        // SAFETY: each head writes only its own block of the per-head K/V buffers.
-        let (kb, vb) = unsafe { (kp_p.slice(head * kl, kl), vp_p.slice(head * vl, vl)) };
-        gb.pack_rows(&qkv[d + head * hd..], t, hd, 3 * d, kb);
-        for (p, panel) in vb.chunks_exact_mut(16 * ps).enumerate() {
-            gb.pack_cols(&qkv[2 * d + head * hd + 16 * p..], (hd - 16 * p).min(16), t, 3 * d, &mut panel[..16 * tp]);
+    // Keys and values are separate tasks (six for three heads), so two threads share them evenly.
+    let pack = |task: usize| {
+        let head = task / 2;
+        if task % 2 == 0 {
+            // SAFETY: each head's key task writes only that head's block of the key buffer.
+            let kb = unsafe { kp_p.slice(head * kl, kl) };
+            gb.pack_rows(&qkv[d + head * hd..], t, hd, 3 * d, kb);
+        } else {
+            // SAFETY: each head's value task writes only that head's block of the value buffer.
+            let vb = unsafe { vp_p.slice(head * vl, vl) };
+            for (p, panel) in vb.chunks_exact_mut(16 * ps).enumerate() {
+                gb.pack_cols(&qkv[2 * d + head * hd + 16 * p..], (hd - 16 * p).min(16), t, 3 * d, &mut panel[..16 * tp]);
+            }
         }
     };
-    pool.run(heads, &pack_head);
+    pool.run(2 * heads, &pack);
     let (kb, vb) = (&ar.k_bf16, &ar.v_bf16);
     let tasks = pool.threads().min(t.div_ceil(16)).max(1);
     let (sc_p, ctx_p) = (SharedMut::new(&mut ar.scores), SharedMut::new(&mut ar.ctx));
@@ -530,15 +542,20 @@ fn attention_int8(k: &Kernels, pool: &Pool, ar: &mut Arena, t: usize, d: usize, 
     let (kq_p, ks_p, kz_p) = (SharedMut::new(&mut ar.k_i8), SharedMut::new(&mut ar.k_scale), SharedMut::new(&mut ar.k_sum));
     let (vq_p, vs_p, vz_p) = (SharedMut::new(&mut ar.v_i8), SharedMut::new(&mut ar.v_scale), SharedMut::new(&mut ar.v_sum));
     let qkv = &ar.qkv;
-    let pack_head = |head: usize| {
-        // SAFETY: each head writes only its own block of the per-head key and value buffers.
-        let (kq, ks, kz, vq, vs, vz) = unsafe {
-            (kq_p.slice(head * kl, kl), ks_p.slice(head * t16, t16), kz_p.slice(head * t16, t16), vq_p.slice(head * vl, vl), vs_p.slice(head * t, t), vz_p.slice(head * hd16, hd16))
-        };
-        k.vector.quantize_pack_keys(&qkv[d + head * hd..], t, hd, 3 * d, kq, ks, kz);
-        k.vector.quantize_pack_values(&qkv[2 * d + head * hd..], hd, t, 3 * d, vq, vs, vz);
+    // Keys and values are separate tasks, so two threads share three heads evenly.
+    let pack = |task: usize| {
+        let head = task / 2;
+        if task % 2 == 0 {
+            // SAFETY: each head's key task writes only that head's blocks of the key buffers.
+            let (kq, ks, kz) = unsafe { (kq_p.slice(head * kl, kl), ks_p.slice(head * t16, t16), kz_p.slice(head * t16, t16)) };
+            k.vector.quantize_pack_keys(&qkv[d + head * hd..], t, hd, 3 * d, kq, ks, kz);
+        } else {
+            // SAFETY: each head's value task writes only that head's blocks of the value buffers.
+            let (vq, vs, vz) = unsafe { (vq_p.slice(head * vl, vl), vs_p.slice(head * t, t), vz_p.slice(head * hd16, hd16)) };
+            k.vector.quantize_pack_values(&qkv[2 * d + head * hd..], hd, t, 3 * d, vq, vs, vz);
+        }
     };
-    pool.run(heads, &pack_head);
+    pool.run(2 * heads, &pack);
     let tasks = pool.threads().min(t.div_ceil(16)).max(1);
     let ts = round_up(t, 16);
     let (k_i8, k_scale, k_sum, v_i8, v_scale, v_sum, ones) = (&ar.k_i8, &ar.k_scale, &ar.k_sum, &ar.v_i8, &ar.v_scale, &ar.v_sum, &ar.ones[..]);
