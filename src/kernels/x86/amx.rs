@@ -322,14 +322,25 @@ unsafe fn finish_block(args: &GemmU8I8Args<'_>, sums: &Sums<i32>, row0: usize, r
 }
 
 /// Largest padded k for which every int8 sum of a tile, its zero-point correction `zero · Σw` and
-/// the corrected sum are integers below 2^24 in magnitude (each is at most 255 · 128 · k), so
-/// that f32 arithmetic on them is exact and equals the i32 arithmetic of the reference.
+/// the corrected sum are integers below 2^24 in magnitude (each is at most 255 · 128 · k, with
+/// u8 zero points in 0..=255), so that f32 arithmetic on them is exact and equals the i32
+/// arithmetic of the reference.
 const EXACT_F32_K: usize = (1 << 24) / (255 * 128);
 
-/// [`finish_tiles`]' epilogues as const parameters (one compiled loop each).
+/// The epilogues as const parameters of [`finish_tiles`] and [`store_tiles`] (one compiled loop
+/// each).
 const STORE: u8 = 0;
 const ACCUMULATE: u8 = 1;
 const GELU: u8 = 2;
+
+/// The epilogue of const parameter `e`.
+const fn epilogue_of(e: u8) -> Epilogue {
+    match e {
+        STORE => Epilogue::Store,
+        ACCUMULATE => Epilogue::Accumulate,
+        _ => Epilogue::Gelu,
+    }
+}
 
 /// [`finish_block`] without a k tail: panel by panel, row by row, with the panel's data in
 /// registers and the epilogue fixed at compile time. With `EXACT` (k ≤ [`EXACT_F32_K`]) the zero
@@ -341,12 +352,9 @@ const GELU: u8 = 2;
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn finish_tiles<const E: u8, const EXACT: bool>(args: &GemmU8I8Args<'_>, sums: &Sums<i32>, q: &PanelQuant, row0: usize, rows: usize, p0: usize, panels: usize, out: *mut f32, ldc: usize) {
-    let epilogue = match E {
-        STORE => Epilogue::Store,
-        ACCUMULATE => Epilogue::Accumulate,
-        _ => Epilogue::Gelu,
-    };
+    let epilogue = epilogue_of(E);
     let (a_scale, a_zero) = (&args.a_scale[row0..row0 + rows], &args.a_zero[row0..row0 + rows]);
+    debug_assert!(!EXACT || a_zero.iter().all(|z| (0..=255).contains(z)), "u8 zero points lie in 0..=255");
     for p in 0..panels {
         let (w_scale, w_sum, bias, mask) = (q.scale[p], q.sum[p], q.bias[p], q.masks[p]);
         let w_sum_f = _mm512_cvtepi32_ps(w_sum);
@@ -455,11 +463,7 @@ unsafe fn store_block(sums: &Sums<f32>, row0: usize, tiles: usize, rows: usize, 
 #[target_feature(enable = "avx512f,avx512dq")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn store_tiles<const E: u8>(sums: &Sums<f32>, row0: usize, tiles: usize, rows: usize, col0: usize, panels: usize, n: usize, bias: Option<&[f32]>, out: *mut f32, ldc: usize) {
-    let epilogue = match E {
-        STORE => Epilogue::Store,
-        ACCUMULATE => Epilogue::Accumulate,
-        _ => Epilogue::Gelu,
-    };
+    let epilogue = epilogue_of(E);
     for p in 0..panels {
         let mask = tail_mask(n - col0 - p * 16);
         // SAFETY: the masked load reads bias lanes below n.
