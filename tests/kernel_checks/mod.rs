@@ -84,9 +84,9 @@ pub fn gemm_u8i8(m: usize, n: usize, k: usize, pad_a: usize, pad_c: usize, with_
 
 /// The u8 × i8 GEMM of kernel sets `a_set` and `b_set` bit for bit, on random operands or (with
 /// `extreme`) sums near the largest the operands allow: activations within 3 of 255 or of 0, zero
-/// points 255 or 0, weights within 4 of −128 (|sum| up to 255 · 128 · k, not round numbers). The AMX kernel subtracts the zero point in f32
-/// for k ≤ 514 and in i32 above; both must give the AVX-512 kernel's bits. `Ok(false)` when this
-/// CPU lacks one of the sets.
+/// points 255 or 0, weights within 4 of −128 (|sum| up to 255 · 128 · k, not round numbers). The
+/// AMX kernel subtracts the zero point in f32 for k ≤ 514 and in i32 above; both must give the
+/// AVX-512 kernel's bits. `Ok(false)` when this CPU lacks one of the sets.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_u8i8_same_bits(a_set: &str, b_set: &str, m: usize, n: usize, k: usize, ep: u8, extreme: bool, seed: u64) -> Result<bool, String> {
     let (Ok(ka), Ok(kb)) = (Kernels::by_name(a_set), Kernels::by_name(b_set)) else {
@@ -162,7 +162,8 @@ pub fn row_ops(rows: usize, k: usize, pad: usize, seed: u64, special: bool) -> C
             }
         }
         if let Some(g) = kern.gemm_bf16 {
-            // Scores are finite (an infinite score has no softmax): the special row is skipped.
+            // Scores are finite (an infinite score has no softmax): the special row's infinity
+            // becomes 1.
             let scores: Vec<f32> = x.iter().map(|&v| if v.is_finite() { v } else { 1.0 }).collect();
             let ps = round_up(k, 32);
             let (mut p, mut sums) = (vec![bf16::NAN; rows * ps], vec![f32::NAN; rows]);
