@@ -409,7 +409,7 @@ fn attention_f32(k: &Kernels, pool: &Pool, ar: &mut Arena, t: usize, d: usize, h
     // Keys and values are separate tasks, so two threads share three heads evenly.
     let pack = |task: usize| {
         let head = task / 2;
-        if task % 2 == 0 {
+        if task.is_multiple_of(2) {
             // SAFETY: each head's key task writes only that head's block of the key panels.
             pack::panel16_from_rows(&qkv[d + head * hd..], t, hd, 3 * d, unsafe { kp_p.slice(head * tp, tp) });
         } else {
@@ -468,7 +468,7 @@ fn attention_bf16(gb: &dyn GemmBf16, pool: &Pool, ar: &mut Arena, t: usize, d: u
     // Keys and values are separate tasks (six for three heads), so two threads share them evenly.
     let pack = |task: usize| {
         let head = task / 2;
-        if task % 2 == 0 {
+        if task.is_multiple_of(2) {
             // SAFETY: each head's key task writes only that head's block of the key buffer.
             let kb = unsafe { kp_p.slice(head * kl, kl) };
             gb.pack_rows(&qkv[d + head * hd..], t, hd, 3 * d, kb);
@@ -545,7 +545,7 @@ fn attention_int8(k: &Kernels, pool: &Pool, ar: &mut Arena, t: usize, d: usize, 
     // Keys and values are separate tasks, so two threads share three heads evenly.
     let pack = |task: usize| {
         let head = task / 2;
-        if task % 2 == 0 {
+        if task.is_multiple_of(2) {
             // SAFETY: each head's key task writes only that head's blocks of the key buffers.
             let (kq, ks, kz) = unsafe { (kq_p.slice(head * kl, kl), ks_p.slice(head * t16, t16), kz_p.slice(head * t16, t16)) };
             k.vector.quantize_pack_keys(&qkv[d + head * hd..], t, hd, 3 * d, kq, ks, kz);

@@ -216,6 +216,7 @@ const SOFTMAX_ROWS: usize = 4;
 /// `out_stride` values, `sums` for `R` values.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+#[allow(clippy::needless_range_loop)] // `r` indexes the rows' pointers and several accumulator arrays
 unsafe fn softmax_interleaved<const R: usize>(x: *const f32, n: usize, x_stride: usize, scale: f32, out: *mut bf16, out_stride: usize, sums: *mut f32) {
     let sv = _mm512_set1_ps(scale);
     let neg = _mm512_set1_ps(f32::NEG_INFINITY);
