@@ -344,8 +344,8 @@ const fn epilogue_of(e: u8) -> Epilogue {
 
 /// [`finish_block`] without a k tail: panel by panel, row by row, with the panel's data in
 /// registers and the epilogue fixed at compile time. With `EXACT` (k ≤ [`EXACT_F32_K`]) the zero
-/// point is subtracted in f32 (one fused multiply-add instead of an i32 multiply and subtract);
-/// the results are the same bits either way.
+/// point is subtracted in f32 (one fused multiply-add instead of the i32 multiply and subtract of
+/// [`finish_u8i8`], which runs otherwise); the results are the same bits either way.
 ///
 /// # Safety
 /// As [`finish_block`], for rows `row0..row0 + rows` (at most `16 · 2`, two tiles).
@@ -356,21 +356,21 @@ unsafe fn finish_tiles<const E: u8, const EXACT: bool>(args: &GemmU8I8Args<'_>, 
     let (a_scale, a_zero) = (&args.a_scale[row0..row0 + rows], &args.a_zero[row0..row0 + rows]);
     debug_assert!(!EXACT || a_zero.iter().all(|z| (0..=255).contains(z)), "u8 zero points lie in 0..=255");
     for p in 0..panels {
-        let (w_scale, w_sum, bias, mask) = (q.scale[p], q.sum[p], q.bias[p], q.masks[p]);
-        let w_sum_f = _mm512_cvtepi32_ps(w_sum);
+        let (w_scale, bias, mask) = (q.scale[p], q.bias[p], q.masks[p]);
+        let w_sum_f = _mm512_cvtepi32_ps(q.sum[p]);
         let dst = out.wrapping_add(row0 * ldc + (p0 + p) * 16);
         for (r, (&sc, &z)) in a_scale.iter().zip(a_zero).enumerate() {
             // SAFETY: the sums buffer holds two tiles of 16 rows of 16 i32 per panel; `dst` rows
             // are the caller's.
             unsafe {
                 let acc = _mm512_load_si512(sums.0[(r / 16) * 2 + p].as_ptr().add((r % 16) * 16) as *const __m512i);
-                let corrected = if EXACT {
-                    _mm512_fnmadd_ps(_mm512_set1_ps(z as f32), w_sum_f, _mm512_cvtepi32_ps(acc))
+                if EXACT {
+                    let corrected = _mm512_fnmadd_ps(_mm512_set1_ps(z as f32), w_sum_f, _mm512_cvtepi32_ps(acc));
+                    let v = _mm512_fmadd_ps(corrected, _mm512_mul_ps(_mm512_set1_ps(sc), w_scale), bias);
+                    finish16(v, dst.add(r * ldc), mask, epilogue);
                 } else {
-                    _mm512_cvtepi32_ps(_mm512_sub_epi32(acc, _mm512_mullo_epi32(_mm512_set1_epi32(z), w_sum)))
-                };
-                let v = _mm512_fmadd_ps(corrected, _mm512_mul_ps(_mm512_set1_ps(sc), w_scale), bias);
-                finish16(v, dst.add(r * ldc), mask, epilogue);
+                    finish_u8i8(acc, sc, z, q, p, dst.add(r * ldc), epilogue);
+                }
             }
         }
     }
