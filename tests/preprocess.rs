@@ -92,6 +92,45 @@ fn bad_inputs_are_errors_not_panics() {
     assert!(err.to_string().contains("/nonexistent.jpg"));
 }
 
+/// The palette PNG fixture with `extra` bytes appended to its `PLTE` chunk (length and CRC fixed).
+fn png_with_longer_palette(extra: &[u8]) -> Vec<u8> {
+    let png = std::fs::read(decode_fixtures().join("palette_27x14.png")).unwrap();
+    let mut out = png[..8].to_vec();
+    let mut at = 8;
+    while at < png.len() {
+        let len = u32::from_be_bytes(png[at..at + 4].try_into().unwrap()) as usize;
+        let kind = &png[at + 4..at + 8];
+        let mut data = png[at + 8..at + 8 + len].to_vec();
+        if kind == b"PLTE" {
+            data.extend_from_slice(extra);
+        }
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(kind);
+        crc.update(&data);
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        out.extend_from_slice(kind);
+        out.extend_from_slice(&data);
+        out.extend_from_slice(&crc.finalize().to_be_bytes());
+        at += 12 + len;
+    }
+    out
+}
+
+/// A palette that ends in a partial RGB entry made the `png` crate panic (found by the fuzz smoke
+/// run); it is a decode error that names the chunk. A palette grown by a whole entry still decodes.
+#[test]
+fn a_png_palette_with_a_partial_entry_is_a_clear_error() {
+    let limits = vitedge::preprocess::DecodeLimits::default();
+    for extra in [&[7u8][..], &[7, 8]] {
+        let err = vitedge::preprocess::decode_rgb8(&png_with_longer_palette(extra), "p.png", &limits).unwrap_err();
+        assert!(matches!(err, PreprocessError::Decode { .. }), "{err}");
+        assert!(err.to_string().contains("PLTE chunk) is 11"), "{err}");
+    }
+    let (plain, ..) = vitedge::preprocess::decode_rgb8(&png_with_longer_palette(&[]), "p.png", &limits).unwrap();
+    let (grown, ..) = vitedge::preprocess::decode_rgb8(&png_with_longer_palette(&[7, 8, 9]), "p.png", &limits).unwrap();
+    assert_eq!(plain, grown);
+}
+
 #[test]
 fn reusing_a_preprocessor_across_sizes_gives_fresh_results() {
     let cfg = PreprocessConfig::augreg(16);

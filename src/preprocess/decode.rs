@@ -139,9 +139,36 @@ pub fn decode_jpeg(bytes: &[u8], path: &str, limits: &DecodeLimits) -> Result<(V
     Ok((rgb, w, h))
 }
 
+/// Refuses a PNG whose palette (`PLTE` chunk) is not a whole number of 3-byte entries.
+///
+/// The `png` crate (0.18.1, the newest) accepts such a chunk when it is 4..=768 bytes long and then
+/// panics building its palette table (`transform/palette.rs`: a slice past the last whole entry).
+/// The walk only reads chunk headers; a damaged chunk list is left to the decoder to report.
+fn check_png_palette(bytes: &[u8]) -> Result<(), String> {
+    let mut at = 8;
+    while let Some(header) = bytes.get(at..at + 8) {
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        if &header[4..8] == b"PLTE" && len % 3 != 0 {
+            return Err(format!(
+                "the PNG palette (PLTE chunk) is {len} bytes, not a whole number of 3-byte RGB entries: the file is damaged; re-encode it (e.g. with Pillow or ImageMagick)"
+            ));
+        }
+        if &header[4..8] == b"IEND" {
+            break;
+        }
+        // length, type, data, CRC
+        at = match at.checked_add(12).and_then(|a| a.checked_add(len)) {
+            Some(next) => next,
+            None => break,
+        };
+    }
+    Ok(())
+}
+
 /// PNG to RGB8 with Pillow's `convert("RGB")` rules: alpha dropped, gray replicated, 16-bit
 /// samples reduced to their high byte.
 fn decode_png(bytes: &[u8], path: &str, limits: &DecodeLimits) -> Result<(Vec<u8>, usize, usize), PreprocessError> {
+    check_png_palette(bytes).map_err(|reason| PreprocessError::Decode { path: path.into(), reason })?;
     let err = |e: image::ImageError| PreprocessError::Decode { path: path.into(), reason: e.to_string() };
     let mut image_limits = image::Limits::default();
     // The largest buffer the decoder may hold: 16-bit RGBA at the pixel limit.
