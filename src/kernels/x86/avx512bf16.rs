@@ -147,28 +147,51 @@ pub(crate) fn convert_rows(src: &[f32], rows: usize, k: usize, src_stride: usize
     }
 }
 
-/// SIMD [`pack::panel16x2_from_rows`](crate::kernels::pack::panel16x2_from_rows): each source row's
-/// pairs are converted 16 at a time and scattered to their 16 pair rows (64 bytes apart).
+/// The 16 × 16 transpose of 32-bit lanes: lane `j` of output `c` is lane `c` of input `j` (two
+/// rounds of in-lane unpacks, two of 128-bit lane shuffles: 64 shuffles in all).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn transpose16x16_epi32(r: [__m512i; 16]) -> [__m512i; 16] {
+    // Per 128-bit lane L, after the unpacks v[g][e] holds lanes 4L + e of rows 4g..4g + 4.
+    let mut v = [[_mm512_setzero_si512(); 4]; 4];
+    for (g, v) in v.iter_mut().enumerate() {
+        let [a, b, c, d] = [r[4 * g], r[4 * g + 1], r[4 * g + 2], r[4 * g + 3]];
+        let (ab_lo, ab_hi, cd_lo, cd_hi) = (_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b), _mm512_unpacklo_epi32(c, d), _mm512_unpackhi_epi32(c, d));
+        *v = [_mm512_unpacklo_epi64(ab_lo, cd_lo), _mm512_unpackhi_epi64(ab_lo, cd_lo), _mm512_unpacklo_epi64(ab_hi, cd_hi), _mm512_unpackhi_epi64(ab_hi, cd_hi)];
+    }
+    let mut out = [_mm512_setzero_si512(); 16];
+    for e in 0..4 {
+        // Output 4L + e gathers 128-bit lane L of v[0..4][e].
+        let (a, b) = (_mm512_shuffle_i32x4::<0x44>(v[0][e], v[1][e]), _mm512_shuffle_i32x4::<0xEE>(v[0][e], v[1][e]));
+        let (c, d) = (_mm512_shuffle_i32x4::<0x44>(v[2][e], v[3][e]), _mm512_shuffle_i32x4::<0xEE>(v[2][e], v[3][e]));
+        out[e] = _mm512_shuffle_i32x4::<0x88>(a, c);
+        out[4 + e] = _mm512_shuffle_i32x4::<0xDD>(a, c);
+        out[8 + e] = _mm512_shuffle_i32x4::<0x88>(b, d);
+        out[12 + e] = _mm512_shuffle_i32x4::<0xDD>(b, d);
+    }
+    out
+}
+
+/// SIMD [`pack::panel16x2_from_rows`](crate::kernels::pack::panel16x2_from_rows): per panel of 16
+/// source rows (zero rows past `n`) and 16 pairs, the rows' pairs are converted (one 32-bit lane
+/// per pair) and transposed, so that each of the 16 pair rows is one store. Every byte of the
+/// panels is written (pairs past `k` convert from masked-off zeros).
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 pub(crate) fn pack_rows(src: &[f32], n: usize, k: usize, row_stride: usize, dst: &mut [bf16]) {
     let kp = round_up(k, 2);
     let dst = &mut dst[..round_up(n, 16) * kp];
     assert!(n == 0 || src.len() >= (n - 1) * row_stride + k);
-    dst.fill(bf16::ZERO);
-    let offsets = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(16));
-    for j in 0..n {
-        // Pair g of row j lives at u32 index (j/16)·8·kp + g·16 + j%16 of `dst`.
-        let base = (j / 16) * 8 * kp + j % 16;
+    for (p, panel) in dst.chunks_exact_mut(16 * kp).enumerate() {
+        let rows = (n - 16 * p).min(16);
         let mut g = 0;
-        while 2 * g < k {
+        while 2 * g < kp {
             let width = (k - 2 * g).min(32);
-            let pairs = width.div_ceil(2);
-            // SAFETY: reads values 2g..2g+width < k of row j; scatters `pairs` u32 to indices
-            // base + (g + i)·16 < round_up(n,16)·kp/2 (the pair rows of column j).
-            unsafe {
-                let v = load32_bf16(src.as_ptr().add(j * row_stride + 2 * g), width);
-                let out = (dst.as_mut_ptr() as *mut i32).add(base + g * 16);
-                _mm512_mask_i32scatter_epi32::<4>(out, tail_mask(pairs), offsets, v);
+            // SAFETY: reads values 2g..2g + width ≤ k of rows 16p..16p + rows < n.
+            let lanes: [__m512i; 16] = std::array::from_fn(|j| if j < rows { unsafe { load32_bf16(src.as_ptr().add((16 * p + j) * row_stride + 2 * g), width) } } else { _mm512_setzero_si512() });
+            let pairs = transpose16x16_epi32(lanes);
+            for (q, pair_row) in pairs.iter().enumerate().take(width.div_ceil(2)) {
+                // SAFETY: pair row g + q < kp/2 of this panel: 32 bf16 at 32·(g + q) < 16·kp.
+                unsafe { _mm512_storeu_si512(panel.as_mut_ptr().add(32 * (g + q)) as *mut __m512i, *pair_row) };
             }
             g += 16;
         }
