@@ -13,7 +13,7 @@ use std::ops::Range;
 
 use half::bf16;
 
-use super::avx512::{dispatch_tile, exp16, finish16, tail_mask, Avx512};
+use super::avx512::{dispatch_tile, exp16_nonpositive, finish16, tail_mask, Avx512};
 use crate::blob::round_up;
 use crate::kernels::{Epilogue, GemmBf16, GemmBf16Args};
 
@@ -270,8 +270,8 @@ unsafe fn softmax_interleaved<const R: usize>(x: *const f32, n: usize, x_stride:
         while i + 32 <= n {
             for r in 0..R {
                 let p = x.add(r * x_stride + i);
-                let e0 = exp16(_mm512_fmsub_ps(_mm512_loadu_ps(p), sv, maxs[r]));
-                let e1 = exp16(_mm512_fmsub_ps(_mm512_loadu_ps(p.add(16)), sv, maxs[r]));
+                let e0 = exp16_nonpositive(_mm512_fmsub_ps(_mm512_loadu_ps(p), sv, maxs[r]));
+                let e1 = exp16_nonpositive(_mm512_fmsub_ps(_mm512_loadu_ps(p.add(16)), sv, maxs[r]));
                 s0[r] = _mm512_add_ps(s0[r], e0);
                 s1[r] = _mm512_add_ps(s1[r], e1);
                 _mm512_storeu_si512(out.add(r * out_stride + i) as *mut __m512i, std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(e1, e0)));
@@ -281,7 +281,7 @@ unsafe fn softmax_interleaved<const R: usize>(x: *const f32, n: usize, x_stride:
         while i < n {
             let mask = tail_mask(n - i);
             for r in 0..R {
-                let e = _mm512_maskz_mov_ps(mask, exp16(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(mask, x.add(r * x_stride + i)), sv, maxs[r])));
+                let e = _mm512_maskz_mov_ps(mask, exp16_nonpositive(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(mask, x.add(r * x_stride + i)), sv, maxs[r])));
                 s0[r] = _mm512_add_ps(s0[r], e);
                 _mm256_mask_storeu_epi16(out.add(r * out_stride + i) as *mut i16, mask, std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(e)));
             }
