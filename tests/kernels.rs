@@ -76,6 +76,22 @@ fn amx_int8_gemm_equals_the_avx512_kernel_bit_for_bit() {
     assert_eq!(compared > 0, has_amx, "compared {compared} GEMMs; AMX kernels available: {has_amx}");
 }
 
+/// bf16 GEMMs that round their results to bf16 rows (fc1 with GELU feeding fc2, in bf16 blobs) on
+/// ViT-Tiny's shapes split like one and two threads, ragged rows, a row-tile-only case, and shapes the
+/// AMX path declines (k tail, fewer than 16 rows): where a set runs it, the same bits as its `gemm`
+/// plus `convert_rows`.
+#[test]
+fn gemm_to_bf16_equals_gemm_then_convert() {
+    let mut ran = 0;
+    for (m, n, k, pad_a, pad_c) in [(197, 768, 192, 0, 0), (112, 768, 192, 0, 0), (85, 768, 192, 0, 0), (32, 40, 64, 2, 3), (21, 17, 96, 0, 1), (20, 40, 70, 0, 0), (9, 40, 64, 0, 0)] {
+        for gelu in [false, true] {
+            ran += kernel_checks::gemm_to_bf16(m, n, k, pad_a, pad_c, gelu, (m * n + k) as u64).unwrap();
+        }
+    }
+    let has_amx = Kernels::available().contains(&"amx");
+    assert!(ran > 0 || !has_amx, "the AMX kernels ran no bf16-output GEMM");
+}
+
 /// Attention-sized bf16 GEMMs (QKᵀ and PV of ViT-Tiny, split like two threads do), where the AMX
 /// kernel runs full tiles, its k tail and ragged rows in one call.
 #[test]

@@ -52,6 +52,9 @@ struct Arena {
     /// bf16 weights on a set with a bf16 GEMM only (empty otherwise): a linear layer's input rows
     /// rounded to bf16.
     a_bf16: Aligned<bf16>,
+    /// bf16 weights on a set with a bf16 GEMM only (empty otherwise): the MLP's hidden activations
+    /// rounded to bf16 `[T, round_up(mlp_hidden, 2)]`, which fc1 writes and fc2 reads.
+    mlp_bf16: Aligned<bf16>,
     /// bf16 attention only (empty otherwise): per head, keys and values in `Panel16x2` …
     k_bf16: Aligned<bf16>,
     v_bf16: Aligned<bf16>,
@@ -209,6 +212,7 @@ impl<'m> NativeEngine<'m> {
             a_scale: Aligned::zeroed(t.max(cfg.num_patches())),
             a_zero: Aligned::zeroed(t.max(cfg.num_patches())),
             a_bf16: Aligned::zeroed(if bf16_inputs { cfg.num_patches().max(t) * round_up(max_k, 2) } else { 0 }),
+            mlp_bf16: Aligned::zeroed(if bf16_inputs { t * round_up(cfg.mlp_hidden, 2) } else { 0 }),
             k_bf16: Aligned::zeroed(bf16_attention(heads * round_up(t, 16) * hdp)),
             v_bf16: Aligned::zeroed(bf16_attention(heads * round_up(hd, 16) * round_up(t, 32))),
             q_bf16: Aligned::zeroed(bf16_attention(threads * t * hdp)),
@@ -260,10 +264,16 @@ enum Input<'a> {
     /// runs on the pool and its output is still in L1 when the GEMM (or the bf16 conversion or
     /// int8 quantization before it) reads it.
     Normed { x: &'a [f32], norm: &'a Norm<'a>, eps: f32, h: &'a mut [f32] },
+    /// Rows already rounded to bf16, `round_up(k, 2)` apart (a previous layer's `out_bf16`): only
+    /// for bf16 weights on a set with a bf16 GEMM, and never with a calibration tap.
+    Bf16(&'a [bf16]),
 }
 
 /// `out[i] = a[i] · Wᵀ + b` for `m` rows, dispatching on the weight precision; rows are split
-/// across the pool (each task owns a disjoint block of output and staging rows).
+/// across the pool (each task owns a disjoint block of output and staging rows). With `out_bf16`
+/// (bf16 weights on a set with a bf16 GEMM only) the results go to those bf16 rows
+/// (`round_up(n, 2)` apart) instead, for the next layer's [`Input::Bf16`]; `out` is then scratch
+/// for kernels that cannot write bf16 directly.
 #[allow(clippy::too_many_arguments)]
 fn linear(
     tap: &mut Option<Tap<'_>>,
@@ -279,6 +289,7 @@ fn linear(
     ldc: usize,
     epilogue: Epilogue,
     staging: Staging<'_>,
+    out_bf16: Option<&mut [bf16]>,
 ) {
     // A calibration tap sees the normalized rows: normalize them all first.
     let input = match (input, tap.is_some()) {
@@ -288,22 +299,32 @@ fn linear(
         }
         (input, _) => input,
     };
-    let (a, normed) = match input {
-        Input::Rows(a) => (a, None),
+    let (qlda, blda) = (round_up(l.k, 4), round_up(l.k, 2));
+    let (a, normed, a_bf16_rows): (&[f32], _, Option<&[bf16]>) = match input {
+        Input::Rows(a) => (a, None, None),
         Input::Normed { x, norm, eps, h } => {
             assert!(lda == l.k && h.len() >= m * lda, "normalized rows are dense");
-            (x, Some((norm, eps, SharedMut::new(h))))
+            (x, Some((norm, eps, SharedMut::new(h))), None)
+        }
+        Input::Bf16(rows) => {
+            assert!(tap.is_none() && matches!(l.weight, Matrix::Bf16(_)) && kernels.gemm_bf16.is_some(), "bf16 input rows are for the bf16 GEMM only");
+            assert!(rows.len() >= m * blda, "bf16 input rows are too short");
+            (&[][..], None, Some(rows))
         }
     };
     if let Some(t) = tap.as_mut() {
         t(layer, a, m, l.k, lda);
     }
-    assert!(m >= 1 && out.len() >= (m - 1) * ldc + l.n && a.len() >= (m - 1) * lda + l.k);
+    assert!(m >= 1 && out.len() >= (m - 1) * ldc + l.n && (a_bf16_rows.is_some() || a.len() >= (m - 1) * lda + l.k));
+    let obld = round_up(l.n, 2);
+    if let Some(ob) = &out_bf16 {
+        assert!(matches!(l.weight, Matrix::Bf16(_)) && kernels.gemm_bf16.is_some() && ob.len() >= m * obld, "bf16 output rows are for the bf16 GEMM only");
+    }
+    let ob_p = out_bf16.map(SharedMut::new);
     let w_sum: &[i32] = match l.weight {
         Matrix::I8 { w, .. } => Derived::find(&derived.w_sums, w.as_ptr() as *const u8, "int8 weight sums"),
         _ => &[],
     };
-    let (qlda, blda) = (round_up(l.k, 4), round_up(l.k, 2));
     let Staging { u8: a_u8, scale: a_scale, zero: a_zero, bf16: a_bf16 } = staging;
     match l.weight {
         Matrix::I8 { .. } => assert!(a_u8.len() >= m * qlda && a_scale.len() >= m && a_zero.len() >= m),
@@ -322,6 +343,7 @@ fn linear(
         }
         let rows = r1 - r0;
         let a: &[f32] = match &normed {
+            None if a_bf16_rows.is_some() => &[],
             None => &a[r0 * lda..],
             Some((norm, eps, h_p)) => {
                 // SAFETY: task t writes and then reads rows r0..r1 of `h` only (disjoint across
@@ -345,12 +367,29 @@ fn linear(
             }
             Matrix::Bf16(w) => match kernels.gemm_bf16 {
                 Some(gb) => {
-                    // SAFETY: bf16 rows r0..r1 belong to this task alone and lie inside the buffer
-                    // (asserted above).
-                    let a_b = unsafe { b_p.slice(r0 * blda, rows * blda) };
-                    gb.convert_rows(a, rows, l.k, lda, a_b, blda);
+                    let a_b: &[bf16] = match a_bf16_rows {
+                        Some(given) => &given[r0 * blda..r1 * blda],
+                        None => {
+                            // SAFETY: bf16 rows r0..r1 belong to this task alone and lie inside the
+                            // buffer (asserted above).
+                            let a_b = unsafe { b_p.slice(r0 * blda, rows * blda) };
+                            gb.convert_rows(a, rows, l.k, lda, a_b, blda);
+                            a_b
+                        }
+                    };
                     let args = GemmBf16Args { m: rows, n: l.n, k: l.k, a: a_b, lda: blda, w, bias, epilogue };
-                    gb.gemm(&args, out, ldc);
+                    match &ob_p {
+                        Some(ob_p) => {
+                            // SAFETY: bf16 output rows r0..r1 belong to this task alone and lie
+                            // inside the buffer (asserted above).
+                            let ob = unsafe { ob_p.slice(r0 * obld, rows * obld) };
+                            if !gb.gemm_to_bf16(&args, ob, obld) {
+                                gb.gemm(&args, out, ldc);
+                                gb.convert_rows(out, rows, l.n, ldc, ob, obld);
+                            }
+                        }
+                        None => gb.gemm(&args, out, ldc),
+                    }
                 }
                 None => {
                     let w = Derived::find(&derived.bf16_widened, w.as_ptr() as *const u8, "widened bf16 matrices");
@@ -644,7 +683,7 @@ impl NativeEngine<'_> {
                 }
             }
         }
-        linear(tap, 0, k, pool, sums, &w.patch_embed, np, Input::Rows(&ar.mlp), pl, &mut ar.x[prefix * d..], d, Epilogue::Store, staging!(ar));
+        linear(tap, 0, k, pool, sums, &w.patch_embed, np, Input::Rows(&ar.mlp), pl, &mut ar.x[prefix * d..], d, Epilogue::Store, staging!(ar), None);
         ar.x[..d].copy_from_slice(w.cls_token);
         if let Some(dist) = w.dist_token {
             ar.x[d..2 * d].copy_from_slice(dist);
@@ -656,24 +695,32 @@ impl NativeEngine<'_> {
         let scale = (hd as f32).powf(-0.5);
         for (bi, b) in w.blocks.iter().enumerate() {
             let input = Input::Normed { x: &ar.x, norm: &b.norm1, eps, h: &mut ar.h };
-            linear(tap, 1 + 4 * bi, k, pool, sums, &b.qkv, t, input, d, &mut ar.qkv, 3 * d, Epilogue::Store, staging!(ar));
+            linear(tap, 1 + 4 * bi, k, pool, sums, &b.qkv, t, input, d, &mut ar.qkv, 3 * d, Epilogue::Store, staging!(ar), None);
             match self.attention {
                 Attention::F32 => attention_f32(k, pool, ar, t, d, hd, heads, scale),
                 Attention::Bf16(gb) => attention_bf16(gb, pool, ar, t, d, hd, heads, scale),
                 Attention::Int8 => attention_int8(k, pool, ar, t, d, hd, heads, scale),
             }
-            linear(tap, 2 + 4 * bi, k, pool, sums, &b.proj, t, Input::Rows(&ar.ctx), d, &mut ar.x, d, Epilogue::Accumulate, staging!(ar));
+            linear(tap, 2 + 4 * bi, k, pool, sums, &b.proj, t, Input::Rows(&ar.ctx), d, &mut ar.x, d, Epilogue::Accumulate, staging!(ar), None);
             let input = Input::Normed { x: &ar.x, norm: &b.norm2, eps, h: &mut ar.h };
-            linear(tap, 3 + 4 * bi, k, pool, sums, &b.fc1, t, input, d, &mut ar.mlp, c.mlp_hidden, Epilogue::Gelu, staging!(ar));
-            linear(tap, 4 + 4 * bi, k, pool, sums, &b.fc2, t, Input::Rows(&ar.mlp), c.mlp_hidden, &mut ar.x, d, Epilogue::Accumulate, staging!(ar));
+            // bf16 MLPs on a bf16 GEMM keep the hidden activations in bf16 (fc1 rounds its GELU
+            // outputs as fc2 would round its input rows: the same bits, half the bytes).
+            let bf16_mlp = !ar.mlp_bf16.is_empty() && tap.is_none() && matches!((&b.fc1.weight, &b.fc2.weight), (Matrix::Bf16(_), Matrix::Bf16(_)));
+            if bf16_mlp {
+                linear(tap, 3 + 4 * bi, k, pool, sums, &b.fc1, t, input, d, &mut ar.mlp, c.mlp_hidden, Epilogue::Gelu, staging!(ar), Some(&mut ar.mlp_bf16));
+                linear(tap, 4 + 4 * bi, k, pool, sums, &b.fc2, t, Input::Bf16(&ar.mlp_bf16), c.mlp_hidden, &mut ar.x, d, Epilogue::Accumulate, staging!(ar), None);
+            } else {
+                linear(tap, 3 + 4 * bi, k, pool, sums, &b.fc1, t, input, d, &mut ar.mlp, c.mlp_hidden, Epilogue::Gelu, staging!(ar), None);
+                linear(tap, 4 + 4 * bi, k, pool, sums, &b.fc2, t, Input::Rows(&ar.mlp), c.mlp_hidden, &mut ar.x, d, Epilogue::Accumulate, staging!(ar), None);
+            }
         }
 
         // Final norm on the prefix tokens only, then the head(s).
         layer_norm_rows(k, &w.norm, eps, &ar.x[..prefix * d], &mut ar.h[..prefix * d], d);
         let n = c.num_classes;
-        linear(tap, 1 + 4 * c.depth, k, pool, sums, &w.head, 1, Input::Rows(&ar.h), d, &mut ar.head_out[..n], n, Epilogue::Store, staging!(ar));
+        linear(tap, 1 + 4 * c.depth, k, pool, sums, &w.head, 1, Input::Rows(&ar.h), d, &mut ar.head_out[..n], n, Epilogue::Store, staging!(ar), None);
         if let Some(hd_lin) = &w.head_dist {
-            linear(tap, 2 + 4 * c.depth, k, pool, sums, hd_lin, 1, Input::Rows(&ar.h[d..]), d, &mut ar.head_out[n..2 * n], n, Epilogue::Store, staging!(ar));
+            linear(tap, 2 + 4 * c.depth, k, pool, sums, hd_lin, 1, Input::Rows(&ar.h[d..]), d, &mut ar.head_out[n..2 * n], n, Epilogue::Store, staging!(ar), None);
             for j in 0..n {
                 logits[j] = 0.5 * (ar.head_out[j] + ar.head_out[n + j]);
             }

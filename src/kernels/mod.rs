@@ -139,11 +139,16 @@ pub struct GemmBf16Args<'a> {
 impl GemmBf16Args<'_> {
     /// Panics with a message unless every operand is long enough; returns `round_up(k, 2)`.
     pub fn check(&self, out: &[f32], ldc: usize) -> usize {
+        self.check_len(out.len(), ldc)
+    }
+
+    /// [`GemmBf16Args::check`] for an output of `out_len` values of any type.
+    pub fn check_len(&self, out_len: usize, ldc: usize) -> usize {
         let GemmBf16Args { m, n, k, a, lda, w, bias, .. } = *self;
         let kp = crate::blob::round_up(k, 2);
         assert!(m == 0 || (lda >= kp && a.len() >= (m - 1) * lda + kp), "a is too short");
         assert!(w.len() >= n.div_ceil(16) * 16 * kp, "packed operand is too short");
-        assert!(m == 0 || (ldc >= n && out.len() >= (m - 1) * ldc + n), "out is too short");
+        assert!(m == 0 || (ldc >= n && out_len >= (m - 1) * ldc + n), "out is too short");
         assert!(bias.is_none_or(|b| b.len() >= n), "bias is too short");
         kp
     }
@@ -180,6 +185,15 @@ pub trait GemmBf16: Send + Sync {
     fn name(&self) -> &'static str;
     /// Computes `args` into `out` (row stride `ldc`).
     fn gemm(&self, args: &GemmBf16Args<'_>, out: &mut [f32], ldc: usize);
+    /// [`GemmBf16::gemm`] with a `Store` or `Gelu` epilogue whose results are rounded to bf16 rows of
+    /// `out` (`ldc` apart; columns from `n` on are not written) for the next bf16 GEMM to read:
+    /// the same bits as `gemm` into f32 rows followed by [`GemmBf16::convert_rows`], without
+    /// writing and reading back the f32 rows. Returns `false`, having written nothing, where the
+    /// set has no such path for these shapes or this epilogue (the caller then runs those two).
+    fn gemm_to_bf16(&self, args: &GemmBf16Args<'_>, out: &mut [bf16], ldc: usize) -> bool {
+        let _ = (args, out, ldc);
+        false
+    }
     /// [`pack::rows_to_bf16`]: f32 rows to bf16 rows (kernels with conversion instructions
     /// override it; results are bit-identical).
     fn convert_rows(&self, src: &[f32], rows: usize, k: usize, src_stride: usize, dst: &mut [bf16], dst_stride: usize) {

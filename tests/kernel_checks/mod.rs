@@ -269,6 +269,44 @@ pub fn gemm_bf16(m: usize, n: usize, k: usize, pad_a: usize, pad_c: usize, seed:
     Ok(compared)
 }
 
+/// `GemmBf16::gemm_to_bf16` of every kernel set that takes these shapes against its own `gemm`
+/// followed by `convert_rows`, bit for bit, with `Store` (`gelu` false) or `Gelu`, with a bias; the
+/// columns from `n` to `ldc` stay untouched. Returns how many sets ran it.
+pub fn gemm_to_bf16(m: usize, n: usize, k: usize, pad_a: usize, pad_c: usize, gelu: bool, seed: u64) -> Result<usize, String> {
+    let mut rng = Rng::new(seed);
+    let kp = round_up(k, 2);
+    let (lda, ldc) = (kp + pad_a, n + pad_c);
+    let a: Vec<bf16> = rng.normals(m * lda, 1.0).into_iter().map(bf16::from_f32).collect();
+    let w = rng.normals(n * k, 1.0 / (k as f32).sqrt());
+    let mut wp = vec![bf16::ZERO; round_up(n, 16) * kp];
+    pack::panel16x2_from_rows(&w, n, k, k, &mut wp);
+    let bias = rng.normals(n, 1.0);
+    let epilogue = if gelu { Epilogue::Gelu } else { Epilogue::Store };
+    let args = GemmBf16Args { m, n, k, a: &a, lda, w: &wp, bias: Some(&bias), epilogue };
+    let mut ran = 0;
+    for (name, kern) in Kernels::all_available() {
+        let Some(g) = kern.gemm_bf16 else { continue };
+        let mut got = vec![bf16::NAN; m * ldc];
+        if !g.gemm_to_bf16(&args, &mut got, ldc) {
+            if got.iter().any(|v| !v.is_nan()) {
+                return Err(format!("{name} gemm_to_bf16 declined but wrote"));
+            }
+            continue;
+        }
+        let mut f = vec![0f32; m * ldc];
+        g.gemm(&args, &mut f, ldc);
+        let mut want = vec![bf16::NAN; m * ldc];
+        for i in 0..m {
+            g.convert_rows(&f[i * ldc..], 1, n, ldc, &mut want[i * ldc..i * ldc + n], n);
+        }
+        if let Some(i) = (0..m * ldc).find(|&i| got[i].to_bits() != want[i].to_bits()) {
+            return Err(format!("{name} gemm_to_bf16 {epilogue:?} ({}, {}): {} vs gemm + convert_rows {}", i / ldc, i % ldc, got[i], want[i]));
+        }
+        ran += 1;
+    }
+    Ok(ran)
+}
+
 /// LayerNorm, softmax, GELU, u8 quantization and the int8-attention softmax of every kernel set
 /// vs scalar.
 pub fn vector_ops(len: usize, scale: f32, seed: u64, big: bool) -> Check {

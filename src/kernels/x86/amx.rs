@@ -19,7 +19,7 @@ use std::arch::asm;
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use super::avx512::{finish16, finish_u8i8, gemm_u8i8_rows, tail_mask, Avx512, PanelQuant};
+use super::avx512::{finish16, finish_u8i8, gelu16, gemm_u8i8_rows, tail_mask, Avx512, PanelQuant};
 use super::avx512bf16::{self, gemm_bf16_rows, Avx512Bf16};
 use half::bf16;
 use crate::blob::round_up;
@@ -480,6 +480,83 @@ unsafe fn store_tiles<const E: u8>(sums: &Sums<f32>, row0: usize, tiles: usize, 
     }
 }
 
+/// [`store_block`] into bf16 rows for [`gemm_amx_bf16_to_bf16`] (`Store` or `Gelu`).
+///
+/// # Safety
+/// As [`store_block`], with `out` a bf16 buffer.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn store_block_bf16(sums: &Sums<f32>, row0: usize, tiles: usize, rows: usize, col0: usize, panels: usize, n: usize, bias: Option<&[f32]>, epilogue: Epilogue, out: *mut bf16, ldc: usize) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        match epilogue {
+            Epilogue::Gelu => store_tiles_bf16::<GELU>(sums, row0, tiles, rows, col0, panels, n, bias, out, ldc),
+            _ => store_tiles_bf16::<STORE>(sums, row0, tiles, rows, col0, panels, n, bias, out, ldc),
+        }
+    }
+}
+
+/// [`store_tiles`] rounding each finished value to bf16 (nearest even, as `convert_rows`); a row's
+/// two panels are rounded by one `vcvtne2ps2bf16` and stored together.
+///
+/// # Safety
+/// As [`store_block`], with `out` a bf16 buffer.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn store_tiles_bf16<const E: u8>(sums: &Sums<f32>, row0: usize, tiles: usize, rows: usize, col0: usize, panels: usize, n: usize, bias: Option<&[f32]>, out: *mut bf16, ldc: usize) {
+    debug_assert!((1..=2).contains(&panels), "a block has one or two panels");
+    let masks: [__mmask16; 2] = std::array::from_fn(|p| if p < panels { tail_mask(n - col0 - p * 16) } else { 0 });
+    // SAFETY: the masked loads read bias lanes below n.
+    let bv: [__m512; 2] = std::array::from_fn(|p| bias.map_or(_mm512_setzero_ps(), |b| unsafe { _mm512_maskz_loadu_ps(masks[p], b.as_ptr().add(col0 + p * 16)) }));
+    let mask = masks[0] as u32 | (masks[1] as u32) << 16;
+    let finish = |v: __m512| if E == GELU { gelu16(v) } else { v };
+    for rt in 0..tiles {
+        for r in 0..16.min(rows.saturating_sub(rt * 16)) {
+            // SAFETY: the sums tiles hold 16 rows of 16 f32 per panel (the second is only read when
+            // there are two); the masked store writes columns below n of a destination row the
+            // caller owns; `__m512bh` and `__m512i` have the same size.
+            unsafe {
+                let v0 = finish(_mm512_add_ps(_mm512_load_ps(sums.0[rt * 2].as_ptr().add(r * 16)), bv[0]));
+                let v1 = if panels == 2 { finish(_mm512_add_ps(_mm512_load_ps(sums.0[rt * 2 + 1].as_ptr().add(r * 16)), bv[1])) } else { _mm512_setzero_ps() };
+                let h = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(v1, v0));
+                _mm512_mask_storeu_epi16(out.add((row0 + rt * 16 + r) * ldc + col0) as *mut i16, mask, h);
+            }
+        }
+    }
+}
+
+/// [`GemmBf16::gemm_to_bf16`] on the tiles: only where every row goes through them (k a whole
+/// number of tile steps, at least one full row tile, ragged rows that fit [`RaggedRows`]) and the
+/// epilogue is not `Accumulate`; `false` otherwise.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")]
+fn gemm_amx_bf16_to_bf16(args: &GemmBf16Args<'_>, out: &mut [bf16], ldc: usize) -> bool {
+    let kp = args.check_len(out.len(), ldc);
+    let GemmBf16Args { m, n, a, lda, w, bias, epilogue, .. } = *args;
+    let (pairs, row_tiles) = (kp / 2, m / 16);
+    let steps = pairs / 16;
+    if epilogue == Epilogue::Accumulate || steps == 0 || row_tiles == 0 || steps * 16 < pairs || 64 * steps > RAGGED_ROW_BYTES {
+        return false;
+    }
+    let op = out.as_mut_ptr();
+    let (a, w) = (a.as_ptr() as *const u8, w.as_ptr() as *const u8);
+    // SAFETY: as in `gemm_amx_bf16` (the same operands, checked by `check_len`); `store_block_bf16`
+    // writes rows below m and columns below n of `out`.
+    unsafe {
+        walk_blocks::<f32>(TileOp::Bf16, row_tiles, n.div_ceil(16), a, 2 * lda, w, 32 * kp, steps, |sums, row0, tiles, p0, panels| {
+            store_block_bf16(sums, row0, tiles, 16 * tiles, p0 * 16, panels, n, bias, epilogue, op, ldc)
+        });
+        let first = row_tiles * 16;
+        if first < m {
+            let mut tile = RaggedRows::new();
+            let t = tile.fill(a, 2 * lda, first, m - first, 64 * steps).expect("fewer than 16 rows of at most RAGGED_ROW_BYTES (checked above)");
+            walk_blocks::<f32>(TileOp::Bf16, 1, n.div_ceil(16), t, 64 * steps, w, 32 * kp, steps, |sums, _, _, p0, panels| {
+                store_block_bf16(sums, first, 1, m - first, p0 * 16, panels, n, bias, epilogue, op, ldc)
+            });
+        }
+    }
+    true
+}
+
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
 fn gemm_amx_bf16(args: &GemmBf16Args<'_>, out: &mut [f32], ldc: usize) {
     let kp = args.check(out, ldc);
@@ -539,6 +616,10 @@ impl GemmBf16 for AmxBf16 {
         // SAFETY: an `AmxBf16` value exists only when `detect` found AMX-BF16, AVX512-BF16 and the
         // AVX-512 set and the kernel granted the tile state.
         unsafe { gemm_amx_bf16(args, out, ldc) }
+    }
+    fn gemm_to_bf16(&self, args: &GemmBf16Args<'_>, out: &mut [bf16], ldc: usize) -> bool {
+        // SAFETY: as above.
+        unsafe { gemm_amx_bf16_to_bf16(args, out, ldc) }
     }
     fn convert_rows(&self, src: &[f32], rows: usize, k: usize, src_stride: usize, dst: &mut [bf16], dst_stride: usize) {
         // SAFETY: `detect` found AVX512-BF16 and BW.

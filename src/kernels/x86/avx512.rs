@@ -71,7 +71,7 @@ static GELU_TABLE: [[f32; 32]; 5] = [
 /// stays NaN.
 #[inline]
 #[target_feature(enable = "avx512f,avx512dq")]
-fn gelu16(x: __m512) -> __m512 {
+pub(crate) fn gelu16(x: __m512) -> __m512 {
     let t = _mm512_abs_ps(x);
     // The interval index and the local coordinate; the top interval also takes everything past 6
     // (and NaN, which `min` replaces by its second operand).
