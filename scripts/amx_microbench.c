@@ -1,6 +1,7 @@
 /* What one core's AMX tile unit sustains on this machine, per tile instruction (ns), for the
  * k-loop shapes of src/kernels/x86/amx.rs: tdpbusd alone, tile loads alone, and the 2 x 2 block
- * (2 A + 2 B tile loads and 4 tdpbusd per k step) with B from L1 or streamed through 110 KiB.
+ * (2 A + 2 B tile loads and 4 tdpbusd per k step) with B from L1 or streamed through 110 KiB, and
+ * the AVX-512 FMA rate (the f32 GEMMs' roofline).
  * Linux, AMX-INT8 CPU (Sapphire Rapids or later):
  *   gcc -O2 scripts/amx_microbench.c -o target/amx_microbench && target/amx_microbench
  * Each line is the median of 7 runs. The README's AMX notes quote it. */
@@ -38,6 +39,15 @@ static double run(int which, long n) {
             off += 2048; if (off >= 110 * 1024) off = 0;
         }
         break; }
+    case 4: { /* the f32 roofline: 12 independent AVX-512 FMA chains (32 FLOP each) */
+        long k = n;
+        __asm__ volatile("vxorps %%xmm12,%%xmm12,%%xmm12\n vxorps %%xmm13,%%xmm13,%%xmm13\n"
+                         "1: vfmadd231ps %%zmm12,%%zmm13,%%zmm0\n vfmadd231ps %%zmm12,%%zmm13,%%zmm1\n vfmadd231ps %%zmm12,%%zmm13,%%zmm2\n"
+                         " vfmadd231ps %%zmm12,%%zmm13,%%zmm3\n vfmadd231ps %%zmm12,%%zmm13,%%zmm4\n vfmadd231ps %%zmm12,%%zmm13,%%zmm5\n"
+                         " vfmadd231ps %%zmm12,%%zmm13,%%zmm6\n vfmadd231ps %%zmm12,%%zmm13,%%zmm7\n vfmadd231ps %%zmm12,%%zmm13,%%zmm8\n"
+                         " vfmadd231ps %%zmm12,%%zmm13,%%zmm9\n vfmadd231ps %%zmm12,%%zmm13,%%zmm10\n vfmadd231ps %%zmm12,%%zmm13,%%zmm11\n dec %0\n jnz 1b"
+                         : "+r"(k) :: "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13");
+        return (now() - t0) / (n * 12.0) * 1e9; }
     }
     return (now() - t0) / n * 1e9 / 4;
 }
@@ -49,12 +59,15 @@ int main(void) {
     __asm__ volatile("ldtilecfg %0" :: "m"(c));
     memset(B, 1, sizeof B);
     const char *name[] = { "4 tdpbusd, no loads (ns per tdpbusd)", "4 tileloadd, no tdpbusd (ns per load)",
-                           "2x2 step, B in L1 (ns per tdpbusd)", "2x2 step, B streamed (ns per tdpbusd)" };
-    for (int w = 0; w < 4; w++) {
+                           "2x2 step, B in L1 (ns per tdpbusd)", "2x2 step, B streamed (ns per tdpbusd)",
+                           "AVX-512 FMA, 12 chains (ns per vfmadd)" };
+    for (int w = 0; w < 5; w++) {
         double t[7];
         for (int r = 0; r < 7; r++) t[r] = run(w, 1000000);
         qsort(t, 7, sizeof t[0], cmp);
-        printf("%-40s %6.2f\n", name[w], t[3]);
+        printf("%-40s %6.3f", name[w], t[3]);
+        if (w == 4) printf("   (f32 peak %.0f GFLOP/s)", 32.0 / t[3]);
+        printf("\n");
     }
     __asm__ volatile("tilerelease");
     return 0;
