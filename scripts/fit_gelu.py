@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Coefficients of the AVX-512 GELU (`src/kernels/x86/avx512.rs`, `GELU_TABLE`): g(t) = erf(t/√2)/2
-on t ∈ [0, T] in 32 equal intervals, a degree-4 polynomial in the interval's local coordinate
-u ∈ [0, 1) each, interpolated at Chebyshev nodes (near-minimax). gelu(x) = x·(1/2 + sign(x)·g(|x|)).
+"""Coefficients of the AVX-512 GELU (`src/kernels/x86/avx512.rs`, `GELU_TABLE`): h(t) = t·(1 − Φ(t))
+= t·erfc(t/√2)/2 on t ∈ [0, T] in 32 equal intervals, a degree-4 polynomial in the interval's local
+coordinate u ∈ [0, 1) each, interpolated at Chebyshev nodes (near-minimax).
+gelu(x) = x·Φ(x) = max(x, 0) − h(|x|) for either sign of x.
 
 Pure Python (no numpy): `python3 scripts/fit_gelu.py` prints the Rust table and the largest error
 of g and of gelu over a dense grid, with every coefficient rounded to f32 and the evaluation
@@ -20,7 +21,7 @@ def f32(v):
 
 
 def g(t):
-    return 0.5 * math.erf(t / math.sqrt(2.0))
+    return 0.5 * t * math.erfc(t / math.sqrt(2.0))
 
 
 def solve(a, b):
@@ -48,8 +49,8 @@ def fit():
 
 
 def eval_gelu(x, table):
-    """The kernel's arithmetic: t = |x|, m = min(t·(N/T), N − 2^-18), idx = trunc(m), u = m − idx,
-    Horner with fused multiply-adds, then x · (1/2 ± g)."""
+    """The kernel's arithmetic: t = |x|, m = min(t·(N/T), N − 2^-18), idx = trunc(m), u = m − idx
+    (exact), Horner with fused multiply-adds, then max(x, 0) − h."""
     s = f32(N / T)
     t = abs(x)
     m = min(f32(t * s), f32(N - 2.0 ** -18))
@@ -59,8 +60,7 @@ def eval_gelu(x, table):
     p = c[DEG]
     for k in range(DEG - 1, -1, -1):
         p = f32(p * u + c[k])
-    half = f32(0.5 + (p if x >= 0 else -p))
-    return f32(x * half), p
+    return f32(max(x, 0.0) - p), p
 
 
 def main():
@@ -75,7 +75,7 @@ def main():
         err = abs(y - want) / (1.0 + abs(want))
         if err > worst_gelu:
             worst_gelu, at = err, x
-    print(f"// T = {T}, {N} intervals, degree {DEG}: max |g error| {worst_g:.3e}, max |gelu error| / (1 + |gelu|) {worst_gelu:.3e} at x = {at}")
+    print(f"// T = {T}, {N} intervals, degree {DEG}: max |h error| {worst_g:.3e}, max |gelu error| / (1 + |gelu|) {worst_gelu:.3e} at x = {at}")
     print(f"static GELU_TABLE: [[f32; {N}]; {DEG + 1}] = [")
     for p in range(DEG + 1):
         print(f"    // u^{p}")
