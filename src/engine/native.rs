@@ -365,15 +365,19 @@ fn linear(
     let bias = Some(l.bias);
     // Both are AMX tile GEMMs on CPUs that have it.
     let align = if matches!(l.weight, Matrix::I8 { .. } | Matrix::Bf16(_)) { 16 } else { 1 };
+    // Normalized rows for the bf16 GEMM are rounded to bf16 as they are made (`h` is not written).
+    let normed_to_bf16 = normed.is_some() && matches!(l.weight, Matrix::Bf16(_)) && kernels.gemm_bf16.is_some();
     let run = |t: usize| {
         let (r0, r1) = (task_first_row(t, tasks, m, align), task_first_row(t + 1, tasks, m, align));
         if r0 >= r1 {
             return;
         }
         let rows = r1 - r0;
+        let x_rows = a;
         let a: &[f32] = match &normed {
             None if a_bf16_rows.is_some() => &[],
             None => &a[r0 * lda..],
+            Some(_) if normed_to_bf16 => &[],
             Some((norm, eps, h_p)) => {
                 // SAFETY: task t writes and then reads rows r0..r1 of `h` only (disjoint across
                 // tasks, inside `h`: asserted above).
@@ -402,7 +406,14 @@ fn linear(
                             // SAFETY: bf16 rows r0..r1 belong to this task alone and lie inside the
                             // buffer (asserted above).
                             let a_b = unsafe { b_p.slice(r0 * blda, rows * blda) };
-                            gb.convert_rows(a, rows, l.k, lda, a_b, blda);
+                            match &normed {
+                                Some((norm, eps, h_p)) if normed_to_bf16 => {
+                                    // SAFETY: as for the f32 normalized rows above.
+                                    let h = unsafe { h_p.slice(r0 * lda, rows * lda) };
+                                    gb.layer_norm_to_bf16(kernels.vector, &x_rows[r0 * lda..r1 * lda], rows, l.k, lda, (norm.weight, norm.bias, *eps), h, a_b, blda);
+                                }
+                                _ => gb.convert_rows(a, rows, l.k, lda, a_b, blda),
+                            }
                             a_b
                         }
                     };

@@ -194,6 +194,16 @@ pub trait GemmBf16: Send + Sync {
         let _ = (args, out, ldc);
         false
     }
+    /// The LayerNorm of `rows` rows of `d` values (`stride` apart in `x`; `norm` is gamma, beta and
+    /// eps) rounded to bf16 rows of `out` (`out_stride ≥ d` apart, zero from `d` on): by default
+    /// `vector.layer_norm_rows` into `h` (same layout as `x`), then [`GemmBf16::convert_rows`].
+    /// The x86 sets fuse the two without writing `h`, with the same bits as `Avx512`'s vector
+    /// kernels (the only ones they are bundled with).
+    #[allow(clippy::too_many_arguments)]
+    fn layer_norm_to_bf16(&self, vector: &dyn VectorOps, x: &[f32], rows: usize, d: usize, stride: usize, norm: (&[f32], &[f32], f32), h: &mut [f32], out: &mut [bf16], out_stride: usize) {
+        vector.layer_norm_rows(x, rows, d, stride, norm.0, norm.1, norm.2, h);
+        self.convert_rows(h, rows, d, stride, out, out_stride);
+    }
     /// [`pack::rows_to_bf16`]: f32 rows to bf16 rows (kernels with conversion instructions
     /// override it; results are bit-identical).
     fn convert_rows(&self, src: &[f32], rows: usize, k: usize, src_stride: usize, dst: &mut [bf16], dst_stride: usize) {

@@ -116,7 +116,8 @@ pub fn gemm_u8i8_same_bits(a_set: &str, b_set: &str, m: usize, n: usize, k: usiz
 
 /// [`VectorOps::layer_norm_rows`](vitedge::kernels::VectorOps::layer_norm_rows),
 /// `quantize_u8_rows` and (sets with bf16 dot products) `GemmBf16::softmax_rows_to_bf16` of every
-/// kernel set against the same set's one-row kernels, bit for bit: `rows` rows of `k` values
+/// kernel set against the same set's one-row kernels, and `GemmBf16::layer_norm_to_bf16` against
+/// `layer_norm_rows` + `convert_rows`, bit for bit: `rows` rows of `k` values
 /// `k + pad` apart (quantized rows `round_up(k, 4) + pad` apart, padded with the zero point;
 /// probability rows `round_up(k, 32)` apart, zero-padded), with an all-zero row, a constant row
 /// and an infinity when `special`.
@@ -174,6 +175,18 @@ pub fn row_ops(rows: usize, k: usize, pad: usize, seed: u64, special: bool) -> C
                 if sum.to_bits() != sums[r].to_bits() || p[r * ps..(r + 1) * ps].iter().zip(&want).any(|(a, b)| a.to_bits() != b.to_bits()) {
                     return Err(format!("{name} softmax_rows_to_bf16 row {r} differs from softmax_to_bf16 (sum {} vs {sum})", sums[r]));
                 }
+            }
+            // LayerNorm rounded to bf16 rows (zero-padded to an even stride plus `pad`) equals the
+            // set's own layer_norm_rows then convert_rows. (Here the want side is the trait's
+            // default, spelled out.)
+            let bs = round_up(k, 2) + pad;
+            let mut h = vec![f32::NAN; rows * stride];
+            let (mut fused, mut want) = (vec![bf16::NAN; rows * bs], vec![bf16::NAN; rows * bs]);
+            g.layer_norm_to_bf16(v, &x, rows, k, stride, (&gamma, &beta, 1e-6), &mut h, &mut fused, bs);
+            v.layer_norm_rows(&x, rows, k, stride, &gamma, &beta, 1e-6, &mut h);
+            g.convert_rows(&h, rows, k, stride, &mut want, bs);
+            if let Some(i) = fused.iter().zip(&want).position(|(a, b)| a.to_bits() != b.to_bits()) {
+                return Err(format!("{name} layer_norm_to_bf16 element {i}: {} vs layer_norm_rows + convert_rows {}", fused[i], want[i]));
             }
         }
     }

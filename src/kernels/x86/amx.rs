@@ -23,7 +23,7 @@ use super::avx512::{finish16, finish_u8i8, gelu16, gemm_u8i8_rows, tail_mask, Av
 use super::avx512bf16::{self, gemm_bf16_rows, Avx512Bf16};
 use half::bf16;
 use crate::blob::round_up;
-use crate::kernels::{Epilogue, GemmBf16, GemmBf16Args, GemmU8I8, GemmU8I8Args};
+use crate::kernels::{Epilogue, GemmBf16, GemmBf16Args, GemmU8I8, GemmU8I8Args, VectorOps};
 
 /// AMX int8 GEMM. Construct only through [`Amx::detect`].
 pub struct Amx(());
@@ -628,6 +628,10 @@ impl GemmBf16 for AmxBf16 {
     fn pack_rows(&self, src: &[f32], n: usize, k: usize, row_stride: usize, dst: &mut [bf16]) {
         // SAFETY: as above.
         unsafe { avx512bf16::pack_rows(src, n, k, row_stride, dst) }
+    }
+    fn layer_norm_to_bf16(&self, _vector: &dyn VectorOps, x: &[f32], rows: usize, d: usize, stride: usize, norm: (&[f32], &[f32], f32), _h: &mut [f32], out: &mut [bf16], out_stride: usize) {
+        // SAFETY: as above.
+        unsafe { avx512bf16::layer_norm_rows_bf16(x, rows, d, stride, norm.0, norm.1, norm.2, out, out_stride) }
     }
     fn pack_cols(&self, src: &[f32], n: usize, k: usize, row_stride: usize, dst: &mut [bf16]) {
         // SAFETY: as above.

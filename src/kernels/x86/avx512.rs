@@ -760,20 +760,20 @@ unsafe fn load_pd(p: *const f32, mask: __mmask16) -> (__m512d, __m512d) {
     (_mm512_cvtps_pd(_mm512_castps512_ps256(v)), _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)))))
 }
 
-/// LayerNorm of `R` rows (`stride` apart in `x` and `out`) with the rows' passes interleaved: the
-/// mean summed in f64 (as the reference), then the centred values `x − mean` in f32 around the
-/// mean rounded to f32, their squares summed in f32 per lane and the lanes in f64, and
-/// `(x − mean) · inv · gamma + beta` in f32. Against the reference (all of it in f64 up to the
-/// output rounding) that is a few ulps of each output, well inside its 1e-5 tolerance, for ~10
-/// instead of ~25 operations per 16 values. (An all-f32 version, the mean summed in f32 too,
-/// moved int8 results measurably: a large row mean loses its low bits in an f32 sum.)
+/// The statistics of LayerNorm for `R` rows (`stride` apart in `x`) with the rows' passes
+/// interleaved: the mean summed in f64 (as the reference) and rounded to f32, and `1/sqrt(var +
+/// eps)` from the centred values `x − mean` in f32, their squares summed in f32 per lane and the
+/// lanes in f64. The output pass is then `(x − mean) · inv · gamma + beta` in f32 ([`ln_row16`]).
+/// Against the reference (all of it in f64 up to the output rounding) that is a few ulps of each
+/// output, well inside its 1e-5 tolerance, for ~10 instead of ~25 operations per 16 values. (An
+/// all-f32 version, the mean summed in f32 too, moved int8 results measurably: a large row mean
+/// loses its low bits in an f32 sum.) Returns `(mean, inv)` per row, broadcast.
 ///
 /// # Safety
-/// `x` and `out` must be valid for `R` rows of `n` values `stride` apart; `gamma` and `beta` hold
-/// ≥ `n` values.
+/// `x` must be valid for `R` rows of `n` values `stride` apart.
 #[inline]
 #[target_feature(enable = "avx512f,avx512dq")]
-unsafe fn layer_norm_interleaved<const R: usize>(x: *const f32, out: *mut f32, stride: usize, n: usize, gamma: &[f32], beta: &[f32], eps: f32) {
+pub(crate) unsafe fn layer_norm_stats<const R: usize>(x: *const f32, stride: usize, n: usize, eps: f32) -> ([__m512; R], [__m512; R]) {
     // SAFETY (whole body): masked lanes stay below n in every row (the caller's contract).
     unsafe {
         let (mut s0, mut s1) = ([_mm512_setzero_pd(); R], [_mm512_setzero_pd(); R]);
@@ -804,13 +804,43 @@ unsafe fn layer_norm_interleaved<const R: usize>(x: *const f32, out: *mut f32, s
             let var = _mm512_reduce_add_pd(lanes) / n as f64;
             _mm512_set1_ps((1.0 / (var + eps as f64).sqrt()) as f32)
         });
+        (mv, inv)
+    }
+}
+
+/// LayerNorm outputs of 16 values of one row (`mask`ed, `g` and `b` the matching gamma and beta):
+/// `(x − mean) · inv · gamma + beta`, the two products and the sum rounded separately (as the
+/// reference's f32 steps).
+///
+/// # Safety
+/// The masked lanes of `x` must be readable.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn ln_row16(x: *const f32, mask: __mmask16, mean: __m512, inv: __m512, g: __m512, b: __m512) -> __m512 {
+    // SAFETY: the caller's contract.
+    let y = _mm512_mul_ps(_mm512_sub_ps(unsafe { _mm512_maskz_loadu_ps(mask, x) }, mean), inv);
+    _mm512_add_ps(_mm512_mul_ps(y, g), b)
+}
+
+/// LayerNorm of `R` rows (`stride` apart in `x` and `out`): [`layer_norm_stats`], then the f32
+/// outputs.
+///
+/// # Safety
+/// `x` and `out` must be valid for `R` rows of `n` values `stride` apart; `gamma` and `beta` hold
+/// ≥ `n` values.
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq")]
+unsafe fn layer_norm_interleaved<const R: usize>(x: *const f32, out: *mut f32, stride: usize, n: usize, gamma: &[f32], beta: &[f32], eps: f32) {
+    // SAFETY (whole body): masked lanes stay below n in every row (the caller's contract).
+    unsafe {
+        let (mv, inv) = layer_norm_stats::<R>(x, stride, n, eps);
         let mut i = 0;
         while i < n {
             let mask = tail_mask(n - i);
-            let (g, bt) = (_mm512_maskz_loadu_ps(mask, gamma.as_ptr().add(i)), _mm512_maskz_loadu_ps(mask, beta.as_ptr().add(i)));
+            let (g, b) = (_mm512_maskz_loadu_ps(mask, gamma.as_ptr().add(i)), _mm512_maskz_loadu_ps(mask, beta.as_ptr().add(i)));
             for r in 0..R {
-                let y = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, x.add(r * stride + i)), mv[r]), inv[r]);
-                _mm512_mask_storeu_ps(out.add(r * stride + i), mask, _mm512_add_ps(_mm512_mul_ps(y, g), bt));
+                let v = ln_row16(x.add(r * stride + i), mask, mv[r], inv[r], g, b);
+                _mm512_mask_storeu_ps(out.add(r * stride + i), mask, v);
             }
             i += 16;
         }

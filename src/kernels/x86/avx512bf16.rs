@@ -13,9 +13,9 @@ use std::ops::Range;
 
 use half::bf16;
 
-use super::avx512::{dispatch_tile, exp16_nonpositive, finish16, tail_mask, Avx512};
+use super::avx512::{dispatch_tile, exp16_nonpositive, finish16, layer_norm_stats, ln_row16, tail_mask, Avx512};
 use crate::blob::round_up;
-use crate::kernels::{Epilogue, GemmBf16, GemmBf16Args};
+use crate::kernels::{Epilogue, GemmBf16, GemmBf16Args, VectorOps};
 
 /// AVX512-BF16 GEMM. Construct only through [`Avx512Bf16::detect`].
 pub struct Avx512Bf16(());
@@ -143,6 +143,67 @@ pub(crate) fn convert_rows(src: &[f32], rows: usize, k: usize, src_stride: usize
                 _mm512_mask_storeu_epi16(dst.as_mut_ptr().add(i * dst_stride + kk) as *mut i16, ((1u64 << lanes) - 1) as __mmask32, v);
             }
             kk += 32;
+        }
+    }
+}
+
+/// LayerNorm of `R` rows (`stride` apart in `x`) rounded to bf16 rows of `out` (`out_stride`
+/// apart, zero from `n` to `out_stride`): the f32 values of `Avx512`'s `layer_norm_rows`
+/// ([`layer_norm_stats`], [`ln_row16`]), 32 at a time through one `vcvtne2ps2bf16` (nearest even,
+/// as `convert_rows`).
+///
+/// # Safety
+/// `x` must be valid for `R` rows of `n` values `stride` apart, `out` for `R` rows of `out_stride ≥
+/// n` values; `gamma` and `beta` hold ≥ `n` values.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn layer_norm_bf16_interleaved<const R: usize>(x: *const f32, stride: usize, n: usize, gamma: &[f32], beta: &[f32], eps: f32, out: *mut bf16, out_stride: usize) {
+    // SAFETY (whole body): loads are masked below n, stores below out_stride (the caller's
+    // contract); `__m512bh` and `__m512i` have the same size.
+    unsafe {
+        let (mv, inv) = layer_norm_stats::<R>(x, stride, n, eps);
+        let mut i = 0;
+        while i < out_stride {
+            let (m0, m1) = (tail_mask(n.saturating_sub(i)), tail_mask(n.saturating_sub(i + 16)));
+            let (g0, b0) = (_mm512_maskz_loadu_ps(m0, gamma.as_ptr().add(i)), _mm512_maskz_loadu_ps(m0, beta.as_ptr().add(i)));
+            let (g1, b1) = (_mm512_maskz_loadu_ps(m1, gamma.as_ptr().add(i + 16)), _mm512_maskz_loadu_ps(m1, beta.as_ptr().add(i + 16)));
+            let store = ((1u64 << (out_stride - i).min(32)) - 1) as __mmask32;
+            for r in 0..R {
+                // Lanes past n are zeroed (whatever the statistics are), as `convert_rows` pads.
+                let v0 = _mm512_maskz_mov_ps(m0, ln_row16(x.add(r * stride + i), m0, mv[r], inv[r], g0, b0));
+                let v1 = _mm512_maskz_mov_ps(m1, ln_row16(x.add(r * stride + i + 16), m1, mv[r], inv[r], g1, b1));
+                let h = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(v1, v0));
+                _mm512_mask_storeu_epi16(out.add(r * out_stride + i) as *mut i16, store, h);
+            }
+            i += 32;
+        }
+    }
+}
+
+/// [`GemmBf16::layer_norm_to_bf16`] for sets whose vector kernels are `Avx512`'s: four rows at a
+/// time, then one.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn layer_norm_rows_bf16(x: &[f32], rows: usize, d: usize, stride: usize, gamma: &[f32], beta: &[f32], eps: f32, out: &mut [bf16], out_stride: usize) {
+    if rows == 0 || d == 0 {
+        return;
+    }
+    assert!(
+        stride >= d && out_stride >= d && x.len() >= (rows - 1) * stride + d && out.len() >= rows * out_stride && gamma.len() >= d && beta.len() >= d,
+        "layer_norm_rows_bf16 operands are too short"
+    );
+    let (xp, op) = (x.as_ptr(), out.as_mut_ptr());
+    let mut r = 0;
+    // SAFETY: rows r..r + 4 (or the single row) lie inside x and out (asserted above).
+    unsafe {
+        while r + 4 <= rows {
+            layer_norm_bf16_interleaved::<4>(xp.add(r * stride), stride, d, gamma, beta, eps, op.add(r * out_stride), out_stride);
+            r += 4;
+        }
+        while r < rows {
+            layer_norm_bf16_interleaved::<1>(xp.add(r * stride), stride, d, gamma, beta, eps, op.add(r * out_stride), out_stride);
+            r += 1;
         }
     }
 }
@@ -345,6 +406,10 @@ impl GemmBf16 for Avx512Bf16 {
     fn pack_rows(&self, src: &[f32], n: usize, k: usize, row_stride: usize, dst: &mut [bf16]) {
         // SAFETY: as above.
         unsafe { pack_rows(src, n, k, row_stride, dst) }
+    }
+    fn layer_norm_to_bf16(&self, _vector: &dyn VectorOps, x: &[f32], rows: usize, d: usize, stride: usize, norm: (&[f32], &[f32], f32), _h: &mut [f32], out: &mut [bf16], out_stride: usize) {
+        // SAFETY: as above.
+        unsafe { layer_norm_rows_bf16(x, rows, d, stride, norm.0, norm.1, norm.2, out, out_stride) }
     }
     fn pack_cols(&self, src: &[f32], n: usize, k: usize, row_stride: usize, dst: &mut [bf16]) {
         // SAFETY: as above.
