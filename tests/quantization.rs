@@ -155,7 +155,7 @@ fn bf16_tracks_f32_on_all_sample_images() {
     // The bound: top-1 agreement with f32 ≥ 99 % on the 500 sample images.
     assert!(r.agreement.unwrap() >= 0.99, "agreement {:?}", r.agreement);
     assert!(r.top1 >= r.reference_top1.unwrap() - 0.005, "top-1 {} vs f32 {:?}", r.top1, r.reference_top1);
-    // Measured with amx kernels: cosine mean 0.999975, min 0.999893 (agreement 100 %).
+    // Measured with amx kernels: cosine mean 0.999975, min 0.999881–0.999898 (agreement 99.6–100 %).
     assert!(r.cosine_mean.unwrap() >= 0.99995, "cosine mean {:?} (measured 0.999975)", r.cosine_mean);
-    assert!(r.cosine_min.unwrap() >= 0.9995, "cosine min {:?} (measured 0.999893)", r.cosine_min);
+    assert!(r.cosine_min.unwrap() >= 0.9995, "cosine min {:?} (measured 0.999881–0.999898)", r.cosine_min);
 }

@@ -225,7 +225,7 @@ impl<'m> NativeEngine<'m> {
         let f32_attention = |len| only(|a| matches!(a, Attention::F32), len);
         let bf16_attention = |len| only(|a| matches!(a, Attention::Bf16(_)), len);
         let int8_attention = |len| only(|a| matches!(a, Attention::Int8), len);
-        let arena = Arena {
+        let mut arena = Arena {
             x: Aligned::zeroed(t * d),
             h: Aligned::zeroed(t * d),
             qkv: Aligned::zeroed(t * 3 * d),
@@ -257,7 +257,6 @@ impl<'m> NativeEngine<'m> {
             qp_scale: Aligned::zeroed(int8_attention(threads * t)),
             qp_zero: Aligned::zeroed(int8_attention(threads * t)),
         };
-        let mut arena = arena;
         arena.populate();
         log::debug!("native engine: kernels {kernels:?}, attention in {}, {threads} threads", attention.name());
         Ok(NativeEngine { cfg, weights, kernels, attention, derived, arena, pool: Pool::new(threads) })

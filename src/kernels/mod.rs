@@ -336,9 +336,10 @@ impl<T: Copy + Default> Aligned<T> {
 }
 
 impl<T> Aligned<T> {
-    /// Maps every page of the buffer now, in one `madvise(MADV_POPULATE_WRITE)` (Linux 5.14+;
-    /// elsewhere, or if the kernel refuses, a no-op): a fresh zeroed allocation is otherwise mapped
-    /// a page fault at a time by its first use, which on a VM costs more than a microsecond each.
+    /// Maps the whole pages of a buffer of 64 KiB or more now, in one `madvise(MADV_POPULATE_WRITE)`
+    /// (Linux 5.14+; elsewhere, or if the kernel refuses, a no-op): a fresh zeroed allocation is
+    /// otherwise mapped a page fault at a time by its first use, which on a VM costs more than a
+    /// microsecond each.
     pub fn populate(&mut self) {
         #[cfg(target_os = "linux")]
         {

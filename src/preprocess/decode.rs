@@ -148,7 +148,7 @@ fn check_png_palette(bytes: &[u8]) -> Result<(), String> {
     let mut at = 8;
     while let Some(header) = bytes.get(at..at + 8) {
         let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        if &header[4..8] == b"PLTE" && len % 3 != 0 {
+        if &header[4..8] == b"PLTE" && !len.is_multiple_of(3) {
             return Err(format!(
                 "the PNG palette (PLTE chunk) is {len} bytes, not a whole number of 3-byte RGB entries: the file is damaged; re-encode it (e.g. with Pillow or ImageMagick)"
             ));
