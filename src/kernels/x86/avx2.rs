@@ -561,16 +561,20 @@ fn level8(v: __m256, inv: __m256, zero: __m256i) -> __m256i {
 #[target_feature(enable = "avx2,fma")]
 fn quantize_u8(x: &[f32], out: &mut [u8]) -> (f32, i32) {
     assert!(out.len() >= x.len(), "output is too short");
-    let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    // Four accumulator pairs, so consecutive vectors do not wait on each other's `vminps` latency.
+    // The accumulator is the second operand: `vminps`/`vmaxps` return it when `v` is NaN, which
+    // ignores NaN like `f32::min`/`max` in the reference; an accumulator only ever moves to a value
+    // strictly beyond it, so the split changes no result (not even the sign of a zero).
+    let (mut lo, mut hi) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
     let split = x.len() - x.len() % 8;
-    for c in x[..split].chunks_exact(8) {
+    for (i, c) in x[..split].chunks_exact(8).enumerate() {
         // SAFETY: the chunk holds 8 values.
         let v = unsafe { _mm256_loadu_ps(c.as_ptr()) };
-        // The accumulator is the second operand: `vminps`/`vmaxps` return it when `v` is NaN, which
-        // ignores NaN like `f32::min`/`max` in the reference.
-        lo = _mm256_min_ps(v, lo);
-        hi = _mm256_max_ps(v, hi);
+        lo[i % 4] = _mm256_min_ps(v, lo[i % 4]);
+        hi[i % 4] = _mm256_max_ps(v, hi[i % 4]);
     }
+    let lo = _mm256_min_ps(_mm256_min_ps(lo[0], lo[1]), _mm256_min_ps(lo[2], lo[3]));
+    let hi = _mm256_max_ps(_mm256_max_ps(hi[0], hi[1]), _mm256_max_ps(hi[2], hi[3]));
     let (lo, hi) = x[split..].iter().fold((hmin8(lo), hmax8(hi)), |(lo, hi), &v| (lo.min(v), hi.max(v)));
     let Some((scale, zero)) = u8_params(lo, hi) else {
         out[..x.len()].fill(0);
