@@ -761,19 +761,20 @@ unsafe fn load_pd(p: *const f32, mask: __mmask16) -> (__m512d, __m512d) {
 }
 
 /// The statistics of LayerNorm for `R` rows (`stride` apart in `x`) with the rows' passes
-/// interleaved: the mean summed in f64 (as the reference) and rounded to f32, and `1/sqrt(var +
-/// eps)` from the centred values `x − mean` in f32, their squares summed in f32 per lane and the
-/// lanes in f64. The output pass is then `(x − mean) · inv · gamma + beta` in f32 ([`ln_row16`]).
-/// Against the reference (all of it in f64 up to the output rounding) that is a few ulps of each
-/// output, well inside its 1e-5 tolerance, for ~10 instead of ~25 operations per 16 values. (An
-/// all-f32 version, the mean summed in f32 too, moved int8 results measurably: a large row mean
-/// loses its low bits in an f32 sum.) Returns `(mean, inv)` per row, broadcast.
+/// interleaved: the mean summed in f64 (as the reference) and split into an f32 and the f32 of
+/// its remainder, and `1/sqrt(var + eps)` from the centred values `(x − mean_hi) − mean_lo` in f32
+/// (the first subtraction is exact near the mean, so a row whose mean is large against its spread
+/// keeps its low bits), their squares summed in f32 per lane and the lanes in f64. The output pass
+/// is then `centred · inv · gamma + beta` in f32 ([`ln_row16`]). Against the reference (all of it
+/// in f64 up to the output rounding) that is a few ulps of each output, for ~12 instead of ~25
+/// operations per 16 values. (An all-f32 version, the mean summed in f32 too, moved int8 results
+/// measurably.) Returns `([mean_hi, mean_lo], inv)` per row, broadcast.
 ///
 /// # Safety
 /// `x` must be valid for `R` rows of `n` values `stride` apart.
 #[inline]
 #[target_feature(enable = "avx512f,avx512dq")]
-pub(crate) unsafe fn layer_norm_stats<const R: usize>(x: *const f32, stride: usize, n: usize, eps: f32) -> ([__m512; R], [__m512; R]) {
+pub(crate) unsafe fn layer_norm_stats<const R: usize>(x: *const f32, stride: usize, n: usize, eps: f32) -> ([[__m512; 2]; R], [__m512; R]) {
     // SAFETY (whole body): masked lanes stay below n in every row (the caller's contract).
     unsafe {
         let (mut s0, mut s1) = ([_mm512_setzero_pd(); R], [_mm512_setzero_pd(); R]);
@@ -787,14 +788,18 @@ pub(crate) unsafe fn layer_norm_stats<const R: usize>(x: *const f32, stride: usi
             }
             i += 16;
         }
-        let mv: [__m512; R] = std::array::from_fn(|r| _mm512_set1_ps((_mm512_reduce_add_pd(_mm512_add_pd(s0[r], s1[r])) / n as f64) as f32));
+        let mv: [[__m512; 2]; R] = std::array::from_fn(|r| {
+            let mean = _mm512_reduce_add_pd(_mm512_add_pd(s0[r], s1[r])) / n as f64;
+            let hi = mean as f32;
+            [_mm512_set1_ps(hi), _mm512_set1_ps((mean - hi as f64) as f32)]
+        });
         let mut q = [_mm512_setzero_ps(); R];
         let mut i = 0;
         while i < n {
             let mask = tail_mask(n - i);
             for r in 0..R {
                 // The masked-off lanes are zeroed after centring.
-                let d = _mm512_maskz_sub_ps(mask, _mm512_maskz_loadu_ps(mask, x.add(r * stride + i)), mv[r]);
+                let d = _mm512_maskz_sub_ps(mask, _mm512_sub_ps(_mm512_maskz_loadu_ps(mask, x.add(r * stride + i)), mv[r][0]), mv[r][1]);
                 q[r] = _mm512_fmadd_ps(d, d, q[r]);
             }
             i += 16;
@@ -808,17 +813,18 @@ pub(crate) unsafe fn layer_norm_stats<const R: usize>(x: *const f32, stride: usi
     }
 }
 
-/// LayerNorm outputs of 16 values of one row (`mask`ed, `g` and `b` the matching gamma and beta):
-/// `(x − mean) · inv · gamma + beta`, the two products and the sum rounded separately (as the
-/// reference's f32 steps).
+/// LayerNorm outputs of 16 values of one row (`mask`ed, `g` and `b` the matching gamma and beta;
+/// `mean` as [`layer_norm_stats`] splits it): `((x − mean_hi) − mean_lo) · inv · gamma + beta`, the
+/// two products and the sum rounded separately (as the reference's f32 steps).
 ///
 /// # Safety
 /// The masked lanes of `x` must be readable.
 #[inline]
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn ln_row16(x: *const f32, mask: __mmask16, mean: __m512, inv: __m512, g: __m512, b: __m512) -> __m512 {
+pub(crate) unsafe fn ln_row16(x: *const f32, mask: __mmask16, mean: [__m512; 2], inv: __m512, g: __m512, b: __m512) -> __m512 {
     // SAFETY: the caller's contract.
-    let y = _mm512_mul_ps(_mm512_sub_ps(unsafe { _mm512_maskz_loadu_ps(mask, x) }, mean), inv);
+    let d = _mm512_sub_ps(_mm512_sub_ps(unsafe { _mm512_maskz_loadu_ps(mask, x) }, mean[0]), mean[1]);
+    let y = _mm512_mul_ps(d, inv);
     _mm512_add_ps(_mm512_mul_ps(y, g), b)
 }
 
