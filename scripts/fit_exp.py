@@ -8,28 +8,12 @@ error over a dense grid of x in [−87, 0], every coefficient rounded to f32 and
 evaluation rounded to f32 as the kernel runs it (FMAs rounded once).
 """
 import math
-import struct
 import sys
+
+from fit_gelu import f32, solve  # the same f32 rounding and linear solver (this directory)
 
 DEG = int(sys.argv[1]) if len(sys.argv) > 1 else 5
 LN2 = math.log(2.0)
-
-
-def f32(v):
-    return struct.unpack("f", struct.pack("f", v))[0]
-
-
-def solve(a, b):
-    n = len(b)
-    m = [row[:] + [b[i]] for i, row in enumerate(a)]
-    for c in range(n):
-        p = max(range(c, n), key=lambda r: abs(m[r][c]))
-        m[c], m[p] = m[p], m[c]
-        for r in range(n):
-            if r != c:
-                f = m[r][c] / m[c][c]
-                m[r] = [x - f * y for x, y in zip(m[r], m[c])]
-    return [m[i][n] / m[i][i] for i in range(n)]
 
 
 def fit():
