@@ -23,8 +23,10 @@ def main():
     ap.add_argument("--threads", default="1")
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--iters", default="60", help="vitedge bench --iters per run")
-    args, extra = ap.parse_known_args()
-    extra = [e for e in extra if e != "--"]
+    # Everything after `--` goes to `vitedge bench` as is (argparse would take it as binaries).
+    argv = sys.argv[1:]
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     times = {b: [] for b in args.binaries}
     for r in range(args.rounds):
         for b in args.binaries if r % 2 == 0 else args.binaries[::-1]:
