@@ -15,7 +15,7 @@ use std::arch::x86_64::*;
 use half::f16;
 
 use crate::blob::round_up;
-use crate::kernels::{u8_params, Epilogue, GemmArgs, GemmF16, GemmF32, GemmU8I8, GemmU8I8Args, VectorOps};
+use crate::kernels::{pack, u8_params, Epilogue, GemmArgs, GemmF16, GemmF32, GemmU8I8, GemmU8I8Args, VectorOps};
 
 /// AVX2 kernel set. Construct only through [`Avx2::detect`].
 pub struct Avx2(());
@@ -414,6 +414,24 @@ fn exp8(x: __m256) -> __m256 {
     _mm256_mul_ps(p, pow2n)
 }
 
+/// `exp` of 8 values `x ≤ 0` (softmax arguments, their row's maximum subtracted): the AVX-512
+/// set's `exp16_nonpositive` in 8 lanes (one-step range reduction, the degree-5 polynomial of
+/// `scripts/fit_exp.py`, relative error ≤ 4.5e-7 over [−87, 0]); arguments below −87.3 give 0.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn exp8_nonpositive(x: __m256) -> __m256 {
+    let x = _mm256_max_ps(x, _mm256_set1_ps(-87.33));
+    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)));
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(std::f32::consts::LN_2), x);
+    let c = super::avx512::EXP_COEFFS;
+    let mut p = _mm256_set1_ps(c[5]);
+    for c in c[..5].iter().rev() {
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(*c));
+    }
+    // n ∈ [−126, 0] after the clamp: a normal exponent field.
+    _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)))))
+}
+
 /// Horizontal sum of 8 lanes.
 #[inline]
 #[target_feature(enable = "avx2")]
@@ -458,23 +476,41 @@ fn layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32])
     let len = x.len();
     let split = len - len % 8;
     let (x8, x_tail) = x.split_at(split);
+    // (Accumulators are indexed by constants, in whole groups of vectors, so that they stay in
+    // registers; an index like `i % 2` kept them on the stack.)
     let mut sum = [_mm256_setzero_pd(); 4];
-    for (i, c) in x8.chunks_exact(8).enumerate() {
+    let x16 = split - split % 16;
+    for c in x8[..x16].chunks_exact(16) {
+        for j in 0..2 {
+            // SAFETY: the chunk holds 16 values.
+            let (lo, hi) = widen_pd(unsafe { _mm256_loadu_ps(c.as_ptr().add(8 * j)) });
+            sum[2 * j] = _mm256_add_pd(sum[2 * j], lo);
+            sum[2 * j + 1] = _mm256_add_pd(sum[2 * j + 1], hi);
+        }
+    }
+    for c in x8[x16..].chunks_exact(8) {
         // SAFETY: the chunk holds 8 values.
         let (lo, hi) = widen_pd(unsafe { _mm256_loadu_ps(c.as_ptr()) });
-        let j = 2 * (i % 2);
-        sum[j] = _mm256_add_pd(sum[j], lo);
-        sum[j + 1] = _mm256_add_pd(sum[j + 1], hi);
+        sum[0] = _mm256_add_pd(sum[0], lo);
+        sum[1] = _mm256_add_pd(sum[1], hi);
     }
     let total = _mm256_add_pd(_mm256_add_pd(sum[0], sum[1]), _mm256_add_pd(sum[2], sum[3]));
     let mean64 = (hsum4d(total) + x_tail.iter().map(|&v| v as f64).sum::<f64>()) / len as f64;
     let (mean, mean_lo) = (mean64 as f32, (mean64 - mean64 as f32 as f64) as f32);
     let (mean_v, lo_v) = (_mm256_set1_ps(mean), _mm256_set1_ps(mean_lo));
     let mut sq = [_mm256_setzero_ps(); 4];
-    for (i, c) in x8.chunks_exact(8).enumerate() {
+    let x32 = split - split % 32;
+    for c in x8[..x32].chunks_exact(32) {
+        for (j, sq) in sq.iter_mut().enumerate() {
+            // SAFETY: the chunk holds 32 values.
+            let d = _mm256_sub_ps(_mm256_sub_ps(unsafe { _mm256_loadu_ps(c.as_ptr().add(8 * j)) }, mean_v), lo_v);
+            *sq = _mm256_fmadd_ps(d, d, *sq);
+        }
+    }
+    for c in x8[x32..].chunks_exact(8) {
         // SAFETY: the chunk holds 8 values.
         let d = _mm256_sub_ps(_mm256_sub_ps(unsafe { _mm256_loadu_ps(c.as_ptr()) }, mean_v), lo_v);
-        sq[i % 4] = _mm256_fmadd_ps(d, d, sq[i % 4]);
+        sq[0] = _mm256_fmadd_ps(d, d, sq[0]);
     }
     let lanes = _mm256_add_ps(_mm256_add_ps(sq[0], sq[1]), _mm256_add_ps(sq[2], sq[3]));
     let (lo, hi) = widen_pd(lanes);
@@ -530,6 +566,116 @@ fn softmax_exp(x: &mut [f32], scale: f32) -> f32 {
     hsum8(sumv)
 }
 
+/// `e = exp(x·scale − max)` and `p = e·weight` of the 8 values at `x` and `w`; `p` replaces them
+/// in `x`.
+///
+/// # Safety
+/// `x` must be valid for reading and writing 8 floats, `w` for reading 8.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp_weight8(x: *mut f32, w: *const f32, scale: __m256, max: __m256) -> (__m256, __m256) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let e = exp8_nonpositive(_mm256_fmsub_ps(_mm256_loadu_ps(x), scale, max));
+        let p = _mm256_mul_ps(e, _mm256_loadu_ps(w));
+        _mm256_storeu_ps(x, p);
+        (e, p)
+    }
+}
+
+/// [`VectorOps::softmax_quantize_u8`] in three passes (as the NEON set's): the max of `x·scale`;
+/// `e = exp(x·scale − max)`, its sum, `p = e·weight` (stored in `x`) and the max of `p`; then
+/// `q = round(p · 255 / max p)`. The normalization by the sum goes into the returned scale instead
+/// of a pass over the row.
+#[target_feature(enable = "avx2,fma")]
+pub(super) fn softmax_quantize_u8(x: &mut [f32], scale: f32, weight: &[f32], out: &mut [u8]) -> f32 {
+    let n = x.len();
+    assert!(weight.len() >= n && out.len() >= n, "softmax_quantize_u8 operands are too short");
+    let sv = _mm256_set1_ps(scale);
+    let neg_inf = _mm256_set1_ps(f32::NEG_INFINITY);
+    // Whole pairs of vectors on two accumulators (indexed by constants, so that they stay in
+    // registers), then one vector, then the tail masked.
+    let (body, body16) = (n - n % 8, n - n % 16);
+    let mut maxv = [neg_inf; 2];
+    let xp = x.as_mut_ptr();
+    let mut i = 0;
+    while i < body16 {
+        for (j, m) in maxv.iter_mut().enumerate() {
+            // SAFETY: values i..i + 16 lie inside x.
+            *m = _mm256_max_ps(*m, _mm256_mul_ps(unsafe { _mm256_loadu_ps(xp.add(i + 8 * j)) }, sv));
+        }
+        i += 16;
+    }
+    if body16 < body {
+        // SAFETY: values body16..body16 + 8 lie inside x.
+        maxv[0] = _mm256_max_ps(maxv[0], _mm256_mul_ps(unsafe { _mm256_loadu_ps(xp.add(body16)) }, sv));
+    }
+    if body < n {
+        let mask = mask8(n - body);
+        // SAFETY: masked lanes lie inside x.
+        let v = unsafe { _mm256_maskload_ps(xp.add(body), mask) };
+        maxv[0] = _mm256_max_ps(maxv[0], _mm256_blendv_ps(neg_inf, _mm256_mul_ps(v, sv), _mm256_castsi256_ps(mask)));
+    }
+    let maxs = _mm256_set1_ps(hmax8(_mm256_max_ps(maxv[0], maxv[1])));
+    let zero = _mm256_setzero_ps();
+    let (mut sumv, mut pmaxv) = ([zero; 2], [zero; 2]);
+    let wp = weight.as_ptr();
+    // e = exp(x·scale − max), its sum; p = e·weight (stored in x) and its max.
+    let mut i = 0;
+    while i < body16 {
+        for j in 0..2 {
+            // SAFETY: values i + 8j..i + 8j + 8 lie inside x and weight (weight.len() >= n).
+            let (e, p) = unsafe { exp_weight8(xp.add(i + 8 * j), wp.add(i + 8 * j), sv, maxs) };
+            sumv[j] = _mm256_add_ps(sumv[j], e);
+            pmaxv[j] = _mm256_max_ps(pmaxv[j], p);
+        }
+        i += 16;
+    }
+    if body16 < body {
+        // SAFETY: values body16..body16 + 8 lie inside x and weight.
+        let (e, p) = unsafe { exp_weight8(xp.add(body16), wp.add(body16), sv, maxs) };
+        sumv[0] = _mm256_add_ps(sumv[0], e);
+        pmaxv[0] = _mm256_max_ps(pmaxv[0], p);
+    }
+    if body < n {
+        let mask = mask8(n - body);
+        // SAFETY: masked lanes lie inside x and weight (weight.len() >= n, asserted).
+        unsafe {
+            let (v, w) = (_mm256_maskload_ps(xp.add(body), mask), _mm256_maskload_ps(wp.add(body), mask));
+            let e = _mm256_and_ps(exp8_nonpositive(_mm256_fmsub_ps(v, sv, maxs)), _mm256_castsi256_ps(mask));
+            let p = _mm256_mul_ps(e, w);
+            sumv[0] = _mm256_add_ps(sumv[0], e);
+            pmaxv[0] = _mm256_max_ps(pmaxv[0], p);
+            _mm256_maskstore_ps(xp.add(body), mask, p);
+        }
+    }
+    let (sumv, pmaxv) = (_mm256_add_ps(sumv[0], sumv[1]), _mm256_max_ps(pmaxv[0], pmaxv[1]));
+    let (sum, pmax) = (hsum8(sumv), hmax8(pmaxv));
+    // As the default: a largest probability × weight below PROB_ZERO counts as all zero.
+    if !(pmax / sum >= crate::kernels::PROB_ZERO) || !pmax.is_finite() {
+        out[..n].fill(0);
+        return 1.0;
+    }
+    let inv_s = 255.0 / pmax;
+    let inv = _mm256_set1_ps(inv_s);
+    let split32 = n - n % 32;
+    for (c, o) in x[..split32].chunks_exact(32).zip(out.chunks_exact_mut(32)) {
+        // SAFETY: the input chunk holds 32 values and the output chunk 32 bytes.
+        unsafe {
+            let p = c.as_ptr();
+            let q: [__m256i; 4] = std::array::from_fn(|j| _mm256_cvttps_epi32(half_away8(_mm256_mul_ps(_mm256_loadu_ps(p.add(8 * j)), inv))));
+            // Saturating packs clamp to 0..=255; they interleave 128-bit lanes, the permute undoes it.
+            let bytes = _mm256_packus_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+            let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256(o.as_mut_ptr() as *mut __m256i, bytes);
+        }
+    }
+    for (o, &p) in out[split32..n].iter_mut().zip(&x[split32..]) {
+        *o = (p * inv_s).round().clamp(0.0, 255.0) as u8;
+    }
+    pmax / (255.0 * sum)
+}
+
 /// In-place exact (erf) GELU.
 #[target_feature(enable = "avx2,fma")]
 fn gelu(x: &mut [f32]) {
@@ -543,23 +689,22 @@ fn gelu(x: &mut [f32]) {
     }
 }
 
-/// `round(q)` with ties away from zero (like `f32::round`), exactly: truncate, then step away from
-/// zero when the dropped fraction (computed exactly) is at least one half.
+/// `q` plus ±(the largest f32 below ½), with `q`'s sign: truncating the sum (`vcvttps2dq`, or
+/// `vroundps` toward zero) gives `round(q)` with ties away from zero, like `f32::round`, for every
+/// finite `q` (checked over all 2³² bit patterns against C's `roundf`); NaN and ±∞ stay as they
+/// are. Three operations instead of the seven of computing the dropped fraction.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn round_half_away8(q: __m256) -> __m256 {
-    let sign = _mm256_set1_ps(-0.0);
-    let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(q);
-    let frac = _mm256_andnot_ps(sign, _mm256_sub_ps(q, t));
-    let step = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(frac, _mm256_set1_ps(0.5)), _mm256_set1_ps(1.0));
-    _mm256_add_ps(t, _mm256_or_ps(step, _mm256_and_ps(q, sign)))
+fn half_away8(q: __m256) -> __m256 {
+    let sign = _mm256_and_ps(q, _mm256_set1_ps(-0.0));
+    _mm256_add_ps(q, _mm256_or_ps(sign, _mm256_set1_ps(0.499_999_97)))
 }
 
 /// Quantization levels `round(v · inv) + zero` of 8 values (before clamping).
 #[inline]
 #[target_feature(enable = "avx2")]
 fn level8(v: __m256, inv: __m256, zero: __m256i) -> __m256i {
-    _mm256_add_epi32(_mm256_cvttps_epi32(round_half_away8(_mm256_mul_ps(v, inv))), zero)
+    _mm256_add_epi32(_mm256_cvttps_epi32(half_away8(_mm256_mul_ps(v, inv))), zero)
 }
 
 /// Per-row asymmetric u8 quantization with the scalar reference's parameters (same min/max, scale
@@ -571,13 +716,24 @@ fn quantize_u8(x: &[f32], out: &mut [u8]) -> (f32, i32) {
     // The accumulator is the second operand: `vminps`/`vmaxps` return it when `v` is NaN, which
     // ignores NaN like `f32::min`/`max` in the reference; an accumulator only ever moves to a value
     // strictly beyond it, so the split changes no result (not even the sign of a zero).
+    // (Whole groups of four vectors first, so that the accumulators stay in registers: indexing
+    // them by `i % 4` kept them on the stack.)
     let (mut lo, mut hi) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
+    let split32 = x.len() - x.len() % 32;
+    for c in x[..split32].chunks_exact(32) {
+        for j in 0..4 {
+            // SAFETY: the chunk holds 32 values.
+            let v = unsafe { _mm256_loadu_ps(c.as_ptr().add(8 * j)) };
+            lo[j] = _mm256_min_ps(v, lo[j]);
+            hi[j] = _mm256_max_ps(v, hi[j]);
+        }
+    }
     let split = x.len() - x.len() % 8;
-    for (i, c) in x[..split].chunks_exact(8).enumerate() {
+    for c in x[split32..split].chunks_exact(8) {
         // SAFETY: the chunk holds 8 values.
         let v = unsafe { _mm256_loadu_ps(c.as_ptr()) };
-        lo[i % 4] = _mm256_min_ps(v, lo[i % 4]);
-        hi[i % 4] = _mm256_max_ps(v, hi[i % 4]);
+        lo[0] = _mm256_min_ps(v, lo[0]);
+        hi[0] = _mm256_max_ps(v, hi[0]);
     }
     let lo = _mm256_min_ps(_mm256_min_ps(lo[0], lo[1]), _mm256_min_ps(lo[2], lo[3]));
     let hi = _mm256_max_ps(_mm256_max_ps(hi[0], hi[1]), _mm256_max_ps(hi[2], hi[3]));
@@ -614,6 +770,148 @@ fn quantize_u8(x: &[f32], out: &mut [u8]) -> (f32, i32) {
     (scale, zero)
 }
 
+/// [`pack::quantize_i8`] of 8 values as i32 lanes: `round(v · inv)` (half away from zero), NaN
+/// → 0, clamped to `−127..=127`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn level_i8x8(v: __m256, inv: __m256) -> __m256i {
+    let r = half_away8(_mm256_mul_ps(v, inv));
+    // NaN → 0 first (`vmaxps` would turn it into the bound), then the clamp (which commutes with
+    // the truncation: the bounds are integers).
+    let r = _mm256_and_ps(r, _mm256_cmp_ps::<_CMP_ORD_Q>(r, r));
+    _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(r, _mm256_set1_ps(-127.0)), _mm256_set1_ps(127.0)))
+}
+
+/// Largest |v| of a row, ignoring NaN like the reference's `f32::max` fold (the accumulator is
+/// `vmaxps`'s second operand, which it returns when `v` is NaN).
+#[target_feature(enable = "avx2")]
+fn abs_max(row: &[f32]) -> f32 {
+    let abs = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
+    // Whole pairs of vectors on two accumulators (indexed by constants, so that they stay in
+    // registers), then one vector.
+    let mut acc = [_mm256_setzero_ps(); 2];
+    let (split, split16) = (row.len() - row.len() % 8, row.len() - row.len() % 16);
+    for c in row[..split16].chunks_exact(16) {
+        for (j, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: the chunk holds 16 values.
+            let v = unsafe { _mm256_loadu_ps(c.as_ptr().add(8 * j)) };
+            *acc = _mm256_max_ps(_mm256_and_ps(v, abs), *acc);
+        }
+    }
+    for c in row[split16..split].chunks_exact(8) {
+        // SAFETY: the chunk holds 8 values.
+        acc[0] = _mm256_max_ps(_mm256_and_ps(unsafe { _mm256_loadu_ps(c.as_ptr()) }, abs), acc[0]);
+    }
+    row[split..].iter().fold(hmax8(_mm256_max_ps(acc[0], acc[1])), |m, &v| m.max(v.abs()))
+}
+
+/// Horizontal sum of 8 i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn hsum8_epi32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+    _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s)))
+}
+
+/// [`VectorOps::quantize_pack_keys`]: [`pack::panel16x4_quantize_rows`] with the row maxima and
+/// the levels 8 at a time; each 8 levels are two 4-byte groups of the panel. Bit-identical.
+#[target_feature(enable = "avx2,fma")]
+pub(super) fn quantize_pack_keys(src: &[f32], n: usize, k: usize, row_stride: usize, dst: &mut [i8], scale: &mut [f32], sum: &mut [i32]) {
+    let (kp, np) = (round_up(k, 4), round_up(n, 16));
+    assert!(dst.len() >= np * kp && scale.len() >= np && sum.len() >= np, "quantize_pack_keys: outputs too short");
+    assert!(n == 0 || src.len() >= (n - 1) * row_stride + k, "quantize_pack_keys: source too short");
+    let dst = &mut dst[..np * kp];
+    dst.fill(0);
+    scale[n..np].fill(1.0);
+    sum[n..np].fill(0);
+    let k8 = k - k % 8;
+    for j in 0..n {
+        let row = &src[j * row_stride..j * row_stride + k];
+        let (s, inv_s) = pack::i8_params(abs_max(row));
+        let inv = _mm256_set1_ps(inv_s);
+        let base = (j / 16) * 16 * kp + (j % 16) * 4;
+        let mut total = _mm256_setzero_si256();
+        for kk in (0..k8).step_by(8) {
+            // SAFETY: values kk..kk + 8 lie in the row (kk + 8 <= k).
+            let q = level_i8x8(unsafe { _mm256_loadu_ps(row.as_ptr().add(kk)) }, inv);
+            total = _mm256_add_epi32(total, q);
+            // Levels 0–3 in the low lane's first 4 bytes, 4–7 in the high lane's.
+            let b = _mm256_packs_epi16(_mm256_packs_epi32(q, q), _mm256_setzero_si256());
+            let (lo, hi) = (_mm256_extract_epi32::<0>(b), _mm256_extract_epi32::<4>(b));
+            let at = base + (kk / 4) * 64;
+            dst[at..at + 4].copy_from_slice(&lo.to_le_bytes().map(|v| v as i8));
+            dst[at + 64..at + 68].copy_from_slice(&hi.to_le_bytes().map(|v| v as i8));
+        }
+        let mut total = hsum8_epi32(total);
+        for (kk, &v) in row.iter().enumerate().skip(k8) {
+            let q = pack::quantize_i8(v, inv_s);
+            dst[base + (kk / 4) * 64 + kk % 4] = q;
+            total += q as i32;
+        }
+        scale[j] = s;
+        sum[j] = total;
+    }
+}
+
+/// [`VectorOps::quantize_pack_values`]: [`pack::panel16x4_quantize_cols_by_row`] four source rows
+/// (tokens) at a time: their levels, 8 columns at once, are interleaved into the panel's 4-byte
+/// groups by one byte shuffle and stored as 32 contiguous bytes. Bit-identical.
+#[target_feature(enable = "avx2,fma")]
+pub(super) fn quantize_pack_values(src: &[f32], n: usize, k: usize, row_stride: usize, dst: &mut [i8], row_scale: &mut [f32], sum: &mut [i32]) {
+    let (kp, np) = (round_up(k, 4), round_up(n, 16));
+    assert!(dst.len() >= np * kp && row_scale.len() >= k && sum.len() >= np, "quantize_pack_values: outputs too short");
+    assert!(k == 0 || src.len() >= (k - 1) * row_stride + n, "quantize_pack_values: source too short");
+    let dst = &mut dst[..np * kp];
+    dst.fill(0);
+    sum[..np].fill(0);
+    let n8 = n - n % 8;
+    // Per 128-bit lane, the 4 × 4 byte transpose: byte 4c + r ← byte 4r + c (level of row r, column c).
+    let transpose = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15, 0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    for kk0 in (0..k).step_by(4) {
+        let rows = (k - kk0).min(4);
+        let mut inv_s = [0f32; 4];
+        for r in 0..rows {
+            let row = &src[(kk0 + r) * row_stride..(kk0 + r) * row_stride + n];
+            let (s, inv) = pack::i8_params(abs_max(row));
+            (row_scale[kk0 + r], inv_s[r]) = (s, inv);
+        }
+        for j in (0..n8).step_by(8) {
+            // Levels of rows kk0..kk0 + 4 (zero for rows past k), columns j..j + 8.
+            let q: [__m256i; 4] = std::array::from_fn(|r| {
+                if r < rows {
+                    // SAFETY: columns j..j + 8 of row kk0 + r lie in the source (j + 8 <= n).
+                    level_i8x8(unsafe { _mm256_loadu_ps(src.as_ptr().add((kk0 + r) * row_stride + j)) }, _mm256_set1_ps(inv_s[r]))
+                } else {
+                    _mm256_setzero_si256()
+                }
+            });
+            // SAFETY: sum holds np >= j + 8 values.
+            unsafe {
+                let acc = sum.as_mut_ptr().add(j) as *mut __m256i;
+                let total = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+                _mm256_storeu_si256(acc, _mm256_add_epi32(_mm256_loadu_si256(acc), total));
+            }
+            // Per lane: rows 0–3 × columns 4L..4L + 4, row-major, then transposed to column-major:
+            // column c's 4-byte group holds rows 0–3.
+            let b = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+            let groups = _mm256_shuffle_epi8(b, transpose);
+            let at = (j / 16) * 16 * kp + (kk0 / 4) * 64 + (j % 16) * 4;
+            // SAFETY: 32 bytes from `at`: the 4-byte groups of columns j..j + 8 (j % 16 is 0 or 8,
+            // so they stay within the panel's 64-byte row of step kk0 / 4), inside dst.
+            unsafe { _mm256_storeu_si256(dst.as_mut_ptr().add(at) as *mut __m256i, groups) };
+        }
+        for r in 0..rows {
+            let row = &src[(kk0 + r) * row_stride..(kk0 + r) * row_stride + n];
+            for (j, &v) in row.iter().enumerate().skip(n8) {
+                let q = pack::quantize_i8(v, inv_s[r]);
+                dst[(j / 16) * 16 * kp + (kk0 / 4) * 64 + (j % 16) * 4 + r] = q;
+                sum[j] += q as i32;
+            }
+        }
+    }
+}
+
 /// Horizontal min of 8 lanes.
 #[inline]
 #[target_feature(enable = "avx2")]
@@ -642,6 +940,18 @@ impl VectorOps for Avx2 {
     fn quantize_u8(&self, x: &[f32], out: &mut [u8]) -> (f32, i32) {
         // SAFETY: an `Avx2` value exists only when `detect` found AVX2 and FMA.
         unsafe { quantize_u8(x, out) }
+    }
+    fn softmax_quantize_u8(&self, x: &mut [f32], scale: f32, weight: &[f32], out: &mut [u8]) -> f32 {
+        // SAFETY: an `Avx2` value exists only when `detect` found AVX2 and FMA.
+        unsafe { softmax_quantize_u8(x, scale, weight, out) }
+    }
+    fn quantize_pack_keys(&self, src: &[f32], n: usize, k: usize, row_stride: usize, dst: &mut [i8], scale: &mut [f32], sum: &mut [i32]) {
+        // SAFETY: an `Avx2` value exists only when `detect` found AVX2 and FMA.
+        unsafe { quantize_pack_keys(src, n, k, row_stride, dst, scale, sum) }
+    }
+    fn quantize_pack_values(&self, src: &[f32], n: usize, k: usize, row_stride: usize, dst: &mut [i8], row_scale: &mut [f32], sum: &mut [i32]) {
+        // SAFETY: an `Avx2` value exists only when `detect` found AVX2 and FMA.
+        unsafe { quantize_pack_values(src, n, k, row_stride, dst, row_scale, sum) }
     }
 }
 
@@ -681,6 +991,53 @@ pub(super) mod tests {
             kernel.gemm(&args, &mut got, n);
             GemmU8I8::gemm(&Scalar, &args, &mut want, n);
             assert_eq!(got, want, "{} m={m} n={n} k={k}", kernel.name());
+        }
+    }
+
+    /// `half_away8` then truncation is `f32::round` on ties, their neighbours, large and negative
+    /// values, signed zeros, and (through `level_i8x8`) NaN and infinities; the u8 and i8
+    /// quantizers built on it give the scalar reference's bytes.
+    #[test]
+    fn half_away_rounding_is_f32_round() {
+        if Avx2::detect().is_none() {
+            return eprintln!("skipped: this CPU lacks AVX2, FMA or F16C");
+        }
+        let mut xs = vec![0.0f32, -0.0, 0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 0.499_999_97, -0.499_999_97, 8_388_607.5, -8_388_607.5, 8_388_608.0, 1e9, -1e9, 126.5, -126.5, 127.49, -127.51];
+        for i in 0..2000 {
+            let t = (i as f32 - 1000.0) * 0.5;
+            xs.extend([t, f32::from_bits(t.to_bits() + 1), f32::from_bits(t.to_bits().saturating_sub(1))]);
+        }
+        xs.truncate(xs.len() / 8 * 8);
+        for c in xs.chunks_exact(8) {
+            // SAFETY: AVX2 is present (checked above); 8 values per chunk.
+            let got: [i32; 8] = unsafe { std::mem::transmute(_mm256_cvttps_epi32(half_away8(_mm256_loadu_ps(c.as_ptr())))) };
+            for (x, g) in c.iter().zip(got) {
+                if x.abs() < 2e9 {
+                    assert_eq!(g, x.round() as i32, "{x}");
+                }
+            }
+            // SAFETY: as above.
+            let levels: [i32; 8] = unsafe { std::mem::transmute(level_i8x8(_mm256_loadu_ps(c.as_ptr()), _mm256_set1_ps(1.0))) };
+            for (x, l) in c.iter().zip(levels) {
+                assert_eq!(l, pack::quantize_i8(*x, 1.0) as i32, "{x}");
+            }
+        }
+        let specials = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.5, -0.5, 127.5, -127.5, 300.0];
+        // SAFETY: as above.
+        let levels: [i32; 8] = unsafe { std::mem::transmute(level_i8x8(_mm256_loadu_ps(specials.as_ptr()), _mm256_set1_ps(1.0))) };
+        for (x, l) in specials.iter().zip(levels) {
+            assert_eq!(l, pack::quantize_i8(*x, 1.0) as i32, "{x}");
+        }
+        // Rows whose scaled values land on ties: the u8 quantizer's bytes are the reference's.
+        let mut rng = Rng::new(5);
+        for len in [1, 7, 8, 31, 32, 33, 197, 768] {
+            let x: Vec<f32> = (0..len).map(|i| if i % 3 == 0 { (i % 50) as f32 * 0.5 - 12.5 } else { rng.normal() * 5.0 }).collect();
+            let (mut got, mut want) = (vec![0u8; len], vec![0u8; len]);
+            // SAFETY: AVX2 and FMA are present (checked above).
+            let g = unsafe { quantize_u8(&x, &mut got) };
+            let w = VectorOps::quantize_u8(&Scalar, &x, &mut want);
+            assert_eq!((g.0.to_bits(), g.1), (w.0.to_bits(), w.1), "len {len}");
+            assert_eq!(got, want, "len {len}");
         }
     }
 

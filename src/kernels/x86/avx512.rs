@@ -40,7 +40,8 @@ impl Avx512 {
             && is_x86_feature_detected!("avx512dq")
             && is_x86_feature_detected!("avx512vnni")
             && is_x86_feature_detected!("f16c")
-            && is_x86_feature_detected!("fma");
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("avx2");
         static K: Avx512 = Avx512(());
         ok.then_some(&K)
     }
@@ -535,8 +536,9 @@ pub(crate) fn exp16(x: __m512) -> __m512 {
     _mm512_scalef_ps(p, n)
 }
 
-/// Coefficients of [`exp16_nonpositive`]'s polynomial, from `scripts/fit_exp.py 5`.
-const EXP_COEFFS: [f32; 6] = [1.000_000_1, 1.0, 0.499_988_7, 0.166_665_05, 0.041_917_507, 0.008_369_149];
+/// Coefficients of [`exp16_nonpositive`]'s polynomial (and the AVX2 set's 8-lane twin), from
+/// `scripts/fit_exp.py 5`.
+pub(super) const EXP_COEFFS: [f32; 6] = [1.000_000_1, 1.0, 0.499_988_7, 0.166_665_05, 0.041_917_507, 0.008_369_149];
 
 /// `exp` of 16 values `x ≤ 0` (softmax arguments, their row's maximum subtracted) for outputs that
 /// are rounded to bf16: one-step range reduction (`ln 2` as one f32) and a degree-5 polynomial,
@@ -911,5 +913,17 @@ impl VectorOps for Avx512 {
     fn quantize_u8_rows(&self, a: &[f32], rows: usize, k: usize, lda: usize, out: &mut [u8], qlda: usize, scale: &mut [f32], zero: &mut [i32]) {
         // SAFETY: an `Avx512` value exists only when `detect` found AVX-512F/BW/VL/DQ.
         unsafe { quantize_u8_rows(a, rows, k, lda, out, qlda, scale, zero) }
+    }
+    fn softmax_quantize_u8(&self, x: &mut [f32], scale: f32, weight: &[f32], out: &mut [u8]) -> f32 {
+        // SAFETY: an `Avx512` value exists only when `detect` found AVX2 and FMA (besides AVX-512).
+        unsafe { super::avx2::softmax_quantize_u8(x, scale, weight, out) }
+    }
+    fn quantize_pack_keys(&self, src: &[f32], n: usize, k: usize, row_stride: usize, dst: &mut [i8], scale: &mut [f32], sum: &mut [i32]) {
+        // SAFETY: an `Avx512` value exists only when `detect` found AVX2 and FMA (besides AVX-512).
+        unsafe { super::avx2::quantize_pack_keys(src, n, k, row_stride, dst, scale, sum) }
+    }
+    fn quantize_pack_values(&self, src: &[f32], n: usize, k: usize, row_stride: usize, dst: &mut [i8], row_scale: &mut [f32], sum: &mut [i32]) {
+        // SAFETY: an `Avx512` value exists only when `detect` found AVX2 and FMA (besides AVX-512).
+        unsafe { super::avx2::quantize_pack_values(src, n, k, row_stride, dst, row_scale, sum) }
     }
 }

@@ -25,6 +25,26 @@ impl AvxVnni {
     }
 }
 
+/// One k group of [`tile`]: the 4 activation bytes at `at` of each row (broadcast) times the
+/// group's 64 weight bytes at `w` (two ymm of 8 columns × 4 k-bytes), added into `acc`.
+///
+/// # Safety
+/// `w..w + 64` and each row's `at..at + 4` must be readable; AVX-VNNI and AVX2 available.
+#[inline]
+#[target_feature(enable = "avx2,fma,avxvnni")]
+unsafe fn group<const R: usize>(acc: &mut [[__m256i; 2]; R], rows: &[*const u8; R], w: *const u8, at: usize) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let w0 = _mm256_loadu_si256(w as *const __m256i);
+        let w1 = _mm256_loadu_si256(w.add(32) as *const __m256i);
+        for (row, acc_r) in rows.iter().zip(acc.iter_mut()) {
+            let av = _mm256_set1_epi32(std::ptr::read_unaligned(row.add(at) as *const i32));
+            acc_r[0] = _mm256_dpbusd_avx_epi32(acc_r[0], av, w0);
+            acc_r[1] = _mm256_dpbusd_avx_epi32(acc_r[1], av, w1);
+        }
+    }
+}
+
 /// `R` rows × one 16-column panel.
 ///
 /// # Safety
@@ -37,18 +57,23 @@ unsafe fn tile<const R: usize>(args: &GemmU8I8Args<'_>, out: *mut f32, ldc: usiz
     let width = (args.n - p * 16).min(16);
     let panel = args.w[p * 16 * kp..].as_ptr();
     let mut acc = [[_mm256_setzero_si256(); 2]; R];
+    let rows: [*const u8; R] = std::array::from_fn(|r| args.a[(i + r) * args.lda..].as_ptr());
     // SAFETY: group g covers bytes 64g..64g+64 of the panel (kp·16 bytes, checked) and activation
     // bytes 4g..4g+4 < kp ≤ lda of rows below m (checked). Activation bytes past k meet zero weights.
     unsafe {
-        for g in 0..kp / 4 {
-            let w0 = _mm256_loadu_si256(panel.add(g * 64) as *const __m256i);
-            let w1 = _mm256_loadu_si256(panel.add(g * 64 + 32) as *const __m256i);
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                let a4 = std::ptr::read_unaligned(args.a.as_ptr().add((i + r) * args.lda + g * 4) as *const i32);
-                let av = _mm256_set1_epi32(a4);
-                acc_r[0] = _mm256_dpbusd_avx_epi32(acc_r[0], av, w0);
-                acc_r[1] = _mm256_dpbusd_avx_epi32(acc_r[1], av, w1);
+        // Four groups per step: the rows' address arithmetic and the loop's own µops (which
+        // compete with `vpdpbusd` for its two ports) are paid once per four groups.
+        let groups = kp / 4;
+        let mut g = 0;
+        while g + 4 <= groups {
+            for u in 0..4 {
+                group(&mut acc, &rows, panel.add((g + u) * 64) as *const u8, 4 * (g + u));
             }
+            g += 4;
+        }
+        while g < groups {
+            group(&mut acc, &rows, panel.add(g * 64) as *const u8, 4 * g);
+            g += 1;
         }
         for (r, acc_r) in acc.iter().enumerate() {
             let row = i + r;
