@@ -659,12 +659,8 @@ fn attention_int8(k: &Kernels, pool: &Pool, ar: &mut Arena, t: usize, d: usize, 
             )
         };
         for head in 0..heads {
-            for (i, row) in qu.chunks_exact_mut(hd4).enumerate() {
-                let q = &qkv[(r0 + i) * 3 * d + head * hd..][..hd];
-                let (sc, z) = k.vector.quantize_u8(q, &mut row[..hd]);
-                row[hd..].fill(z as u8);
-                (a_scale[i], a_zero[i]) = (sc, z);
-            }
+            // The queries: rows of the qkv matrix (3·d apart), padded to hd4 with their zero point.
+            k.vector.quantize_u8_rows(&qkv[r0 * 3 * d + head * hd..], rows, hd, 3 * d, qu, hd4, a_scale, a_zero);
             let (w, w_scale, w_sum) = (&k_i8[head * kl..(head + 1) * kl], &k_scale[head * t16..(head + 1) * t16], &k_sum[head * t16..(head + 1) * t16]);
             let args = GemmU8I8Args { m: rows, n: t, k: hd, a: qu, lda: hd4, a_scale, a_zero, w, w_scale, w_sum, bias: None, epilogue: Epilogue::Store };
             k.gemm_u8i8.gemm(&args, scores, ts);

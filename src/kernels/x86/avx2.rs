@@ -742,6 +742,14 @@ fn quantize_u8(x: &[f32], out: &mut [u8]) -> (f32, i32) {
         out[..x.len()].fill(0);
         return (1.0, 0);
     };
+    u8_levels(x, scale, zero, out);
+    (scale, zero)
+}
+
+/// The levels of [`quantize_u8`] for the parameters `scale`, `zero`: 32 values per step through
+/// [`level8`] and saturating packs, the rest one by one.
+#[target_feature(enable = "avx2,fma")]
+fn u8_levels(x: &[f32], scale: f32, zero: i32, out: &mut [u8]) {
     let inv_s = 1.0 / scale;
     let inv = _mm256_set1_ps(inv_s);
     let zv = _mm256_set1_epi32(zero);
@@ -767,7 +775,60 @@ fn quantize_u8(x: &[f32], out: &mut [u8]) -> (f32, i32) {
     for (o, &v) in out[split32..].iter_mut().zip(&x[split32..]) {
         *o = ((v * inv_s).round() as i32 + zero).clamp(0, 255) as u8;
     }
-    (scale, zero)
+}
+
+/// Rows [`quantize_u8_rows`] takes at once.
+const QUANTIZE_ROWS: usize = 4;
+
+/// [`VectorOps::quantize_u8_rows`]: the range passes of [`QUANTIZE_ROWS`] rows interleaved (on
+/// short rows, such as the 64 values of an attention query, each row's pass is mostly its
+/// reductions' latency), then each row's parameters and levels as [`quantize_u8`]: the same bits.
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+fn quantize_u8_rows(a: &[f32], rows: usize, k: usize, lda: usize, out: &mut [u8], qlda: usize, scale: &mut [f32], zero: &mut [i32]) {
+    if rows == 0 {
+        return;
+    }
+    assert!(
+        lda >= k && qlda >= k && a.len() >= (rows - 1) * lda + k && out.len() >= rows * qlda && scale.len() >= rows && zero.len() >= rows,
+        "quantize_u8_rows operands are too short"
+    );
+    let split = k - k % 8;
+    let mut r0 = 0;
+    while r0 < rows {
+        let n = (rows - r0).min(QUANTIZE_ROWS);
+        // One accumulator pair per row (the rows are the independent chains); the accumulator is
+        // the second operand, as in `quantize_u8`, so the minimum and maximum are its.
+        let (mut lo, mut hi) = ([_mm256_setzero_ps(); QUANTIZE_ROWS], [_mm256_setzero_ps(); QUANTIZE_ROWS]);
+        for i in (0..split).step_by(8) {
+            for r in 0..QUANTIZE_ROWS {
+                if r < n {
+                    // SAFETY: values i..i + 8 of row r0 + r lie inside `a` (asserted above).
+                    let v = unsafe { _mm256_loadu_ps(a.as_ptr().add((r0 + r) * lda + i)) };
+                    lo[r] = _mm256_min_ps(v, lo[r]);
+                    hi[r] = _mm256_max_ps(v, hi[r]);
+                }
+            }
+        }
+        for r in 0..n {
+            let row = &a[(r0 + r) * lda..(r0 + r) * lda + k];
+            let (l, h) = row[split..].iter().fold((hmin8(lo[r]), hmax8(hi[r])), |(l, h), &v| (l.min(v), h.max(v)));
+            let o = &mut out[(r0 + r) * qlda..(r0 + r + 1) * qlda];
+            let (sc, z) = match u8_params(l, h) {
+                Some((sc, z)) => {
+                    u8_levels(row, sc, z, &mut o[..k]);
+                    (sc, z)
+                }
+                None => {
+                    o[..k].fill(0);
+                    (1.0, 0)
+                }
+            };
+            o[k..].fill(z as u8);
+            (scale[r0 + r], zero[r0 + r]) = (sc, z);
+        }
+        r0 += n;
+    }
 }
 
 /// [`pack::quantize_i8`] of 8 values as i32 lanes: `round(v · inv)` (half away from zero), NaN
@@ -944,6 +1005,10 @@ impl VectorOps for Avx2 {
     fn softmax_quantize_u8(&self, x: &mut [f32], scale: f32, weight: &[f32], out: &mut [u8]) -> f32 {
         // SAFETY: an `Avx2` value exists only when `detect` found AVX2 and FMA.
         unsafe { softmax_quantize_u8(x, scale, weight, out) }
+    }
+    fn quantize_u8_rows(&self, a: &[f32], rows: usize, k: usize, lda: usize, out: &mut [u8], qlda: usize, scale: &mut [f32], zero: &mut [i32]) {
+        // SAFETY: an `Avx2` value exists only when `detect` found AVX2 and FMA.
+        unsafe { quantize_u8_rows(a, rows, k, lda, out, qlda, scale, zero) }
     }
     fn quantize_pack_keys(&self, src: &[f32], n: usize, k: usize, row_stride: usize, dst: &mut [i8], scale: &mut [f32], sum: &mut [i32]) {
         // SAFETY: an `Avx2` value exists only when `detect` found AVX2 and FMA.
