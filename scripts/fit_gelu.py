@@ -6,14 +6,18 @@ gelu(x) = x·Φ(x) = max(x, 0) − h(|x|) for either sign of x.
 
 Pure Python (no numpy): `python3 scripts/fit_gelu.py` prints the Rust table and the largest error
 of g and of gelu over a dense grid, with every coefficient rounded to f32 and the evaluation
-rounded to f32 after every step, as the kernel runs it.
+rounded to f32 after every step, as the kernel runs it. `python3 scripts/fit_gelu.py 8 6` fits 8
+intervals of degree 6 instead: the AVX2 set's `GELU8_TABLE` (`src/kernels/x86/avx2.rs`), whose 8
+intervals are one `vpermps` table per coefficient.
 """
 import math
 import struct
+import sys
 
 T = 6.0
-N = 32
-DEG = 4
+# Intervals and degree: 32 and 4 (AVX-512), or as given on the command line.
+N = int(sys.argv[1]) if __name__ == "__main__" and len(sys.argv) > 1 else 32
+DEG = int(sys.argv[2]) if __name__ == "__main__" and len(sys.argv) > 2 else 4
 
 
 def f32(v):
@@ -76,7 +80,8 @@ def main():
         if err > worst_gelu:
             worst_gelu, at = err, x
     print(f"// T = {T}, {N} intervals, degree {DEG}: max |h error| {worst_g:.3e}, max |gelu error| / (1 + |gelu|) {worst_gelu:.3e} at x = {at}")
-    print(f"static GELU_TABLE: [[f32; {N}]; {DEG + 1}] = [")
+    name = "GELU_TABLE" if (N, DEG) == (32, 4) else "GELU8_TABLE" if N == 8 else f"GELU_TABLE_{N}_{DEG}"
+    print(f"static {name}: [[f32; {N}]; {DEG + 1}] = [")
     for p in range(DEG + 1):
         print(f"    // u^{p}")
         print("    [" + ", ".join(repr(table[i][p]) for i in range(N)) + "],")
