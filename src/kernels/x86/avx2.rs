@@ -669,7 +669,8 @@ pub(super) fn softmax_quantize_u8(x: &mut [f32], scale: f32, weight: &[f32], out
     let (sumv, pmaxv) = (_mm256_add_ps(sumv[0], sumv[1]), _mm256_max_ps(pmaxv[0], pmaxv[1]));
     let (sum, pmax) = (hsum8(sumv), hmax8(pmaxv));
     // As the default: a largest probability × weight below PROB_ZERO counts as all zero.
-    if !(pmax / sum >= crate::kernels::PROB_ZERO) || !pmax.is_finite() {
+    let at_least = |v: f32, bound: f32| matches!(v.partial_cmp(&bound), Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal));
+    if !at_least(pmax / sum, crate::kernels::PROB_ZERO) || !pmax.is_finite() {
         out[..n].fill(0);
         return 1.0;
     }
