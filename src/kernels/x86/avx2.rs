@@ -709,8 +709,9 @@ fn gelu(x: &mut [f32]) {
 
 /// `q` plus ±(the largest f32 below ½), with `q`'s sign: truncating the sum (`vcvttps2dq`, or
 /// `vroundps` toward zero) gives `round(q)` with ties away from zero, like `f32::round`, for every
-/// finite `q` (checked over all 2³² bit patterns against C's `roundf`); NaN and ±∞ stay as they
-/// are. Three operations instead of the seven of computing the dropped fraction.
+/// finite `q` (`scripts/check_half_away.c` checks all 2³² bit patterns against C's `roundf`); NaN
+/// and ±∞ stay as they are. Three operations instead of the seven of computing the dropped
+/// fraction.
 #[inline]
 #[target_feature(enable = "avx2")]
 fn half_away8(q: __m256) -> __m256 {
