@@ -1,6 +1,6 @@
 /* Checks the rounding of the AVX2 quantizers (src/kernels/x86/avx2.rs, `half_away8`): for every
  * finite f32 q, truncating q + copysign(0.49999997f, q) (the largest f32 below one half) gives
- * roundf(q), ties away from zero. All 2^32 bit patterns, about 16 s:
+ * roundf(q), ties away from zero. All 2^32 bit patterns, about 20 s:
  *
  *     gcc -O2 scripts/check_half_away.c -o target/check_half_away -lm && target/check_half_away
  *
