@@ -537,6 +537,18 @@ pub fn u8_params(lo: f32, hi: f32) -> Option<(f32, i32)> {
     Some((scale, (-lo / scale).round().clamp(0.0, 255.0) as i32))
 }
 
+/// Panics unless the operands of [`VectorOps::quantize_u8_rows`] hold `rows ≥ 1` rows: `k` values
+/// per row `lda` apart in `a`, `qlda` bytes per row in `out`, a scale and a zero point per row
+/// (the SIMD sets index them without bounds checks).
+#[allow(clippy::too_many_arguments)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) fn check_quantize_u8_rows(a: &[f32], rows: usize, k: usize, lda: usize, out: &[u8], qlda: usize, scale: &[f32], zero: &[i32]) {
+    assert!(
+        lda >= k && qlda >= k && a.len() >= (rows - 1) * lda + k && out.len() >= rows * qlda && scale.len() >= rows && zero.len() >= rows,
+        "quantize_u8_rows operands are too short"
+    );
+}
+
 /// Exact GELU of one value (shared by the scalar kernels and the epilogues).
 #[inline]
 pub fn gelu_exact(x: f32) -> f32 {

@@ -687,10 +687,7 @@ pub(super) fn softmax_quantize_u8(x: &mut [f32], scale: f32, weight: &[f32], out
         unsafe {
             let p = c.as_ptr();
             let q: [__m256i; 4] = std::array::from_fn(|j| _mm256_cvttps_epi32(half_away8(_mm256_mul_ps(_mm256_loadu_ps(p.add(8 * j)), inv))));
-            // Saturating packs clamp to 0..=255; they interleave 128-bit lanes, the permute undoes it.
-            let bytes = _mm256_packus_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
-            let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-            _mm256_storeu_si256(o.as_mut_ptr() as *mut __m256i, bytes);
+            _mm256_storeu_si256(o.as_mut_ptr() as *mut __m256i, bytes_u8x32(q));
         }
     }
     for (o, &p) in out[split32..n].iter_mut().zip(&x[split32..]) {
@@ -724,6 +721,15 @@ fn half_away8(q: __m256) -> __m256 {
     _mm256_add_ps(q, _mm256_or_ps(sign, _mm256_set1_ps(0.499_999_97)))
 }
 
+/// 32 levels (four vectors of 8 i32, in order) as 32 bytes, clamped to 0..=255 by the saturating
+/// packs (which interleave 128-bit lanes; the permute undoes it).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn bytes_u8x32(q: [__m256i; 4]) -> __m256i {
+    let bytes = _mm256_packus_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+    _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
+}
+
 /// Quantization levels `round(v · inv) + zero` of 8 values (before clamping).
 #[inline]
 #[target_feature(enable = "avx2")]
@@ -736,38 +742,10 @@ fn level8(v: __m256, inv: __m256, zero: __m256i) -> __m256i {
 #[target_feature(enable = "avx2,fma")]
 fn quantize_u8(x: &[f32], out: &mut [u8]) -> (f32, i32) {
     assert!(out.len() >= x.len(), "output is too short");
-    // Four accumulator pairs, so consecutive vectors do not wait on each other's `vminps` latency.
-    // The accumulator is the second operand: `vminps`/`vmaxps` return it when `v` is NaN, which
-    // ignores NaN like `f32::min`/`max` in the reference; an accumulator only ever moves to a value
-    // strictly beyond it, so the split changes no result (not even the sign of a zero).
-    // (Whole groups of four vectors first, so that the accumulators stay in registers: indexing
-    // them by `i % 4` kept them on the stack.)
-    let (mut lo, mut hi) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
-    let split32 = x.len() - x.len() % 32;
-    for c in x[..split32].chunks_exact(32) {
-        for j in 0..4 {
-            // SAFETY: the chunk holds 32 values.
-            let v = unsafe { _mm256_loadu_ps(c.as_ptr().add(8 * j)) };
-            lo[j] = _mm256_min_ps(v, lo[j]);
-            hi[j] = _mm256_max_ps(v, hi[j]);
-        }
-    }
-    let split = x.len() - x.len() % 8;
-    for c in x[split32..split].chunks_exact(8) {
-        // SAFETY: the chunk holds 8 values.
-        let v = unsafe { _mm256_loadu_ps(c.as_ptr()) };
-        lo[0] = _mm256_min_ps(v, lo[0]);
-        hi[0] = _mm256_max_ps(v, hi[0]);
-    }
-    let lo = _mm256_min_ps(_mm256_min_ps(lo[0], lo[1]), _mm256_min_ps(lo[2], lo[3]));
-    let hi = _mm256_max_ps(_mm256_max_ps(hi[0], hi[1]), _mm256_max_ps(hi[2], hi[3]));
-    let (lo, hi) = x[split..].iter().fold((hmin8(lo), hmax8(hi)), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-    let Some((scale, zero)) = u8_params(lo, hi) else {
-        out[..x.len()].fill(0);
-        return (1.0, 0);
-    };
-    u8_levels(x, scale, zero, out);
-    (scale, zero)
+    // One row of the rows kernel (as the AVX-512 set does): the same range pass and levels.
+    let (mut scale, mut zero) = ([0.0], [0]);
+    quantize_u8_rows(x, 1, x.len(), x.len(), &mut out[..x.len()], x.len(), &mut scale, &mut zero);
+    (scale[0], zero[0])
 }
 
 /// The levels of [`quantize_u8`] for the parameters `scale`, `zero`: 32 values per step through
@@ -782,18 +760,8 @@ fn u8_levels(x: &[f32], scale: f32, zero: i32, out: &mut [u8]) {
         // SAFETY: the input chunk holds 32 values and the output chunk 32 bytes.
         unsafe {
             let p = c.as_ptr();
-            let q = [
-                level8(_mm256_loadu_ps(p), inv, zv),
-                level8(_mm256_loadu_ps(p.add(8)), inv, zv),
-                level8(_mm256_loadu_ps(p.add(16)), inv, zv),
-                level8(_mm256_loadu_ps(p.add(24)), inv, zv),
-            ];
-            // Saturating packs clamp to 0..=255; they interleave 128-bit lanes, the permute undoes it.
-            let ab = _mm256_packs_epi32(q[0], q[1]);
-            let cd = _mm256_packs_epi32(q[2], q[3]);
-            let bytes = _mm256_packus_epi16(ab, cd);
-            let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-            _mm256_storeu_si256(o.as_mut_ptr() as *mut __m256i, bytes);
+            let q: [__m256i; 4] = std::array::from_fn(|j| level8(_mm256_loadu_ps(p.add(8 * j)), inv, zv));
+            _mm256_storeu_si256(o.as_mut_ptr() as *mut __m256i, bytes_u8x32(q));
         }
     }
     for (o, &v) in out[split32..].iter_mut().zip(&x[split32..]) {
@@ -813,16 +781,14 @@ fn quantize_u8_rows(a: &[f32], rows: usize, k: usize, lda: usize, out: &mut [u8]
     if rows == 0 {
         return;
     }
-    assert!(
-        lda >= k && qlda >= k && a.len() >= (rows - 1) * lda + k && out.len() >= rows * qlda && scale.len() >= rows && zero.len() >= rows,
-        "quantize_u8_rows operands are too short"
-    );
+    crate::kernels::check_quantize_u8_rows(a, rows, k, lda, out, qlda, scale, zero);
     let split = k - k % 8;
     let mut r0 = 0;
     while r0 < rows {
         let n = (rows - r0).min(QUANTIZE_ROWS);
-        // One accumulator pair per row (the rows are the independent chains); the accumulator is
-        // the second operand, as in `quantize_u8`, so the minimum and maximum are its.
+        // One accumulator pair per row (the rows are the independent chains). The accumulator is
+        // the second operand: `vminps`/`vmaxps` return it when `v` is NaN, which ignores NaN like
+        // `f32::min`/`max` in the reference.
         let (mut lo, mut hi) = ([_mm256_setzero_ps(); QUANTIZE_ROWS], [_mm256_setzero_ps(); QUANTIZE_ROWS]);
         for i in (0..split).step_by(8) {
             for r in 0..QUANTIZE_ROWS {

@@ -730,10 +730,7 @@ fn quantize_u8_rows(a: &[f32], rows: usize, k: usize, lda: usize, out: &mut [u8]
     if rows == 0 {
         return;
     }
-    assert!(
-        lda >= k && qlda >= k && a.len() >= (rows - 1) * lda + k && out.len() >= rows * qlda && scale.len() >= rows && zero.len() >= rows,
-        "quantize_u8_rows operands are too short"
-    );
+    crate::kernels::check_quantize_u8_rows(a, rows, k, lda, out, qlda, scale, zero);
     let (ap, op, sp, zp) = (a.as_ptr(), out.as_mut_ptr(), scale.as_mut_ptr(), zero.as_mut_ptr());
     let mut r = 0;
     // SAFETY: rows r..r + ROWS (or the single row) and their parameters lie inside the buffers
