@@ -555,23 +555,43 @@ fn layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32])
     }
 }
 
+/// The largest `x[i]·scale` over `x` (the first pass of both softmaxes): whole pairs of vectors on
+/// two accumulators (indexed by constants, so that they stay in registers), then one vector, then
+/// the tail masked.
+#[target_feature(enable = "avx2,fma")]
+fn scaled_max(x: &[f32], sv: __m256) -> f32 {
+    let n = x.len();
+    let neg_inf = _mm256_set1_ps(f32::NEG_INFINITY);
+    let (body, body16) = (n - n % 8, n - n % 16);
+    let mut maxv = [neg_inf; 2];
+    let xp = x.as_ptr();
+    let mut i = 0;
+    while i < body16 {
+        for (j, m) in maxv.iter_mut().enumerate() {
+            // SAFETY: values i..i + 16 lie inside x.
+            *m = _mm256_max_ps(*m, _mm256_mul_ps(unsafe { _mm256_loadu_ps(xp.add(i + 8 * j)) }, sv));
+        }
+        i += 16;
+    }
+    if body16 < body {
+        // SAFETY: values body16..body16 + 8 lie inside x.
+        maxv[0] = _mm256_max_ps(maxv[0], _mm256_mul_ps(unsafe { _mm256_loadu_ps(xp.add(body16)) }, sv));
+    }
+    if body < n {
+        let mask = mask8(n - body);
+        // SAFETY: masked lanes lie inside x.
+        let v = unsafe { _mm256_maskload_ps(xp.add(body), mask) };
+        maxv[0] = _mm256_max_ps(maxv[0], _mm256_blendv_ps(neg_inf, _mm256_mul_ps(v, sv), _mm256_castsi256_ps(mask)));
+    }
+    hmax8(_mm256_max_ps(maxv[0], maxv[1]))
+}
+
 /// [`VectorOps::softmax_exp`]; the tail uses masked loads and stores.
 #[target_feature(enable = "avx2,fma")]
 fn softmax_exp(x: &mut [f32], scale: f32) -> f32 {
     let n = x.len();
     let sv = _mm256_set1_ps(scale);
-    let neg_inf = _mm256_set1_ps(f32::NEG_INFINITY);
-    let mut maxv = neg_inf;
-    let mut i = 0;
-    while i < n {
-        let mask = mask8(n - i);
-        // SAFETY: masked lanes lie inside x.
-        let v = unsafe { _mm256_maskload_ps(x.as_ptr().add(i), mask) };
-        let v = _mm256_blendv_ps(neg_inf, _mm256_mul_ps(v, sv), _mm256_castsi256_ps(mask));
-        maxv = _mm256_max_ps(maxv, v);
-        i += 8;
-    }
-    let maxs = _mm256_set1_ps(hmax8(maxv));
+    let maxs = _mm256_set1_ps(scaled_max(x, sv));
     let mut sumv = _mm256_setzero_ps();
     let mut i = 0;
     while i < n {
@@ -614,31 +634,11 @@ pub(super) fn softmax_quantize_u8(x: &mut [f32], scale: f32, weight: &[f32], out
     let n = x.len();
     assert!(weight.len() >= n && out.len() >= n, "softmax_quantize_u8 operands are too short");
     let sv = _mm256_set1_ps(scale);
-    let neg_inf = _mm256_set1_ps(f32::NEG_INFINITY);
+    let maxs = _mm256_set1_ps(scaled_max(x, sv));
     // Whole pairs of vectors on two accumulators (indexed by constants, so that they stay in
     // registers), then one vector, then the tail masked.
     let (body, body16) = (n - n % 8, n - n % 16);
-    let mut maxv = [neg_inf; 2];
     let xp = x.as_mut_ptr();
-    let mut i = 0;
-    while i < body16 {
-        for (j, m) in maxv.iter_mut().enumerate() {
-            // SAFETY: values i..i + 16 lie inside x.
-            *m = _mm256_max_ps(*m, _mm256_mul_ps(unsafe { _mm256_loadu_ps(xp.add(i + 8 * j)) }, sv));
-        }
-        i += 16;
-    }
-    if body16 < body {
-        // SAFETY: values body16..body16 + 8 lie inside x.
-        maxv[0] = _mm256_max_ps(maxv[0], _mm256_mul_ps(unsafe { _mm256_loadu_ps(xp.add(body16)) }, sv));
-    }
-    if body < n {
-        let mask = mask8(n - body);
-        // SAFETY: masked lanes lie inside x.
-        let v = unsafe { _mm256_maskload_ps(xp.add(body), mask) };
-        maxv[0] = _mm256_max_ps(maxv[0], _mm256_blendv_ps(neg_inf, _mm256_mul_ps(v, sv), _mm256_castsi256_ps(mask)));
-    }
-    let maxs = _mm256_set1_ps(hmax8(_mm256_max_ps(maxv[0], maxv[1])));
     let zero = _mm256_setzero_ps();
     let (mut sumv, mut pmaxv) = ([zero; 2], [zero; 2]);
     let wp = weight.as_ptr();
@@ -674,8 +674,7 @@ pub(super) fn softmax_quantize_u8(x: &mut [f32], scale: f32, weight: &[f32], out
     let (sumv, pmaxv) = (_mm256_add_ps(sumv[0], sumv[1]), _mm256_max_ps(pmaxv[0], pmaxv[1]));
     let (sum, pmax) = (hsum8(sumv), hmax8(pmaxv));
     // As the default: a largest probability × weight below PROB_ZERO counts as all zero.
-    let at_least = |v: f32, bound: f32| matches!(v.partial_cmp(&bound), Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal));
-    if !at_least(pmax / sum, crate::kernels::PROB_ZERO) || !pmax.is_finite() {
+    if !(pmax / sum).partial_cmp(&crate::kernels::PROB_ZERO).is_some_and(std::cmp::Ordering::is_ge) || !pmax.is_finite() {
         out[..n].fill(0);
         return 1.0;
     }
